@@ -1,0 +1,112 @@
+//! The FlexLM-style signed license file: its data types, the parser, the canonical form
+//! that is signed, and Ed25519 signing and verification.
+//!
+//! The types here are what the ledger consumes (a [`LicenseFile`] travels through Raft in
+//! a license-load entry), so they are plain data: no I/O, no clock. Dates are whole UTC
+//! days; the ledger compares them with the time carried by each log entry.
+
+mod date;
+mod parse;
+mod sign;
+
+pub use date::Date;
+pub use parse::parse;
+pub use sign::{canonical_line, sign_line, sign_file, verify_file, verify_line, VendorKey, VendorSigningKey};
+
+use serde::{Deserialize, Serialize};
+
+/// A parsed license file: the vendors it declares and its feature lines, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseFile {
+    pub vendors: Vec<String>,
+    pub lines: Vec<FeatureLine>,
+}
+
+/// `FEATURE` starts a pool; `INCREMENT` adds seats to it (a seat pack). Both count the
+/// same way once loaded; the kind is kept because it is part of what was signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LineKind {
+    Feature,
+    Increment,
+}
+
+/// A feature version such as `2026.1`: dot-separated numbers compared numerically, part by
+/// part (`2026.10` > `2026.9`). A checkout asks for a version and may use any line whose
+/// version is at least that.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version(pub Vec<u32>);
+
+/// When a line stops counting: the last day it is valid (inclusive, UTC), or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Expiry {
+    Permanent,
+    /// Valid through the end of this day.
+    On(Date),
+}
+
+/// How many seats a line grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Count {
+    /// FlexLM `uncounted`: no seat limit, leases are still recorded.
+    Uncounted,
+    Seats(u32),
+}
+
+/// FlexLM `DUP_GROUP`: which checkouts of one feature share a single seat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DupGroup {
+    /// Every checkout takes its own seat.
+    #[default]
+    None,
+    /// `U`: one user on any number of hosts and processes uses one seat.
+    User,
+    /// `UH`: one seat per user and host.
+    UserHost,
+}
+
+/// The licensing model of a line. Named-user licensing (FlexLM `USER_BASED`) is parsed and
+/// carried so files that use it round-trip and verify; the ledger refuses to load it until
+/// named-user assignments exist, rather than silently treating it as floating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LicenseModel {
+    #[default]
+    Floating,
+    /// Seats bound to named users; over-assignment tolerated for `fair_use_days`.
+    NamedUser { fair_use_days: u32 },
+}
+
+/// What happens after a term license's expiry: `GRACE=days` keeps it counting (with
+/// warnings) for that long, after which `DEMO=n` seats remain until a renewal is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TermPolicy {
+    pub grace_days: u32,
+    pub demo_seats: u32,
+}
+
+/// One `FEATURE` or `INCREMENT` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureLine {
+    pub kind: LineKind,
+    pub name: String,
+    pub vendor: String,
+    pub version: Version,
+    pub expiry: Expiry,
+    pub count: Count,
+    /// `LINGER=secs`: how long a released seat stays counted for its last user.
+    pub linger_secs: u32,
+    pub dup_group: DupGroup,
+    /// `OVERDRAFT=n`: seats grantable beyond `count`, metered as overuse.
+    pub overdraft: u32,
+    /// `START=date`: the first day the line counts (inclusive).
+    pub start: Option<Date>,
+    pub issued: Option<Date>,
+    pub notice: Option<String>,
+    pub vendor_string: Option<String>,
+    pub model: LicenseModel,
+    pub term: TermPolicy,
+    /// Ed25519 signature over [`canonical_line`]; `None` for an unsigned line, which
+    /// verification refuses.
+    pub signature: Option<Vec<u8>>,
+    /// 1-based line number in the source file where this directive started, for errors.
+    pub line_no: u32,
+}

@@ -8,11 +8,19 @@ use thiserror::Error;
 pub enum Error {
     /// A license file could not be parsed. `line` and `column` are 1-based.
     #[error("line {line}, column {column}: {message}")]
-    Parse { line: u32, column: u32, message: String },
+    Parse {
+        line: u32,
+        column: u32,
+        message: String,
+    },
 
     /// A line's signature is missing, malformed or does not verify.
     #[error("line {line} (FEATURE/INCREMENT {feature}): {reason}")]
-    Signature { line: u32, feature: String, reason: String },
+    Signature {
+        line: u32,
+        feature: String,
+        reason: String,
+    },
 
     /// A key file or key text is not a valid Ed25519 key.
     #[error("invalid key: {0}")]

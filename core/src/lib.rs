@@ -1,12 +1,13 @@
 //! `tally-core`: Tally's domain, free of tokio, clocks and I/O.
 //!
 //! - [`license`]: the FlexLM-style license file, its canonical form and Ed25519 signatures.
-//! - `ledger`: the pure seat state machine that every node applies to the same log.
+//! - [`ledger`]: the pure seat state machine that every node applies to the same log.
 //!
 //! Determinism is the point: every node must compute byte-identical state from the same
 //! entries, so the crate uses ordered maps only and takes time from its inputs.
 
 pub mod error;
+pub mod ledger;
 pub mod license;
 
 pub use error::Error;

@@ -6,12 +6,8 @@
 //! days; the ledger compares them with the time carried by each log entry.
 
 mod date;
-mod parse;
-mod sign;
 
 pub use date::Date;
-pub use parse::parse;
-pub use sign::{canonical_line, sign_line, sign_file, verify_file, verify_line, VendorKey, VendorSigningKey};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +49,9 @@ pub enum Count {
 }
 
 /// FlexLM `DUP_GROUP`: which checkouts of one feature share a single seat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum DupGroup {
     /// Every checkout takes its own seat.
     #[default]

@@ -1,0 +1,483 @@
+//! The ledger: Tally's seat table as a pure, deterministic state machine.
+//!
+//! Every node applies the same log entries in the same order with [`Ledger::apply`] and
+//! ends in byte-identical state. The ledger reads no clock (time arrives in each
+//! [`Entry`]), does no I/O and uses only ordered collections, so a test can replay any
+//! history and a snapshot is the same bytes on every node. The async shell around it
+//! (Raft, the lease keeper) decides *what* to propose; the ledger decides what it *means*.
+//!
+//! State kept here is the truth; everything in [`Index`] is derived from it and rebuilt
+//! on restore, so a snapshot carries no redundant data that could disagree with itself.
+
+mod index;
+mod pool;
+mod seats;
+mod snapshot;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::license::{LicenseFile, Version};
+use index::Index;
+pub use types::*;
+
+/// How long a client's last answers are kept after its last session ended, so that a
+/// retried `OpenSession` or `CloseSession` still finds its first answer. An hour covers
+/// any retry loop a client could reasonably be in.
+pub const CLIENT_RETENTION_MS: u64 = 3_600_000;
+
+/// How many recent answers are kept per client, so that a client may pipeline requests
+/// (several in flight at once) and still have each retry answered exactly.
+pub const REPLY_WINDOW: usize = 16;
+
+/// At most this many idle clients are forgotten per entry, so one entry never does
+/// unbounded work even after a mass disconnect.
+const CLIENT_GC_PER_ENTRY: usize = 64;
+
+/// A running client process and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub client: ClientId,
+    pub holder: Holder,
+    pub ttl_ms: u64,
+    pub opened_ms: TimeMs,
+    /// The last heartbeat the leader checkpointed (at least the open time). A lower bound
+    /// on the real last heartbeat, which only the leader's memory has.
+    pub last_heartbeat_ms: TimeMs,
+    pub secret: SecretDigest,
+    pub leases: BTreeSet<LeaseId>,
+}
+
+/// One session's claim on a seat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub seat: SeatId,
+    pub session: SessionId,
+    pub feature: String,
+    pub version: Version,
+    pub count: u32,
+    pub granted_ms: TimeMs,
+    pub fencing_token: u64,
+}
+
+/// Who a seat belongs to for sharing and linger reuse, per the pool's `DUP_GROUP`: user
+/// alone (`U`), user and host (`UH`), or user, host and display when there is no grouping
+/// (a restarted process on the same workstation may take back its lingering seat, but
+/// nobody shares a held one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DupKey {
+    pub user: String,
+    pub host: Option<String>,
+    pub display: Option<String>,
+}
+
+/// What a pool counts: `count` seats charged at `version`, held by one or more leases
+/// (more than one only under `DUP_GROUP`), or lingering for its last holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seat {
+    pub feature: String,
+    pub version: Version,
+    pub count: u32,
+    pub key: DupKey,
+    pub holders: BTreeSet<LeaseId>,
+    /// Set while no lease holds the seat: it stays counted until then.
+    pub lingering_until: Option<TimeMs>,
+    /// Token of the latest grant on this seat; grows with every new holder.
+    pub fencing_token: u64,
+}
+
+/// The recent answers of one client, for idempotent retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ClientRecord {
+    replies: BTreeMap<u64, Reply>,
+    /// Every sequence number below this was answered and forgotten: such a request is a
+    /// stale duplicate. Absent numbers at or above it were never seen and are executed.
+    floor: u64,
+    live_sessions: u32,
+    last_seen_ms: TimeMs,
+}
+
+/// The replicated state. Field order is the snapshot's byte order: keep it stable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    last_applied: u64,
+    /// The latest entry time seen. Leaders' clocks differ, so an entry from a new leader
+    /// may carry an earlier time; the ledger never lets time run backwards.
+    now_ms: TimeMs,
+    sessions: BTreeMap<SessionId, Session>,
+    leases: BTreeMap<LeaseId, Lease>,
+    seats: BTreeMap<SeatId, Seat>,
+    licenses: BTreeMap<String, LicenseFile>,
+    clients: BTreeMap<ClientId, ClientRecord>,
+}
+
+/// The seat ledger. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    st: State,
+    ix: Index,
+}
+
+enum Dedup {
+    Execute,
+    Replay(Reply),
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one entry and says what it did. Entries must come in log order; an index
+    /// that does not follow the last applied one changes nothing.
+    pub fn apply(&mut self, entry: &Entry) -> Outcome {
+        if entry.index <= self.st.last_applied {
+            let reply = Reply::OutOfOrder {
+                last_applied: self.st.last_applied,
+            };
+            return Outcome {
+                reply,
+                events: Vec::new(),
+            };
+        }
+        self.st.last_applied = entry.index;
+        self.st.now_ms = self.st.now_ms.max(entry.at_ms);
+        let mut events = Vec::new();
+        let reply = match self.client_request(&entry.op) {
+            Some(req) => match self.dedup(req) {
+                Dedup::Replay(reply) => reply,
+                Dedup::Execute => {
+                    let reply = self.execute(entry.index, &entry.op, &mut events);
+                    self.remember(req, &reply);
+                    reply
+                }
+            },
+            None => self.execute(entry.index, &entry.op, &mut events),
+        };
+        self.forget_idle_clients();
+        Outcome { reply, events }
+    }
+
+    fn client_request(&self, op: &Op) -> Option<RequestId> {
+        match op {
+            Op::OpenSession { req, .. }
+            | Op::Checkout { req, .. }
+            | Op::Checkin { req, .. }
+            | Op::CloseSession { req, .. } => Some(*req),
+            _ => None,
+        }
+    }
+
+    fn execute(&mut self, index: u64, op: &Op, ev: &mut Vec<Event>) -> Reply {
+        match op {
+            Op::OpenSession {
+                req,
+                holder,
+                ttl_ms,
+                secret,
+            } => self.open_session(index, req.client, holder, *ttl_ms, *secret, ev),
+            Op::Checkout {
+                auth,
+                feature,
+                version,
+                count,
+                ..
+            } => match self.authorize(auth) {
+                Err(reason) => {
+                    ev.push(Event::Denied {
+                        feature: feature.clone(),
+                        session: auth.session,
+                        reason: reason.clone(),
+                    });
+                    Reply::Denied(reason)
+                }
+                Ok(()) => self.checkout(index, auth.session, feature, version, *count, ev),
+            },
+            Op::Checkin { auth, lease, .. } => match self.authorize(auth) {
+                Err(reason) => Reply::Denied(reason),
+                Ok(()) => self.checkin(auth.session, *lease, ev),
+            },
+            Op::CloseSession { auth, .. } => match self.authorize(auth) {
+                Err(reason) => Reply::Denied(reason),
+                Ok(()) => {
+                    let released = self.end_session(auth.session, ReleaseCause::SessionClosed, ev);
+                    ev.push(Event::SessionClosed {
+                        session: auth.session,
+                    });
+                    Reply::SessionClosed {
+                        session: auth.session,
+                        released,
+                    }
+                }
+            },
+            Op::CheckpointHeartbeats { beats } => {
+                let now = self.st.now_ms;
+                let mut affected = 0;
+                for (id, at) in beats {
+                    if let Some(s) = self.st.sessions.get_mut(id) {
+                        // Never in the future: a checkpoint must stay a lower bound.
+                        s.last_heartbeat_ms = s.last_heartbeat_ms.max((*at).min(now));
+                        affected += 1;
+                    }
+                }
+                Reply::Done { affected }
+            }
+            Op::ExpireSessions { sessions } => {
+                let mut affected = 0;
+                for id in sessions {
+                    if self.expiry_due(*id) {
+                        self.end_session(*id, ReleaseCause::SessionExpired, ev);
+                        ev.push(Event::SessionExpired { session: *id });
+                        affected += 1;
+                    }
+                }
+                Reply::Done { affected }
+            }
+            Op::ReclaimSeats { seats } => Reply::Done {
+                affected: self.reclaim(seats, ev),
+            },
+            Op::RemoveLease { lease } => Reply::Done {
+                affected: u32::from(self.remove_lease(*lease, ev)),
+            },
+            Op::LoadLicense { source, license } => self.load_license(source, license, ev),
+            Op::UnloadLicense { source } => self.unload_license(source, ev),
+        }
+    }
+
+    fn dedup(&self, req: RequestId) -> Dedup {
+        let Some(rec) = self.st.clients.get(&req.client) else {
+            return Dedup::Execute;
+        };
+        if let Some(reply) = rec.replies.get(&req.seq) {
+            return Dedup::Replay(reply.clone());
+        }
+        if req.seq < rec.floor {
+            let last_seq = rec.replies.keys().next_back().copied().unwrap_or(rec.floor);
+            return Dedup::Replay(Reply::Denied(DenyReason::StaleRequest { last_seq }));
+        }
+        Dedup::Execute
+    }
+
+    fn remember(&mut self, req: RequestId, reply: &Reply) {
+        let now = self.st.now_ms;
+        let rec = self
+            .st
+            .clients
+            .entry(req.client)
+            .or_insert_with(|| ClientRecord {
+                replies: BTreeMap::new(),
+                floor: 0,
+                live_sessions: 0,
+                last_seen_ms: now,
+            });
+        if let Reply::SessionOpened { .. } = reply {
+            rec.live_sessions += 1;
+        }
+        rec.replies.insert(req.seq, reply.clone());
+        while rec.replies.len() > REPLY_WINDOW {
+            if let Some((seq, _)) = rec.replies.pop_first() {
+                rec.floor = rec.floor.max(seq + 1);
+            }
+        }
+        self.ix.idle_clients.remove(&(rec.last_seen_ms, req.client));
+        rec.last_seen_ms = now;
+        if rec.live_sessions == 0 {
+            self.ix.idle_clients.insert((now, req.client));
+        }
+    }
+
+    /// Drops the answers of clients with no session that have been quiet for
+    /// [`CLIENT_RETENTION_MS`], a bounded number per entry.
+    fn forget_idle_clients(&mut self) {
+        let now = self.st.now_ms;
+        for _ in 0..CLIENT_GC_PER_ENTRY {
+            let Some(&(seen, client)) = self.ix.idle_clients.first() else {
+                break;
+            };
+            if seen.saturating_add(CLIENT_RETENTION_MS) > now {
+                break;
+            }
+            self.ix.idle_clients.pop_first();
+            self.st.clients.remove(&client);
+        }
+    }
+
+    fn authorize(&self, auth: &SessionAuth) -> Result<(), DenyReason> {
+        match self.st.sessions.get(&auth.session) {
+            None => Err(DenyReason::UnknownSession),
+            // Not constant-time: both sides are digests, and the log is not an oracle
+            // anyone outside the cluster can time.
+            Some(s) if s.secret != auth.secret => Err(DenyReason::BadSecret),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn open_session(
+        &mut self,
+        index: u64,
+        client: ClientId,
+        holder: &Holder,
+        ttl_ms: u64,
+        secret: SecretDigest,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        let now = self.st.now_ms;
+        self.st.sessions.insert(
+            index,
+            Session {
+                client,
+                holder: holder.clone(),
+                ttl_ms,
+                opened_ms: now,
+                last_heartbeat_ms: now,
+                secret,
+                leases: BTreeSet::new(),
+            },
+        );
+        ev.push(Event::SessionOpened {
+            session: index,
+            user: holder.user.clone(),
+            host: holder.host.clone(),
+        });
+        Reply::SessionOpened {
+            session: index,
+            ttl_ms,
+        }
+    }
+
+    /// A leader asks to expire a session. The checkpointed heartbeat is a lower bound on
+    /// the real one, so an expiry before checkpoint + TTL is certainly wrong (a stale or
+    /// confused leader) and is ignored.
+    fn expiry_due(&self, id: SessionId) -> bool {
+        self.st
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.last_heartbeat_ms.saturating_add(s.ttl_ms) <= self.st.now_ms)
+    }
+
+    /// Releases every lease of a session and removes it. Returns the leases released.
+    fn end_session(&mut self, id: SessionId, cause: ReleaseCause, ev: &mut Vec<Event>) -> u32 {
+        let Some(session) = self.st.sessions.remove(&id) else {
+            return 0;
+        };
+        let mut released = 0;
+        for lease in &session.leases {
+            if self.release(*lease, cause, ev) {
+                released += 1;
+            }
+        }
+        let now = self.st.now_ms;
+        if let Some(rec) = self.st.clients.get_mut(&session.client) {
+            rec.live_sessions = rec.live_sessions.saturating_sub(1);
+            if rec.live_sessions == 0 {
+                self.ix
+                    .idle_clients
+                    .remove(&(rec.last_seen_ms, session.client));
+                rec.last_seen_ms = rec.last_seen_ms.max(now);
+                self.ix
+                    .idle_clients
+                    .insert((rec.last_seen_ms, session.client));
+            }
+        }
+        released
+    }
+
+    // ---- Queries, for the server's services and the leader's lease keeper. ----
+
+    /// The index of the last applied entry.
+    pub fn last_applied(&self) -> u64 {
+        self.st.last_applied
+    }
+
+    /// The ledger's time: the latest entry time applied.
+    pub fn now_ms(&self) -> TimeMs {
+        self.st.now_ms
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.st.sessions.get(&id)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.st.sessions.iter().map(|(id, s)| (*id, s))
+    }
+
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.st.leases.get(&id)
+    }
+
+    pub fn leases(&self) -> impl Iterator<Item = (LeaseId, &Lease)> {
+        self.st.leases.iter().map(|(id, l)| (*id, l))
+    }
+
+    pub fn seat(&self, id: SeatId) -> Option<&Seat> {
+        self.st.seats.get(&id)
+    }
+
+    pub fn seats(&self) -> impl Iterator<Item = (SeatId, &Seat)> {
+        self.st.seats.iter().map(|(id, s)| (*id, s))
+    }
+
+    /// Loaded license files by source name.
+    pub fn licenses(&self) -> impl Iterator<Item = (&str, &LicenseFile)> {
+        self.st.licenses.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Lingering seats whose time is up at `now`, oldest first, at most `limit`: what the
+    /// leader proposes to reclaim next.
+    pub fn due_seats(&self, now: TimeMs, limit: usize) -> Vec<SeatId> {
+        self.ix
+            .lingering
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .take(limit)
+            .map(|(_, seat)| *seat)
+            .collect()
+    }
+
+    /// Per-feature counts at the ledger's current time.
+    pub fn features(&self) -> Vec<FeatureStatus> {
+        let now = self.st.now_ms;
+        self.ix
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                let (issued, overdraft_limit) = pool.issued(now);
+                let lingering = self
+                    .st
+                    .seats
+                    .values()
+                    .filter(|s| s.feature == *name && s.lingering_until.is_some())
+                    .map(|s| u64::from(s.count))
+                    .sum();
+                FeatureStatus {
+                    name: name.clone(),
+                    issued,
+                    overdraft_limit,
+                    in_use: pool.charged(),
+                    lingering,
+                    linger_ms: pool.linger_ms,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A feature's counts, for status listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureStatus {
+    pub name: String,
+    /// Licensed seats counting now (including grace and demo seats).
+    pub issued: u64,
+    pub overdraft_limit: u64,
+    /// Seats charged, held or lingering.
+    pub in_use: u64,
+    /// Of `in_use`, seats lingering after release.
+    pub lingering: u64,
+    pub linger_ms: u64,
+}

@@ -1,0 +1,261 @@
+//! A feature pool: the seats that all loaded lines of one feature grant at a given time,
+//! and the exact test of whether a checkout still fits.
+//!
+//! Versions make this subtle: a checkout of version `v` may use any line whose version is
+//! at least `v`, so 20 seats of 2025.1 and 5 of 2026.1 can hold 25 checkouts of 2025.1
+//! but only 5 of 2026.1. The sets of usable lines are suffixes of the lines sorted by
+//! version, and for such nested sets a valid assignment of seats to lines exists iff, for
+//! every line version `w`, the seats that need at least `w` fit in the lines of version at
+//! least `w` (Hall's condition). We check exactly that, so seats never need to be pinned
+//! to a line and a reload of the license never has to move them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{DenyReason, TimeMs};
+use crate::license::{Count, DupGroup, Expiry, FeatureLine, LicenseModel, Version};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Stands for "no limit" (an `uncounted` line). Far above any real count, far below
+/// overflow when a few are added together.
+const UNLIMITED: u64 = u64::MAX / 4;
+
+/// One line as the pool uses it, reduced to what counting needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PoolLine {
+    pub version: Version,
+    pub start_ms: TimeMs,
+    /// First instant the line no longer counts (end of its expiry day); `None`: permanent.
+    pub end_ms: Option<TimeMs>,
+    pub grace_ms: u64,
+    pub demo_seats: u32,
+    /// `None` for `uncounted`.
+    pub seats: Option<u32>,
+    pub overdraft: u32,
+}
+
+impl PoolLine {
+    pub fn from_line(line: &FeatureLine) -> Self {
+        PoolLine {
+            version: line.version.clone(),
+            start_ms: line.start.map_or(0, |d| d.start_ms()),
+            end_ms: match line.expiry {
+                Expiry::Permanent => None,
+                Expiry::On(d) => Some(d.end_ms()),
+            },
+            grace_ms: u64::from(line.term.grace_days) * DAY_MS,
+            demo_seats: line.term.demo_seats,
+            seats: match line.count {
+                Count::Uncounted => None,
+                Count::Seats(n) => Some(n),
+            },
+            overdraft: line.overdraft,
+        }
+    }
+
+    fn state(&self, now: TimeMs) -> LineState {
+        if now < self.start_ms {
+            return LineState::NotStarted;
+        }
+        match self.end_ms {
+            None => LineState::Active,
+            Some(end) if now < end => LineState::Active,
+            Some(end) if now < end.saturating_add(self.grace_ms) => LineState::Grace,
+            Some(_) => LineState::Expired,
+        }
+    }
+}
+
+/// Where a line stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineState {
+    NotStarted,
+    Active,
+    /// Past expiry, inside `GRACE`: still counts (reports warn about it).
+    Grace,
+    Expired,
+}
+
+/// Everything loaded for one feature, plus the demand of the seats charged to it. The
+/// pool is derived state: rebuilt from the loaded licenses and the seats on restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Pool {
+    pub lines: Vec<PoolLine>,
+    pub dup_group: DupGroup,
+    pub linger_ms: u64,
+    pub model: LicenseModel,
+    /// Seats charged (held or lingering), by the version they were checked out at.
+    pub demand: BTreeMap<Version, u64>,
+}
+
+/// The seats a pool can grant right now, per threshold version.
+struct Capacity {
+    /// Distinct versions of counting lines, ascending, each with the seats of all counting
+    /// lines of at least that version: (licensed, licensed + overdraft).
+    thresholds: Vec<(Version, u64, u64)>,
+}
+
+impl Pool {
+    pub fn charged(&self) -> u64 {
+        self.demand.values().sum()
+    }
+
+    pub fn charge(&mut self, version: &Version, count: u32) {
+        *self.demand.entry(version.clone()).or_default() += u64::from(count);
+    }
+
+    pub fn uncharge(&mut self, version: &Version, count: u32) {
+        if let Some(d) = self.demand.get_mut(version) {
+            *d = d.saturating_sub(u64::from(count));
+            if *d == 0 {
+                self.demand.remove(version);
+            }
+        }
+    }
+
+    /// Seats the counting lines grant at `now`, licensed and with overdraft. Lines past
+    /// their grace fall back to the largest demo count among them when nothing else counts.
+    fn capacity(&self, now: TimeMs) -> Capacity {
+        let counting: Vec<&PoolLine> = self
+            .lines
+            .iter()
+            .filter(|l| matches!(l.state(now), LineState::Active | LineState::Grace))
+            .collect();
+        let mut versions: Vec<Version> = self.lines.iter().map(|l| l.version.clone()).collect();
+        versions.sort();
+        versions.dedup();
+        let demo = if counting.is_empty() {
+            self.lines
+                .iter()
+                .filter(|l| l.state(now) == LineState::Expired)
+                .map(|l| (l.version.clone(), l.demo_seats))
+                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+        } else {
+            None
+        };
+        let thresholds = versions
+            .into_iter()
+            .map(|w| {
+                let (mut licensed, mut with_overdraft) = (0u64, 0u64);
+                for l in counting.iter().filter(|l| l.version >= w) {
+                    let seats = l.seats.map_or(UNLIMITED, u64::from);
+                    licensed = licensed.saturating_add(seats).min(UNLIMITED);
+                    with_overdraft = with_overdraft
+                        .saturating_add(seats)
+                        .saturating_add(u64::from(l.overdraft))
+                        .min(UNLIMITED);
+                }
+                if let Some((v, seats)) = &demo {
+                    if *v >= w {
+                        licensed += u64::from(*seats);
+                        with_overdraft += u64::from(*seats);
+                    }
+                }
+                (w, licensed, with_overdraft)
+            })
+            .collect();
+        Capacity { thresholds }
+    }
+
+    /// Demand of seats that need at least threshold `i`: those whose version is above the
+    /// previous threshold's. Seats needing more than the highest line (possible only after
+    /// a reload removed a line) cannot be matched to any line and are left out, so they
+    /// never block others.
+    fn demand_from(&self, cap: &Capacity, i: usize, extra: Option<(&Version, u64)>) -> u64 {
+        let top = cap.thresholds.last().map(|t| &t.0);
+        let lower = if i == 0 {
+            None
+        } else {
+            cap.thresholds.get(i - 1).map(|t| &t.0)
+        };
+        let fits = |v: &Version| lower.is_none_or(|l| v > l) && top.is_some_and(|t| v <= t);
+        let mut sum: u64 = self
+            .demand
+            .iter()
+            .filter(|(v, _)| fits(v))
+            .map(|(_, n)| *n)
+            .sum();
+        if let Some((v, n)) = extra {
+            if fits(v) {
+                sum += n;
+            }
+        }
+        sum
+    }
+
+    /// Seats in use beyond the licensed count (the worst threshold), with `extra` added.
+    fn overdraft_used(&self, cap: &Capacity, extra: Option<(&Version, u64)>) -> u64 {
+        (0..cap.thresholds.len())
+            .map(|i| {
+                self.demand_from(cap, i, extra)
+                    .saturating_sub(cap.thresholds[i].1)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether `count` fresh seats at `version` can be charged at `now`. On success,
+    /// returns how many of them are overdraft seats.
+    pub fn admit(&self, now: TimeMs, version: &Version, count: u32) -> Result<u32, DenyReason> {
+        let highest = self.lines.iter().map(|l| &l.version).max();
+        if highest.is_none_or(|h| h < version) {
+            return Err(DenyReason::VersionTooNew {
+                requested: version.clone(),
+                highest: highest.cloned().unwrap_or(Version(Vec::new())),
+            });
+        }
+        let eligible: Vec<&PoolLine> = self
+            .lines
+            .iter()
+            .filter(|l| l.version >= *version)
+            .collect();
+        if eligible
+            .iter()
+            .all(|l| l.state(now) == LineState::NotStarted)
+        {
+            let start_ms = eligible.iter().map(|l| l.start_ms).min().unwrap_or(0);
+            return Err(DenyReason::NotYetStarted { start_ms });
+        }
+        let cap = self.capacity(now);
+        let first = cap
+            .thresholds
+            .iter()
+            .position(|t| t.0 >= *version)
+            .unwrap_or(0);
+        let available = cap.thresholds.get(first).map_or(0, |t| t.2);
+        if available == 0 {
+            let expired_ms = eligible
+                .iter()
+                .filter_map(|l| l.end_ms.map(|e| e.saturating_add(l.grace_ms)))
+                .max()
+                .unwrap_or(0);
+            if eligible.iter().all(|l| l.state(now) != LineState::Active) {
+                return Err(DenyReason::Expired { expired_ms });
+            }
+        }
+        let extra = Some((version, u64::from(count)));
+        let fits = (0..cap.thresholds.len())
+            .all(|i| self.demand_from(&cap, i, extra) <= cap.thresholds[i].2);
+        if !fits {
+            return Err(DenyReason::NoSeats {
+                requested: count,
+                in_use: self.charged(),
+                available,
+            });
+        }
+        let before = self.overdraft_used(&cap, None);
+        let after = self.overdraft_used(&cap, extra);
+        Ok(u32::try_from(after.saturating_sub(before))
+            .unwrap_or(count)
+            .min(count))
+    }
+
+    /// Seats that the counting lines grant now (licensed, overdraft limit), at the lowest
+    /// version. For status displays.
+    pub fn issued(&self, now: TimeMs) -> (u64, u64) {
+        let cap = self.capacity(now);
+        cap.thresholds.first().map_or((0, 0), |t| (t.1, t.2 - t.1))
+    }
+}

@@ -1,0 +1,430 @@
+//! Seats and leases: checkout (sharing, linger reuse, fresh seats), release and linger,
+//! reclaim, admin removal, and license loads that reshape the pools.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::index::Index;
+use super::{
+    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause, Reply, Seat,
+    SeatId, SessionId,
+};
+use crate::license::{DupGroup, FeatureLine, LicenseFile, LicenseModel, Version};
+
+/// No single checkout may ask for more seats than this; larger counts are certainly
+/// garbled input, and refusing them keeps every sum far from overflow.
+pub const MAX_CHECKOUT_COUNT: u32 = 1_000_000;
+
+impl Ledger {
+    pub(super) fn checkout(
+        &mut self,
+        index: u64,
+        session: SessionId,
+        feature: &str,
+        version: &Version,
+        count: u32,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        match self.try_checkout(index, session, feature, version, count) {
+            Ok(grant) => {
+                ev.push(Event::Granted {
+                    feature: feature.to_owned(),
+                    session,
+                    grant: grant.clone(),
+                });
+                Reply::Granted(grant)
+            }
+            Err(reason) => {
+                ev.push(Event::Denied {
+                    feature: feature.to_owned(),
+                    session,
+                    reason: reason.clone(),
+                });
+                Reply::Denied(reason)
+            }
+        }
+    }
+
+    fn try_checkout(
+        &mut self,
+        index: u64,
+        session: SessionId,
+        feature: &str,
+        version: &Version,
+        count: u32,
+    ) -> Result<Grant, DenyReason> {
+        let now = self.st.now_ms;
+        let pool = self
+            .ix
+            .pools
+            .get(feature)
+            .ok_or(DenyReason::UnknownFeature)?;
+        if count == 0 || count > MAX_CHECKOUT_COUNT {
+            return Err(DenyReason::InvalidCount { requested: count });
+        }
+        // Even a shared or reused seat needs the feature to be grantable now: an expired
+        // license must not keep handing out seats through linger reuse.
+        let fresh = pool.admit(now, version, count);
+        if let Err(
+            reason @ (DenyReason::VersionTooNew { .. }
+            | DenyReason::NotYetStarted { .. }
+            | DenyReason::Expired { .. }),
+        ) = &fresh
+        {
+            return Err(reason.clone());
+        }
+        let key = self.dup_key(pool.dup_group, session);
+        let shared = pool.dup_group != DupGroup::None;
+
+        // Reuse before charging anything new: under DUP_GROUP any seat of the same owner
+        // (held or lingering); without grouping only a lingering one of the same size.
+        if let Some(seat_id) = self.reusable_seat(feature, &key, version, count, shared) {
+            let seat = self
+                .st
+                .seats
+                .get_mut(&seat_id)
+                .ok_or(DenyReason::UnknownFeature)?;
+            let reused = seat.lingering_until.is_some();
+            if let Some(until) = seat.lingering_until.take() {
+                self.ix.lingering.remove(&(until, seat_id));
+            }
+            let shared = !reused;
+            seat.holders.insert(index);
+            seat.fencing_token = index;
+            let grant = Grant {
+                lease: index,
+                seat: seat_id,
+                fencing_token: index,
+                count,
+                overdraft: 0,
+                reused,
+                shared,
+            };
+            self.add_lease(index, seat_id, session, feature, version, count);
+            return Ok(grant);
+        }
+
+        let overdraft = fresh?;
+        self.st.seats.insert(
+            index,
+            Seat {
+                feature: feature.to_owned(),
+                version: version.clone(),
+                count,
+                key: key.clone(),
+                holders: BTreeSet::from([index]),
+                lingering_until: None,
+                fencing_token: index,
+            },
+        );
+        if let Some(pool) = self.ix.pools.get_mut(feature) {
+            pool.charge(version, count);
+        }
+        self.ix
+            .by_key
+            .entry((feature.to_owned(), key))
+            .or_default()
+            .insert(index);
+        self.add_lease(index, index, session, feature, version, count);
+        Ok(Grant {
+            lease: index,
+            seat: index,
+            fencing_token: index,
+            count,
+            overdraft,
+            reused: false,
+            shared: false,
+        })
+    }
+
+    fn dup_key(&self, group: DupGroup, session: SessionId) -> DupKey {
+        let holder = self.st.sessions.get(&session).map(|s| &s.holder);
+        let user = holder.map(|h| h.user.clone()).unwrap_or_default();
+        let host = holder.map(|h| h.host.clone());
+        match group {
+            DupGroup::User => DupKey {
+                user,
+                host: None,
+                display: None,
+            },
+            DupGroup::UserHost => DupKey {
+                user,
+                host,
+                display: None,
+            },
+            DupGroup::None => DupKey {
+                user,
+                host,
+                display: holder.map(|h| h.display.clone()),
+            },
+        }
+    }
+
+    /// A seat this owner may take over: one charged at a version that covers the request
+    /// (so the pool's demand stays exact) and large enough. Held seats qualify only under
+    /// `DUP_GROUP`; without grouping only a lingering seat of exactly this size does.
+    fn reusable_seat(
+        &self,
+        feature: &str,
+        key: &DupKey,
+        version: &Version,
+        count: u32,
+        shared: bool,
+    ) -> Option<SeatId> {
+        let seats = self.ix.by_key.get(&(feature.to_owned(), key.clone()))?;
+        seats.iter().copied().find(|id| {
+            self.st.seats.get(id).is_some_and(|s| {
+                s.version >= *version
+                    && if shared {
+                        s.count >= count
+                    } else {
+                        s.count == count && s.lingering_until.is_some()
+                    }
+            })
+        })
+    }
+
+    fn add_lease(
+        &mut self,
+        id: LeaseId,
+        seat: SeatId,
+        session: SessionId,
+        feature: &str,
+        version: &Version,
+        count: u32,
+    ) {
+        let now = self.st.now_ms;
+        self.st.leases.insert(
+            id,
+            Lease {
+                seat,
+                session,
+                feature: feature.to_owned(),
+                version: version.clone(),
+                count,
+                granted_ms: now,
+                fencing_token: id,
+            },
+        );
+        if let Some(s) = self.st.sessions.get_mut(&session) {
+            s.leases.insert(id);
+        }
+    }
+
+    pub(super) fn checkin(
+        &mut self,
+        session: SessionId,
+        lease: LeaseId,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        let owned = self
+            .st
+            .leases
+            .get(&lease)
+            .is_some_and(|l| l.session == session);
+        if !owned {
+            return Reply::Denied(DenyReason::UnknownLease);
+        }
+        if let Some(s) = self.st.sessions.get_mut(&session) {
+            s.leases.remove(&lease);
+        }
+        let seat = self.st.leases.get(&lease).map(|l| l.seat);
+        self.release(lease, ReleaseCause::Checkin, ev);
+        let lingering_until = seat
+            .and_then(|id| self.st.seats.get(&id))
+            .and_then(|s| s.lingering_until);
+        Reply::Released {
+            lease,
+            lingering_until,
+        }
+    }
+
+    /// Drops a lease (the caller has detached it from its session). When it was the seat's
+    /// last holder, the seat lingers for the pool's linger time, or is freed at once.
+    pub(super) fn release(
+        &mut self,
+        lease: LeaseId,
+        cause: ReleaseCause,
+        ev: &mut Vec<Event>,
+    ) -> bool {
+        let Some(l) = self.st.leases.remove(&lease) else {
+            return false;
+        };
+        ev.push(Event::Released {
+            feature: l.feature.clone(),
+            lease,
+            seat: l.seat,
+            cause,
+        });
+        let linger_ms = self.ix.pools.get(&l.feature).map_or(0, |p| p.linger_ms);
+        let now = self.st.now_ms;
+        let Some(seat) = self.st.seats.get_mut(&l.seat) else {
+            return true;
+        };
+        seat.holders.remove(&lease);
+        if seat.holders.is_empty() {
+            if linger_ms > 0 {
+                let until = now.saturating_add(linger_ms);
+                seat.lingering_until = Some(until);
+                self.ix.lingering.insert((until, l.seat));
+                ev.push(Event::Lingering {
+                    feature: l.feature,
+                    seat: l.seat,
+                    until,
+                });
+            } else {
+                self.free_seat(l.seat, ev);
+            }
+        }
+        true
+    }
+
+    /// Returns a seat to its pool.
+    fn free_seat(&mut self, id: SeatId, ev: &mut Vec<Event>) {
+        let Some(seat) = self.st.seats.remove(&id) else {
+            return;
+        };
+        if let Some(until) = seat.lingering_until {
+            self.ix.lingering.remove(&(until, id));
+        }
+        if let Some(pool) = self.ix.pools.get_mut(&seat.feature) {
+            pool.uncharge(&seat.version, seat.count);
+        }
+        let key = (seat.feature.clone(), seat.key);
+        if let Some(set) = self.ix.by_key.get_mut(&key) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.ix.by_key.remove(&key);
+            }
+        }
+        ev.push(Event::Reclaimed {
+            feature: seat.feature,
+            seat: id,
+            count: seat.count,
+        });
+    }
+
+    /// Frees the named seats whose linger is over; others (held again, or not yet due
+    /// because the leader's clock ran ahead of the log's) are left alone.
+    pub(super) fn reclaim(&mut self, seats: &[SeatId], ev: &mut Vec<Event>) -> u32 {
+        let now = self.st.now_ms;
+        let mut affected = 0;
+        for id in seats {
+            let due = self
+                .st
+                .seats
+                .get(id)
+                .and_then(|s| s.lingering_until)
+                .is_some_and(|u| u <= now);
+            if due {
+                self.free_seat(*id, ev);
+                affected += 1;
+            }
+        }
+        affected
+    }
+
+    /// An administrator's removal: the lease goes, and if it was the seat's last holder
+    /// the seat is freed at once, without linger (the point is to free it).
+    pub(super) fn remove_lease(&mut self, lease: LeaseId, ev: &mut Vec<Event>) -> bool {
+        let Some(l) = self.st.leases.remove(&lease) else {
+            return false;
+        };
+        if let Some(s) = self.st.sessions.get_mut(&l.session) {
+            s.leases.remove(&lease);
+        }
+        ev.push(Event::Removed {
+            feature: l.feature.clone(),
+            lease,
+        });
+        let empty = self.st.seats.get_mut(&l.seat).is_some_and(|seat| {
+            seat.holders.remove(&lease);
+            seat.holders.is_empty()
+        });
+        if empty {
+            self.free_seat(l.seat, ev);
+        }
+        true
+    }
+
+    pub(super) fn load_license(
+        &mut self,
+        source: &str,
+        license: &LicenseFile,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        let mut next = self.st.licenses.clone();
+        next.insert(source.to_owned(), license.clone());
+        if let Err(e) = check_consistent(&next, source) {
+            return Reply::LoadRefused(e);
+        }
+        self.st.licenses = next;
+        self.ix = Index::rebuild(&self.st);
+        let lines = u32::try_from(license.lines.len()).unwrap_or(u32::MAX);
+        ev.push(Event::LicenseLoaded {
+            source: source.to_owned(),
+            lines,
+        });
+        Reply::LicenseLoaded {
+            source: source.to_owned(),
+            lines,
+        }
+    }
+
+    pub(super) fn unload_license(&mut self, source: &str, ev: &mut Vec<Event>) -> Reply {
+        if self.st.licenses.remove(source).is_none() {
+            return Reply::LoadRefused(LoadError::NoSuchSource {
+                source: source.to_owned(),
+            });
+        }
+        self.ix = Index::rebuild(&self.st);
+        ev.push(Event::LicenseUnloaded {
+            source: source.to_owned(),
+        });
+        Reply::Done { affected: 1 }
+    }
+}
+
+/// The lines of one feature, across all loaded files, must agree on what a pool can have
+/// only one of; a model the ledger cannot enforce yet is refused rather than ignored.
+/// Errors name a line of the file being loaded (`source`), which is what the admin can fix.
+fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Result<(), LoadError> {
+    let others = files.iter().filter(|(s, _)| s.as_str() != source);
+    let loading = files.iter().filter(|(s, _)| s.as_str() == source);
+    let mut first: BTreeMap<&str, (&str, &FeatureLine)> = BTreeMap::new();
+    for (src, line) in others
+        .chain(loading)
+        .flat_map(|(s, f)| f.lines.iter().map(move |l| (s, l)))
+    {
+        if let LicenseModel::NamedUser { .. } = line.model {
+            return Err(LoadError::Unsupported {
+                feature: line.name.clone(),
+                line: line.line_no,
+                what: "USER_BASED (named-user) licensing is not enforced by this server version"
+                    .into(),
+            });
+        }
+        let (seen_src, seen) = *first.entry(&line.name).or_insert((src, line));
+        if seen.dup_group != line.dup_group {
+            return Err(LoadError::Conflict {
+                feature: line.name.clone(),
+                line: line.line_no,
+                what: format!(
+                    "DUP_GROUP={} differs from DUP_GROUP={} of {} line {}",
+                    dup_name(line.dup_group),
+                    dup_name(seen.dup_group),
+                    seen_src,
+                    seen.line_no
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn dup_name(g: DupGroup) -> &'static str {
+    match g {
+        DupGroup::None => "NONE",
+        DupGroup::User => "U",
+        DupGroup::UserHost => "UH",
+    }
+}

@@ -1,0 +1,833 @@
+//! Unit tests of the ledger's semantics, one behaviour each. The property tests over
+//! random histories are in `core/tests/ledger_props.rs`.
+
+use super::*;
+use crate::license::{
+    Count, Date, DupGroup, Expiry, FeatureLine, LicenseModel, LineKind, TermPolicy,
+};
+
+const SECRET: SecretDigest = [9; 32];
+const T0: TimeMs = 1_780_000_000_000; // mid 2026
+
+fn v(s: &str) -> Version {
+    Version(s.split('.').map(|p| p.parse().unwrap()).collect())
+}
+
+fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
+    FeatureLine {
+        kind: LineKind::Feature,
+        name: name.into(),
+        vendor: "acme".into(),
+        version: v(version),
+        expiry: Expiry::Permanent,
+        count: Count::Seats(seats),
+        linger_secs: 0,
+        dup_group: DupGroup::None,
+        overdraft: 0,
+        start: None,
+        issued: None,
+        notice: None,
+        vendor_string: None,
+        model: LicenseModel::Floating,
+        term: TermPolicy::default(),
+        signature: None,
+        line_no: 1,
+    }
+}
+
+/// A ledger driven the way the Raft shell drives it: consecutive indexes, explicit time.
+struct H {
+    l: Ledger,
+    index: u64,
+    now: TimeMs,
+    seq: u64,
+}
+
+impl H {
+    fn new(lines: Vec<FeatureLine>) -> H {
+        let mut h = H {
+            l: Ledger::new(),
+            index: 0,
+            now: T0,
+            seq: 0,
+        };
+        let r = h.op(Op::LoadLicense {
+            source: "site.lic".into(),
+            license: LicenseFile {
+                vendors: vec!["acme".into()],
+                lines,
+            },
+        });
+        assert!(matches!(r.reply, Reply::LicenseLoaded { .. }), "{r:?}");
+        h
+    }
+
+    fn op(&mut self, op: Op) -> Outcome {
+        self.index += 1;
+        self.l.apply(&Entry {
+            index: self.index,
+            at_ms: self.now,
+            op,
+        })
+    }
+
+    fn req(&mut self, client: u8) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: [client; 16],
+            seq: self.seq,
+        }
+    }
+
+    fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
+        let req = self.req(client);
+        let holder = Holder {
+            user: user.into(),
+            host: host.into(),
+            display: ":0".into(),
+            pid: 1,
+        };
+        match self
+            .op(Op::OpenSession {
+                req,
+                holder,
+                ttl_ms: 30_000,
+                secret: SECRET,
+            })
+            .reply
+        {
+            Reply::SessionOpened { session, .. } => session,
+            r => panic!("open: {r:?}"),
+        }
+    }
+
+    fn checkout_req(&mut self, s: SessionId, feature: &str, version: &str, count: u32) -> Op {
+        let req = self.req(0xC0);
+        let auth = SessionAuth {
+            session: s,
+            secret: SECRET,
+        };
+        Op::Checkout {
+            req,
+            auth,
+            feature: feature.into(),
+            version: v(version),
+            count,
+        }
+    }
+
+    fn checkout(&mut self, s: SessionId, feature: &str, count: u32) -> Reply {
+        let op = self.checkout_req(s, feature, "1.0", count);
+        self.op(op).reply
+    }
+
+    fn grant(&mut self, s: SessionId, feature: &str, count: u32) -> Grant {
+        match self.checkout(s, feature, count) {
+            Reply::Granted(g) => g,
+            r => panic!("expected a grant, got {r:?}"),
+        }
+    }
+
+    fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
+        let req = self.req(0xC1);
+        self.op(Op::Checkin {
+            req,
+            auth: SessionAuth {
+                session: s,
+                secret: SECRET,
+            },
+            lease,
+        })
+    }
+
+    fn in_use(&self, feature: &str) -> u64 {
+        self.l
+            .features()
+            .iter()
+            .find(|f| f.name == feature)
+            .map_or(0, |f| f.in_use)
+    }
+}
+
+fn denied(r: &Reply) -> &DenyReason {
+    match r {
+        Reply::Denied(d) => d,
+        r => panic!("expected a denial, got {r:?}"),
+    }
+}
+
+#[test]
+fn checkout_and_checkin_without_linger_frees_the_seat() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    let g = h.grant(s, "cad", 1);
+    assert_eq!(h.in_use("cad"), 1);
+    let out = h.checkin(s, g.lease);
+    assert_eq!(
+        out.reply,
+        Reply::Released {
+            lease: g.lease,
+            lingering_until: None
+        }
+    );
+    assert_eq!(h.in_use("cad"), 0);
+    assert!(matches!(
+        out.events.as_slice(),
+        [Event::Released { .. }, Event::Reclaimed { .. }]
+    ));
+}
+
+#[test]
+fn checkout_is_all_or_nothing() {
+    let mut h = H::new(vec![line("cad", "1.0", 2)]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 1);
+    let r = h.checkout(s, "cad", 2);
+    assert_eq!(
+        denied(&r),
+        &DenyReason::NoSeats {
+            requested: 2,
+            in_use: 1,
+            available: 2
+        }
+    );
+    assert_eq!(h.in_use("cad"), 1, "a denied checkout takes nothing");
+}
+
+#[test]
+fn denials_name_what_is_wrong() {
+    let mut h = H::new(vec![line("cad", "2026.1", 5)]);
+    let s = h.open(1, "ann", "ws1");
+    assert_eq!(
+        denied(&h.checkout(s, "cam", 1)),
+        &DenyReason::UnknownFeature
+    );
+    assert_eq!(
+        denied(&h.checkout(s, "cad", 0)),
+        &DenyReason::InvalidCount { requested: 0 }
+    );
+    let too_new = h.checkout_req(s, "cad", "2027.1", 1);
+    assert_eq!(
+        denied(&h.op(too_new).reply),
+        &DenyReason::VersionTooNew {
+            requested: v("2027.1"),
+            highest: v("2026.1")
+        }
+    );
+    let req = h.req(2);
+    let bad = Op::Checkout {
+        req,
+        auth: SessionAuth {
+            session: s,
+            secret: [0; 32],
+        },
+        feature: "cad".into(),
+        version: v("1.0"),
+        count: 1,
+    };
+    assert_eq!(denied(&h.op(bad).reply), &DenyReason::BadSecret);
+    let req = h.req(2);
+    let ghost = Op::Checkin {
+        req,
+        auth: SessionAuth {
+            session: 999,
+            secret: SECRET,
+        },
+        lease: 1,
+    };
+    assert_eq!(denied(&h.op(ghost).reply), &DenyReason::UnknownSession);
+    assert_eq!(h.in_use("cad"), 0);
+}
+
+#[test]
+fn versions_use_only_lines_at_least_as_new() {
+    // 2 seats of 2025.1 and 1 of 2026.1: three 2025.1 checkouts fit, but only one of
+    // 2026.1 ever does, and once it is taken the old lines still serve old versions.
+    let mut h = H::new(vec![line("cad", "2025.1", 2), line("cad", "2026.1", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    let new = h.checkout_req(s, "cad", "2026.1", 1);
+    assert!(matches!(h.op(new).reply, Reply::Granted(_)));
+    let new2 = h.checkout_req(s, "cad", "2026.1", 1);
+    assert!(matches!(
+        denied(&h.op(new2).reply),
+        DenyReason::NoSeats { .. }
+    ));
+    let old = h.checkout_req(s, "cad", "2025.1", 2);
+    assert!(matches!(h.op(old).reply, Reply::Granted(_)));
+    let old2 = h.checkout_req(s, "cad", "2025.1", 1);
+    assert!(matches!(
+        denied(&h.op(old2).reply),
+        DenyReason::NoSeats { .. }
+    ));
+}
+
+#[test]
+fn an_old_version_checkout_cannot_starve_the_new_line_accounting() {
+    // 1 seat of 2025.1 and 1 of 2026.1. Two 2025.1 checkouts take both seats (one must
+    // sit on the 2026.1 line), so a 2026.1 checkout is refused: nothing is over-granted.
+    let mut h = H::new(vec![line("cad", "2025.1", 1), line("cad", "2026.1", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 2);
+    let new = h.checkout_req(s, "cad", "2026.1", 1);
+    assert!(matches!(
+        denied(&h.op(new).reply),
+        DenyReason::NoSeats { .. }
+    ));
+}
+
+#[test]
+fn increments_add_up() {
+    let mut inc = line("cad", "1.0", 3);
+    inc.kind = LineKind::Increment;
+    let mut h = H::new(vec![line("cad", "1.0", 2), inc]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 5);
+    assert!(matches!(
+        denied(&h.checkout(s, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+}
+
+#[test]
+fn overdraft_is_granted_and_counted_separately() {
+    let mut l = line("cad", "1.0", 2);
+    l.overdraft = 1;
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    assert_eq!(h.grant(s, "cad", 2).overdraft, 0);
+    assert_eq!(h.grant(s, "cad", 1).overdraft, 1);
+    let r = h.checkout(s, "cad", 1);
+    assert_eq!(
+        denied(&r),
+        &DenyReason::NoSeats {
+            requested: 1,
+            in_use: 3,
+            available: 3
+        }
+    );
+    let f = &h.l.features()[0];
+    assert_eq!((f.issued, f.overdraft_limit, f.in_use), (2, 1, 3));
+}
+
+#[test]
+fn uncounted_lines_never_run_out() {
+    let mut l = line("viewer", "1.0", 1);
+    l.count = Count::Uncounted;
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    for _ in 0..50 {
+        h.grant(s, "viewer", 1000);
+    }
+}
+
+#[test]
+fn checkin_lingers_and_the_same_user_takes_the_seat_back() {
+    let mut l = line("cad", "1.0", 1);
+    l.linger_secs = 60;
+    let mut h = H::new(vec![l]);
+    let ann = h.open(1, "ann", "ws1");
+    let bob = h.open(2, "bob", "ws2");
+    let g = h.grant(ann, "cad", 1);
+    let out = h.checkin(ann, g.lease);
+    let until = T0 + 60_000;
+    assert_eq!(
+        out.reply,
+        Reply::Released {
+            lease: g.lease,
+            lingering_until: Some(until)
+        }
+    );
+    assert!(out.events.contains(&Event::Lingering {
+        feature: "cad".into(),
+        seat: g.seat,
+        until
+    }));
+    // Still counted: bob cannot have it.
+    assert!(matches!(
+        denied(&h.checkout(bob, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+    // Ann, from a restarted process on the same workstation, gets the same seat back
+    // with a newer fencing token.
+    let ann2 = h.open(3, "ann", "ws1");
+    let again = h.grant(ann2, "cad", 1);
+    assert!(again.reused);
+    assert_eq!(again.seat, g.seat);
+    assert!(again.fencing_token > g.fencing_token);
+    assert_eq!(h.in_use("cad"), 1);
+}
+
+#[test]
+fn lingering_seats_are_reclaimed_only_when_due() {
+    let mut l = line("cad", "1.0", 1);
+    l.linger_secs = 60;
+    let mut h = H::new(vec![l]);
+    let ann = h.open(1, "ann", "ws1");
+    let g = h.grant(ann, "cad", 1);
+    h.checkin(ann, g.lease);
+    assert_eq!(h.l.due_seats(T0 + 59_999, 10), Vec::<SeatId>::new());
+    // A leader whose clock runs ahead proposes too early: the ledger's time says no.
+    h.now = T0 + 59_999;
+    assert_eq!(
+        h.op(Op::ReclaimSeats {
+            seats: vec![g.seat]
+        })
+        .reply,
+        Reply::Done { affected: 0 }
+    );
+    assert_eq!(h.in_use("cad"), 1);
+    h.now = T0 + 60_000;
+    assert_eq!(h.l.due_seats(h.now, 10), vec![g.seat]);
+    let out = h.op(Op::ReclaimSeats {
+        seats: vec![g.seat],
+    });
+    assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert_eq!(
+        out.events,
+        vec![Event::Reclaimed {
+            feature: "cad".into(),
+            seat: g.seat,
+            count: 1
+        }]
+    );
+    assert_eq!(h.in_use("cad"), 0);
+}
+
+#[test]
+fn dup_group_user_shares_one_seat_across_hosts() {
+    let mut l = line("cad", "1.0", 1);
+    l.dup_group = DupGroup::User;
+    let mut h = H::new(vec![l]);
+    let a1 = h.open(1, "ann", "ws1");
+    let a2 = h.open(2, "ann", "laptop");
+    let g1 = h.grant(a1, "cad", 1);
+    let g2 = h.grant(a2, "cad", 1);
+    assert!(g2.shared);
+    assert_eq!(g2.seat, g1.seat);
+    assert_eq!(h.in_use("cad"), 1);
+    let bob = h.open(3, "bob", "ws1");
+    assert!(matches!(
+        denied(&h.checkout(bob, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+    // The seat stays while either of ann's leases holds it.
+    h.checkin(a1, g1.lease);
+    assert!(matches!(
+        denied(&h.checkout(bob, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+    h.checkin(a2, g2.lease);
+    h.grant(bob, "cad", 1);
+}
+
+#[test]
+fn dup_group_user_host_takes_one_seat_per_host() {
+    let mut l = line("cad", "1.0", 2);
+    l.dup_group = DupGroup::UserHost;
+    let mut h = H::new(vec![l]);
+    let a1 = h.open(1, "ann", "ws1");
+    let a1b = h.open(2, "ann", "ws1");
+    let a2 = h.open(3, "ann", "ws2");
+    h.grant(a1, "cad", 1);
+    assert!(h.grant(a1b, "cad", 1).shared);
+    assert!(!h.grant(a2, "cad", 1).shared);
+    assert_eq!(h.in_use("cad"), 2);
+}
+
+#[test]
+fn without_grouping_a_held_seat_is_never_shared() {
+    let mut h = H::new(vec![line("cad", "1.0", 2)]);
+    let s1 = h.open(1, "ann", "ws1");
+    let s2 = h.open(2, "ann", "ws1");
+    let g1 = h.grant(s1, "cad", 1);
+    let g2 = h.grant(s2, "cad", 1);
+    assert_ne!(g1.seat, g2.seat);
+    assert_eq!(h.in_use("cad"), 2);
+}
+
+#[test]
+fn retries_return_the_first_answer_and_take_nothing() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    let op = h.checkout_req(s, "cad", "1.0", 1);
+    let first = h.op(op.clone()).reply;
+    assert!(matches!(first, Reply::Granted(_)));
+    let again = h.op(op.clone());
+    assert_eq!(again.reply, first);
+    assert!(
+        again.events.is_empty(),
+        "a retry changes nothing, so reports nothing"
+    );
+    assert_eq!(h.in_use("cad"), 1);
+    assert_eq!(h.l.leases().count(), 1);
+}
+
+#[test]
+fn retries_of_pipelined_requests_are_answered_and_very_old_ones_are_stale() {
+    let mut h = H::new(vec![line("cad", "1.0", 100)]);
+    let s = h.open(1, "ann", "ws1");
+    let ops: Vec<Op> = (0..REPLY_WINDOW + 2)
+        .map(|_| h.checkout_req(s, "cad", "1.0", 1))
+        .collect();
+    let replies: Vec<Reply> = ops.iter().map(|op| h.op(op.clone()).reply).collect();
+    // The most recent REPLY_WINDOW answers replay exactly...
+    for i in 2..ops.len() {
+        assert_eq!(h.op(ops[i].clone()).reply, replies[i]);
+    }
+    // ...older ones are refused as stale rather than executed a second time.
+    assert!(matches!(
+        denied(&h.op(ops[0].clone()).reply),
+        DenyReason::StaleRequest { .. }
+    ));
+    assert_eq!(h.in_use("cad"), ops.len() as u64);
+}
+
+#[test]
+fn a_retried_open_session_opens_one_session() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let req = h.req(7);
+    let holder = Holder {
+        user: "ann".into(),
+        host: "ws1".into(),
+        display: ":0".into(),
+        pid: 4,
+    };
+    let op = Op::OpenSession {
+        req,
+        holder,
+        ttl_ms: 30_000,
+        secret: SECRET,
+    };
+    let a = h.op(op.clone()).reply;
+    let b = h.op(op).reply;
+    assert_eq!(a, b);
+    assert_eq!(h.l.sessions().count(), 1);
+}
+
+#[test]
+fn expiry_before_the_checkpointed_deadline_is_refused() {
+    let mut l = line("cad", "1.0", 1);
+    l.linger_secs = 10;
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    let g = h.grant(s, "cad", 1);
+    h.now = T0 + 20_000;
+    h.op(Op::CheckpointHeartbeats {
+        beats: vec![(s, T0 + 20_000)],
+    });
+    h.now = T0 + 49_999;
+    let early = h.op(Op::ExpireSessions { sessions: vec![s] });
+    assert_eq!(early.reply, Reply::Done { affected: 0 });
+    assert!(h.l.session(s).is_some());
+    h.now = T0 + 50_000;
+    let out = h.op(Op::ExpireSessions { sessions: vec![s] });
+    assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert!(out.events.contains(&Event::Released {
+        feature: "cad".into(),
+        lease: g.lease,
+        seat: g.seat,
+        cause: ReleaseCause::SessionExpired
+    }));
+    assert!(out.events.contains(&Event::SessionExpired { session: s }));
+    assert!(h.l.session(s).is_none());
+    // The seat lingers for the expired user.
+    assert_eq!(h.in_use("cad"), 1);
+    assert_eq!(h.l.seat(g.seat).unwrap().lingering_until, Some(T0 + 60_000));
+}
+
+#[test]
+fn checkpoints_never_move_into_the_future_or_backwards() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    h.now = T0 + 5_000;
+    h.op(Op::CheckpointHeartbeats {
+        beats: vec![(s, T0 + 999_999)],
+    });
+    assert_eq!(h.l.session(s).unwrap().last_heartbeat_ms, T0 + 5_000);
+    h.op(Op::CheckpointHeartbeats {
+        beats: vec![(s, T0 + 1_000)],
+    });
+    assert_eq!(h.l.session(s).unwrap().last_heartbeat_ms, T0 + 5_000);
+}
+
+#[test]
+fn close_session_releases_everything_it_holds() {
+    let mut h = H::new(vec![line("cad", "1.0", 3)]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 1);
+    h.grant(s, "cad", 2);
+    let req = h.req(1);
+    let out = h.op(Op::CloseSession {
+        req,
+        auth: SessionAuth {
+            session: s,
+            secret: SECRET,
+        },
+    });
+    assert_eq!(
+        out.reply,
+        Reply::SessionClosed {
+            session: s,
+            released: 2
+        }
+    );
+    assert_eq!(h.in_use("cad"), 0);
+    assert_eq!(h.l.leases().count(), 0);
+}
+
+#[test]
+fn admin_removal_frees_the_seat_without_linger() {
+    let mut l = line("cad", "1.0", 1);
+    l.linger_secs = 300;
+    let mut h = H::new(vec![l]);
+    let ann = h.open(1, "ann", "ws1");
+    let g = h.grant(ann, "cad", 1);
+    let out = h.op(Op::RemoveLease { lease: g.lease });
+    assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert_eq!(h.in_use("cad"), 0);
+    assert!(h.l.session(ann).unwrap().leases.is_empty());
+    // The holder's next checkin of the removed lease is refused, not double-counted.
+    assert_eq!(
+        denied(&h.checkin(ann, g.lease).reply),
+        &DenyReason::UnknownLease
+    );
+    assert_eq!(
+        h.op(Op::RemoveLease { lease: g.lease }).reply,
+        Reply::Done { affected: 0 }
+    );
+}
+
+#[test]
+fn a_session_cannot_check_in_another_sessions_lease() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let ann = h.open(1, "ann", "ws1");
+    let bob = h.open(2, "bob", "ws2");
+    let g = h.grant(ann, "cad", 1);
+    assert_eq!(
+        denied(&h.checkin(bob, g.lease).reply),
+        &DenyReason::UnknownLease
+    );
+    assert_eq!(h.in_use("cad"), 1);
+}
+
+#[test]
+fn fencing_tokens_only_grow() {
+    let mut h = H::new(vec![line("cad", "1.0", 10)]);
+    let s = h.open(1, "ann", "ws1");
+    let mut last = 0;
+    for _ in 0..10 {
+        let g = h.grant(s, "cad", 1);
+        assert!(g.fencing_token > last);
+        last = g.fencing_token;
+    }
+}
+
+#[test]
+fn lines_count_only_between_start_and_expiry() {
+    let day = |y, m, d| Date::from_ymd(y, m, d).unwrap();
+    let mut l = line("cad", "1.0", 1);
+    l.start = Some(day(2026, 7, 1));
+    l.expiry = Expiry::On(day(2026, 7, 31));
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    h.now = day(2026, 6, 30).start_ms();
+    assert_eq!(
+        denied(&h.checkout(s, "cad", 1)),
+        &DenyReason::NotYetStarted {
+            start_ms: day(2026, 7, 1).start_ms()
+        }
+    );
+    h.now = day(2026, 7, 31).end_ms() - 1;
+    let g = h.grant(s, "cad", 1);
+    h.checkin(s, g.lease);
+    h.now = day(2026, 7, 31).end_ms();
+    assert_eq!(
+        denied(&h.checkout(s, "cad", 1)),
+        &DenyReason::Expired {
+            expired_ms: day(2026, 8, 1).start_ms()
+        }
+    );
+}
+
+#[test]
+fn term_licenses_keep_working_in_grace_then_fall_back_to_demo_seats() {
+    let day = |y, m, d| Date::from_ymd(y, m, d).unwrap();
+    let mut l = line("cad", "1.0", 10);
+    l.expiry = Expiry::On(day(2026, 7, 31));
+    l.term = TermPolicy {
+        grace_days: 14,
+        demo_seats: 2,
+    };
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    h.now = day(2026, 8, 14).start_ms();
+    let g = h.grant(s, "cad", 10);
+    assert_eq!(g.overdraft, 0, "grace seats are licensed seats");
+    h.checkin(s, g.lease);
+    h.now = day(2026, 8, 15).start_ms();
+    h.grant(s, "cad", 2);
+    assert!(matches!(
+        denied(&h.checkout(s, "cad", 1)),
+        DenyReason::NoSeats { available: 2, .. }
+    ));
+}
+
+#[test]
+fn a_reload_replaces_its_source_and_keeps_held_seats() {
+    let mut h = H::new(vec![line("cad", "1.0", 2)]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 2);
+    let out = h.op(Op::LoadLicense {
+        source: "site.lic".into(),
+        license: LicenseFile {
+            vendors: vec!["acme".into()],
+            lines: vec![line("cad", "1.0", 1)],
+        },
+    });
+    assert!(matches!(out.reply, Reply::LicenseLoaded { lines: 1, .. }));
+    assert_eq!(h.in_use("cad"), 2, "shrinking a license revokes nobody");
+    assert!(matches!(
+        denied(&h.checkout(s, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+    let pack = LicenseFile {
+        vendors: vec!["acme".into()],
+        lines: vec![line("cad", "1.0", 5)],
+    };
+    h.op(Op::LoadLicense {
+        source: "pack.lic".into(),
+        license: pack,
+    });
+    assert_eq!(h.l.features()[0].issued, 6, "files add up");
+    h.grant(s, "cad", 4);
+    assert_eq!(
+        h.op(Op::UnloadLicense {
+            source: "pack.lic".into()
+        })
+        .reply,
+        Reply::Done { affected: 1 }
+    );
+    assert_eq!(h.l.features()[0].issued, 1);
+}
+
+#[test]
+fn inconsistent_or_unsupported_loads_change_nothing() {
+    let mut h = H::new(vec![line("cad", "1.0", 2)]);
+    let before = h.l.snapshot();
+    let mut u = line("cad", "1.0", 1);
+    u.dup_group = DupGroup::User;
+    u.line_no = 4;
+    let out = h.op(Op::LoadLicense {
+        source: "other.lic".into(),
+        license: LicenseFile {
+            vendors: vec!["acme".into()],
+            lines: vec![u],
+        },
+    });
+    let conflict = LoadError::Conflict {
+        feature: "cad".into(),
+        line: 4,
+        what: "DUP_GROUP=U differs from DUP_GROUP=NONE of site.lic line 1".into(),
+    };
+    assert_eq!(out.reply, Reply::LoadRefused(conflict));
+    let mut n = line("sim", "1.0", 1);
+    n.model = LicenseModel::NamedUser { fair_use_days: 30 };
+    let out = h.op(Op::LoadLicense {
+        source: "named.lic".into(),
+        license: LicenseFile {
+            vendors: vec!["acme".into()],
+            lines: vec![n],
+        },
+    });
+    assert!(matches!(
+        out.reply,
+        Reply::LoadRefused(LoadError::Unsupported { .. })
+    ));
+    let out = h.op(Op::UnloadLicense {
+        source: "nope.lic".into(),
+    });
+    assert!(matches!(
+        out.reply,
+        Reply::LoadRefused(LoadError::NoSuchSource { .. })
+    ));
+    assert_eq!(h.l.licenses().count(), 1);
+    // Only the applied index and time moved.
+    let mut after = Ledger::restore(&h.l.snapshot()).unwrap();
+    after.st.last_applied = 1;
+    assert_eq!(after.snapshot(), before);
+}
+
+#[test]
+fn entries_out_of_order_change_nothing() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let before = h.l.snapshot();
+    let out = h.l.apply(&Entry {
+        index: 1,
+        at_ms: T0,
+        op: Op::RemoveLease { lease: 1 },
+    });
+    assert_eq!(out.reply, Reply::OutOfOrder { last_applied: 1 });
+    assert_eq!(h.l.snapshot(), before);
+}
+
+#[test]
+fn time_never_runs_backwards() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    h.now = T0 - 10_000;
+    h.open(1, "ann", "ws1");
+    assert_eq!(h.l.now_ms(), T0);
+}
+
+#[test]
+fn idle_clients_are_forgotten_after_the_retention() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    let req = h.req(1);
+    h.op(Op::CloseSession {
+        req,
+        auth: SessionAuth {
+            session: s,
+            secret: SECRET,
+        },
+    });
+    assert_eq!(h.l.st.clients.len(), 1);
+    h.now = T0 + CLIENT_RETENTION_MS - 1;
+    h.op(Op::ReclaimSeats { seats: vec![] });
+    assert_eq!(h.l.st.clients.len(), 1, "kept within the retention");
+    h.now = T0 + CLIENT_RETENTION_MS;
+    h.op(Op::ReclaimSeats { seats: vec![] });
+    assert!(h.l.st.clients.is_empty());
+}
+
+#[test]
+fn snapshot_restore_is_exact_and_garbage_is_refused() {
+    let mut l = line("cad", "1.0", 2);
+    l.linger_secs = 30;
+    let mut h = H::new(vec![l]);
+    let s = h.open(1, "ann", "ws1");
+    let g = h.grant(s, "cad", 1);
+    h.checkin(s, g.lease);
+    let bytes = h.l.snapshot();
+    let r = Ledger::restore(&bytes).unwrap();
+    assert_eq!(r.snapshot(), bytes);
+    assert!(r.same_state(&h.l));
+    assert_eq!(
+        r.due_seats(T0 + 30_000, 10),
+        vec![g.seat],
+        "indexes are rebuilt"
+    );
+    assert!(matches!(
+        Ledger::restore(b"nonsense"),
+        Err(crate::Error::Snapshot(_))
+    ));
+    assert!(matches!(
+        Ledger::restore(&bytes[..bytes.len() - 3]),
+        Err(crate::Error::Snapshot(_))
+    ));
+    let mut future = bytes.clone();
+    future[8] = 99;
+    assert_eq!(
+        Ledger::restore(&future).unwrap_err().to_string(),
+        "ledger snapshot: format 99 is not supported (this build reads format 1)"
+    );
+}

@@ -1,0 +1,289 @@
+//! The vocabulary of the ledger: what goes into the log ([`Entry`], [`Op`]), what comes
+//! out of applying it ([`Outcome`]: the [`Reply`] for the caller and the [`Event`]s for
+//! history, metering and metrics).
+
+use serde::{Deserialize, Serialize};
+
+use crate::license::{LicenseFile, Version};
+
+/// Milliseconds since the Unix epoch, as stamped by the leader that proposed an entry.
+pub type TimeMs = u64;
+
+/// A session's id: the log index of the entry that opened it, so it is unique for the
+/// life of the cluster and never reused.
+pub type SessionId = u64;
+
+/// A lease's id: the log index of the entry that first granted it.
+pub type LeaseId = u64;
+
+/// A seat's id: the log index of the entry that first charged it to its pool. A seat is
+/// what the pool counts; several leases can share one seat under `DUP_GROUP`.
+pub type SeatId = u64;
+
+/// A client process's random id. With `seq` it names one request for idempotency.
+pub type ClientId = [u8; 16];
+
+/// A digest of a session's secret. The ledger never sees the secret itself (it would end
+/// up in every snapshot); the server hashes what the client presents and the ledger
+/// compares digests, so the check is replicated like everything else.
+pub type SecretDigest = [u8; 32];
+
+/// Names one mutating request: a retry carries the same id and gets the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: ClientId,
+    /// Grows by at least one per new request of this client; a retry repeats it.
+    pub seq: u64,
+}
+
+/// One log entry as the ledger sees it: the Raft log index it sits at and the time at
+/// which the leader proposed it. Time comes only from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    pub at_ms: TimeMs,
+    pub op: Op,
+}
+
+/// Who is asking, as given when the session was opened.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Holder {
+    pub user: String,
+    pub host: String,
+    pub display: String,
+    pub pid: u32,
+}
+
+/// Authenticates a session-scoped request: the session and the digest of its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAuth {
+    pub session: SessionId,
+    pub secret: SecretDigest,
+}
+
+/// A state change, proposed by a client request, an admin, or the leader's lease keeper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A client process starts a session. `ttl_ms` is already clamped by the server.
+    OpenSession {
+        req: RequestId,
+        holder: Holder,
+        ttl_ms: u64,
+        secret: SecretDigest,
+    },
+    /// Take `count` seats of `feature` at `version` or later, all or nothing.
+    Checkout {
+        req: RequestId,
+        auth: SessionAuth,
+        feature: String,
+        version: Version,
+        count: u32,
+    },
+    /// Give back one lease; its seat lingers if the pool has a linger time.
+    Checkin {
+        req: RequestId,
+        auth: SessionAuth,
+        lease: LeaseId,
+    },
+    /// End a session on purpose: every lease is checked in (and lingers).
+    CloseSession { req: RequestId, auth: SessionAuth },
+    /// The leader's record of the last heartbeat it saw per session, written at a bounded
+    /// rate so that a new leader can derive deadlines that a dead client cannot outlive.
+    CheckpointHeartbeats { beats: Vec<(SessionId, TimeMs)> },
+    /// The leader saw these sessions miss their deadline. Their seats linger.
+    ExpireSessions { sessions: Vec<SessionId> },
+    /// The leader saw these seats' linger end. Seats not yet due are left alone.
+    ReclaimSeats { seats: Vec<SeatId> },
+    /// An administrator takes a lease away; its seat is freed at once, without linger.
+    RemoveLease { lease: LeaseId },
+    /// Replace the lines loaded from `source` (a file name) by `license`'s. Signatures
+    /// were verified by the server before proposing; the ledger checks consistency.
+    LoadLicense {
+        source: String,
+        license: LicenseFile,
+    },
+    /// Forget the lines loaded from `source`.
+    UnloadLicense { source: String },
+}
+
+/// Why a checkout or a session-scoped request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DenyReason {
+    UnknownFeature,
+    /// No line of the feature has a version at least the one asked for.
+    VersionTooNew {
+        requested: Version,
+        highest: Version,
+    },
+    /// Every line of the feature starts later than now.
+    NotYetStarted {
+        start_ms: TimeMs,
+    },
+    /// Every line has expired (and its grace period, if any, ended) with no demo seats.
+    Expired {
+        expired_ms: TimeMs,
+    },
+    /// Not enough seats. `in_use` counts lingering seats too; `available` is what the
+    /// eligible lines grant including overdraft.
+    NoSeats {
+        requested: u32,
+        in_use: u64,
+        available: u64,
+    },
+    /// Zero seats, or more than any pool could ever grant.
+    InvalidCount {
+        requested: u32,
+    },
+    UnknownSession,
+    BadSecret,
+    /// The session exists but does not hold this lease.
+    UnknownLease,
+    /// This client already made a request with a higher sequence number; this one is
+    /// a late duplicate and its answer is gone.
+    StaleRequest {
+        last_seq: u64,
+    },
+}
+
+/// Why a license load was refused. Nothing of the load is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadError {
+    /// Lines of one feature disagree on something a pool can have only one of.
+    Conflict {
+        feature: String,
+        line: u32,
+        what: String,
+    },
+    /// The line uses a licensing model this server does not enforce yet.
+    Unsupported {
+        feature: String,
+        line: u32,
+        what: String,
+    },
+    NoSuchSource {
+        source: String,
+    },
+}
+
+/// The answer to the proposer of an entry. Retries of a client request get the stored
+/// reply of the first attempt, bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    SessionOpened {
+        session: SessionId,
+        ttl_ms: u64,
+    },
+    Granted(Grant),
+    Denied(DenyReason),
+    /// `lingering_until` is set when the seat stays counted for its last user.
+    Released {
+        lease: LeaseId,
+        lingering_until: Option<TimeMs>,
+    },
+    SessionClosed {
+        session: SessionId,
+        released: u32,
+    },
+    /// For leader and admin entries: how many of the named things were acted upon.
+    Done {
+        affected: u32,
+    },
+    LicenseLoaded {
+        source: String,
+        lines: u32,
+    },
+    LoadRefused(LoadError),
+    /// The entry's index did not follow the last applied one; nothing was changed. A
+    /// correct Raft shell never causes this.
+    OutOfOrder {
+        last_applied: u64,
+    },
+}
+
+/// A granted checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub lease: LeaseId,
+    pub seat: SeatId,
+    /// The log index of this grant. Strictly greater than every earlier grant's token,
+    /// so a resource can refuse a holder whose token is older than one it has seen.
+    pub fencing_token: u64,
+    pub count: u32,
+    /// Seats of this grant beyond the licensed count (metered as overuse).
+    pub overdraft: u32,
+    /// The grant took over a seat lingering for the same user.
+    pub reused: bool,
+    /// The grant shares a seat already held by the same user (`DUP_GROUP`).
+    pub shared: bool,
+}
+
+/// Why a lease stopped being held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseCause {
+    Checkin,
+    SessionClosed,
+    SessionExpired,
+}
+
+/// What happened, in order, while applying one entry. The history checker, usage
+/// reports and metrics are all built from these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    SessionOpened {
+        session: SessionId,
+        user: String,
+        host: String,
+    },
+    Granted {
+        feature: String,
+        session: SessionId,
+        grant: Grant,
+    },
+    Denied {
+        feature: String,
+        session: SessionId,
+        reason: DenyReason,
+    },
+    Released {
+        feature: String,
+        lease: LeaseId,
+        seat: SeatId,
+        cause: ReleaseCause,
+    },
+    /// A seat's last lease was released; it stays counted until `until`.
+    Lingering {
+        feature: String,
+        seat: SeatId,
+        until: TimeMs,
+    },
+    /// A seat went back to its pool: its linger ended, or it was released with none.
+    Reclaimed {
+        feature: String,
+        seat: SeatId,
+        count: u32,
+    },
+    SessionExpired {
+        session: SessionId,
+    },
+    SessionClosed {
+        session: SessionId,
+    },
+    Removed {
+        feature: String,
+        lease: LeaseId,
+    },
+    LicenseLoaded {
+        source: String,
+        lines: u32,
+    },
+    LicenseUnloaded {
+        source: String,
+    },
+}
+
+/// The result of applying one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub events: Vec<Event>,
+}

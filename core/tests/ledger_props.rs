@@ -1,0 +1,542 @@
+//! Property tests of the ledger over random histories: random sessions, checkouts,
+//! checkins, closes, expiries, checkpoints, reclaims, removals, retries, bad secrets and
+//! time steps, against pools with versions, overdraft, linger and every DUP_GROUP.
+//!
+//! After every entry: seats in use never exceed what the licenses allow (checked per
+//! version threshold, which is the exact condition), no seat is held across sessions
+//! against its grouping, and leases, seats and sessions point at each other consistently.
+//! Retries return the first answer and change nothing. Replaying the recorded log on a
+//! fresh ledger, or on one restored from a snapshot taken midway, gives the same answers
+//! and the same bytes.
+
+use proptest::prelude::*;
+use tally_core::ledger::*;
+use tally_core::license::{
+    Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, TermPolicy, Version,
+};
+
+const T0: TimeMs = 1_780_000_000_000;
+const USERS: [&str; 3] = ["ann", "bob", "cyd"];
+const HOSTS: [&str; 2] = ["ws1", "ws2"];
+const FEATURES: [&str; 2] = ["a", "b"];
+
+fn ver(major: u32) -> Version {
+    Version(vec![major, 0])
+}
+
+fn secret(session: SessionId) -> SecretDigest {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&session.to_le_bytes());
+    s
+}
+
+/// The licensed capacity of one feature: a line of version 1.0 and one of 2.0.
+#[derive(Debug, Clone)]
+struct PoolSpec {
+    v1: (u32, u32),
+    v2: (u32, u32),
+    linger_secs: u32,
+    dup: DupGroup,
+}
+
+impl PoolSpec {
+    fn lines(&self, name: &str) -> Vec<FeatureLine> {
+        [(1, self.v1), (2, self.v2)]
+            .into_iter()
+            .filter(|(_, (seats, _))| *seats > 0)
+            .map(|(major, (seats, overdraft))| FeatureLine {
+                kind: LineKind::Feature,
+                name: name.into(),
+                vendor: "acme".into(),
+                version: ver(major),
+                expiry: Expiry::Permanent,
+                count: Count::Seats(seats),
+                linger_secs: self.linger_secs,
+                dup_group: self.dup,
+                overdraft,
+                start: None,
+                issued: None,
+                notice: None,
+                vendor_string: None,
+                model: LicenseModel::Floating,
+                term: TermPolicy::default(),
+                signature: None,
+                line_no: major,
+            })
+            .collect()
+    }
+}
+
+fn pool_spec() -> impl Strategy<Value = PoolSpec> {
+    (
+        (0u32..4, 0u32..2),
+        (0u32..3, 0u32..2),
+        prop_oneof![Just(0u32), Just(5), Just(30)],
+        prop_oneof![
+            Just(DupGroup::None),
+            Just(DupGroup::User),
+            Just(DupGroup::UserHost)
+        ],
+    )
+        .prop_map(|(v1, v2, linger_secs, dup)| PoolSpec {
+            v1,
+            v2,
+            linger_secs,
+            dup,
+        })
+}
+
+/// One step of a random history. Numbers pick among what exists when the step runs.
+#[derive(Debug, Clone)]
+enum Step {
+    Open {
+        client: u8,
+        user: u8,
+        host: u8,
+        display: u8,
+    },
+    Checkout {
+        session: u8,
+        feature: u8,
+        major: u8,
+        count: u8,
+    },
+    Checkin {
+        lease: u8,
+    },
+    Close {
+        session: u8,
+    },
+    Expire {
+        session: u8,
+    },
+    Checkpoint {
+        session: u8,
+    },
+    ReclaimDue,
+    Remove {
+        lease: u8,
+    },
+    Retry {
+        back: u8,
+    },
+    BadSecret {
+        session: u8,
+        lease: u8,
+    },
+    Advance {
+        ms: u32,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let n = any::<u8>;
+    prop_oneof![
+        2 => (0u8..4, 0u8..3, 0u8..2, 0u8..2)
+            .prop_map(|(client, user, host, display)| Step::Open { client, user, host, display }),
+        6 => (n(), 0u8..2, 1u8..4, 1u8..4)
+            .prop_map(|(session, feature, major, count)| Step::Checkout { session, feature, major, count }),
+        3 => n().prop_map(|lease| Step::Checkin { lease }),
+        1 => n().prop_map(|session| Step::Close { session }),
+        1 => n().prop_map(|session| Step::Expire { session }),
+        1 => n().prop_map(|session| Step::Checkpoint { session }),
+        1 => Just(Step::ReclaimDue),
+        1 => n().prop_map(|lease| Step::Remove { lease }),
+        2 => (0u8..8).prop_map(|back| Step::Retry { back }),
+        1 => (n(), n()).prop_map(|(session, lease)| Step::BadSecret { session, lease }),
+        2 => (0u32..40_000).prop_map(|ms| Step::Advance { ms }),
+    ]
+}
+
+/// Sessions, leases and seats: everything a request could change.
+type Observable = (
+    Vec<(SessionId, Session)>,
+    Vec<(LeaseId, Lease)>,
+    Vec<(SeatId, Seat)>,
+);
+
+/// Drives a ledger from steps, records the log it produced, and checks invariants.
+struct Run {
+    ledger: Ledger,
+    pools: Vec<PoolSpec>,
+    index: u64,
+    now: TimeMs,
+    seq: u64,
+    log: Vec<Entry>,
+    outcomes: Vec<Outcome>,
+    /// Client requests applied so far with their first answers, for retries.
+    requests: Vec<(Op, Reply)>,
+}
+
+fn pick<T: Copy>(items: &[T], n: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[usize::from(n) % items.len()])
+}
+
+impl Run {
+    fn new(pools: Vec<PoolSpec>) -> Run {
+        let mut run = Run {
+            ledger: Ledger::new(),
+            pools,
+            index: 0,
+            now: T0,
+            seq: 0,
+            log: Vec::new(),
+            outcomes: Vec::new(),
+            requests: Vec::new(),
+        };
+        let lines = FEATURES
+            .iter()
+            .zip(&run.pools)
+            .flat_map(|(f, p)| p.lines(f))
+            .collect();
+        let license = LicenseFile {
+            vendors: vec!["acme".into()],
+            lines,
+        };
+        run.apply(Op::LoadLicense {
+            source: "site.lic".into(),
+            license,
+        });
+        run
+    }
+
+    fn apply(&mut self, op: Op) -> Outcome {
+        self.index += 1;
+        let entry = Entry {
+            index: self.index,
+            at_ms: self.now,
+            op,
+        };
+        let out = self.ledger.apply(&entry);
+        self.log.push(entry);
+        self.outcomes.push(out.clone());
+        out
+    }
+
+    fn req(&mut self, client: u8) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: [client; 16],
+            seq: self.seq,
+        }
+    }
+
+    fn client_op(&mut self, op: Op) {
+        let out = self.apply(op.clone());
+        self.requests.push((op, out.reply));
+    }
+
+    fn sessions(&self) -> Vec<SessionId> {
+        self.ledger.sessions().map(|(id, _)| id).collect()
+    }
+
+    fn leases(&self) -> Vec<(LeaseId, SessionId)> {
+        self.ledger
+            .leases()
+            .map(|(id, l)| (id, l.session))
+            .collect()
+    }
+
+    fn auth(session: SessionId) -> SessionAuth {
+        SessionAuth {
+            session,
+            secret: secret(session),
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        match *step {
+            Step::Open {
+                client,
+                user,
+                host,
+                display,
+            } => {
+                let req = self.req(client);
+                let holder = Holder {
+                    user: USERS[usize::from(user)].into(),
+                    host: HOSTS[usize::from(host)].into(),
+                    display: format!(":{display}"),
+                    pid: u32::from(client),
+                };
+                // The secret is derived from the session id the entry will get.
+                let secret = secret(self.index + 1);
+                self.client_op(Op::OpenSession {
+                    req,
+                    holder,
+                    ttl_ms: 20_000,
+                    secret,
+                });
+            }
+            Step::Checkout {
+                session,
+                feature,
+                major,
+                count,
+            } => {
+                if let Some(s) = pick(&self.sessions(), session) {
+                    let req = self.req(s as u8);
+                    self.client_op(Op::Checkout {
+                        req,
+                        auth: Self::auth(s),
+                        feature: FEATURES[usize::from(feature)].into(),
+                        version: ver(u32::from(major)),
+                        count: u32::from(count),
+                    });
+                }
+            }
+            Step::Checkin { lease } => {
+                if let Some((l, s)) = pick(&self.leases(), lease) {
+                    let req = self.req(s as u8);
+                    self.client_op(Op::Checkin {
+                        req,
+                        auth: Self::auth(s),
+                        lease: l,
+                    });
+                }
+            }
+            Step::Close { session } => {
+                if let Some(s) = pick(&self.sessions(), session) {
+                    let req = self.req(s as u8);
+                    self.client_op(Op::CloseSession {
+                        req,
+                        auth: Self::auth(s),
+                    });
+                }
+            }
+            Step::Expire { session } => {
+                if let Some(s) = pick(&self.sessions(), session) {
+                    let before = self.ledger.session(s).cloned();
+                    let out = self.apply(Op::ExpireSessions { sessions: vec![s] });
+                    let due = before
+                        .as_ref()
+                        .is_some_and(|b| b.last_heartbeat_ms + b.ttl_ms <= self.now);
+                    prop_assert_eq!(
+                        out.reply,
+                        Reply::Done {
+                            affected: u32::from(due)
+                        }
+                    );
+                    prop_assert_eq!(self.ledger.session(s).is_none(), due);
+                }
+            }
+            Step::Checkpoint { session } => {
+                if let Some(s) = pick(&self.sessions(), session) {
+                    self.apply(Op::CheckpointHeartbeats {
+                        beats: vec![(s, self.now)],
+                    });
+                }
+            }
+            Step::ReclaimDue => {
+                let due = self.ledger.due_seats(self.now, 100);
+                let out = self.apply(Op::ReclaimSeats { seats: due.clone() });
+                prop_assert_eq!(
+                    out.reply,
+                    Reply::Done {
+                        affected: due.len() as u32
+                    }
+                );
+            }
+            Step::Remove { lease } => {
+                if let Some((l, _)) = pick(&self.leases(), lease) {
+                    self.apply(Op::RemoveLease { lease: l });
+                    prop_assert!(self.ledger.lease(l).is_none());
+                }
+            }
+            Step::Retry { back } => {
+                let n = self.requests.len();
+                if n > 0 {
+                    let (op, first) = self.requests[n - 1 - usize::from(back) % n.min(8)].clone();
+                    let before = self.observable();
+                    let out = self.apply(op);
+                    prop_assert_eq!(&out.reply, &first, "a retry gets the first answer");
+                    prop_assert!(out.events.is_empty());
+                    prop_assert!(before == self.observable(), "a retry changes nothing");
+                }
+            }
+            Step::BadSecret { session, lease } => {
+                if let Some(s) = pick(&self.sessions(), session) {
+                    let before = self.observable();
+                    let target = pick(&self.leases(), lease).map_or(0, |(l, _)| l);
+                    let req = self.req(s as u8);
+                    let auth = SessionAuth {
+                        session: s,
+                        secret: [0xFF; 32],
+                    };
+                    let out = self.apply(Op::Checkin {
+                        req,
+                        auth,
+                        lease: target,
+                    });
+                    prop_assert_eq!(out.reply, Reply::Denied(DenyReason::BadSecret));
+                    prop_assert!(
+                        before == self.observable(),
+                        "a refused request changes nothing"
+                    );
+                }
+            }
+            Step::Advance { ms } => self.now += u64::from(ms),
+        }
+        self.check_invariants()
+    }
+
+    /// What a retry or a refused request must leave untouched.
+    fn observable(&self) -> Observable {
+        (
+            self.ledger
+                .sessions()
+                .map(|(i, s)| (i, s.clone()))
+                .collect(),
+            self.ledger.leases().map(|(i, l)| (i, l.clone())).collect(),
+            self.ledger.seats().map(|(i, s)| (i, s.clone())).collect(),
+        )
+    }
+
+    fn check_invariants(&self) -> Result<(), TestCaseError> {
+        let l = &self.ledger;
+        for (name, spec) in FEATURES.iter().zip(&self.pools) {
+            // Exact capacity condition: all seats fit in all lines, and the seats that
+            // need version 2 fit in the version-2 line.
+            let seats: Vec<&Seat> = l
+                .seats()
+                .map(|(_, s)| s)
+                .filter(|s| s.feature == *name)
+                .collect();
+            let total: u64 = seats.iter().map(|s| u64::from(s.count)).sum();
+            let need_v2: u64 = seats
+                .iter()
+                .filter(|s| s.version > ver(1))
+                .map(|s| u64::from(s.count))
+                .sum();
+            let cap_v2 = u64::from(spec.v2.0 + if spec.v2.0 > 0 { spec.v2.1 } else { 0 });
+            let cap_v1 = u64::from(spec.v1.0 + if spec.v1.0 > 0 { spec.v1.1 } else { 0 });
+            prop_assert!(
+                total <= cap_v1 + cap_v2,
+                "{name}: {total} seats > {}",
+                cap_v1 + cap_v2
+            );
+            prop_assert!(need_v2 <= cap_v2, "{name}: {need_v2} v2 seats > {cap_v2}");
+            prop_assert!(seats.iter().all(|s| s.version <= ver(2)));
+        }
+        for (id, seat) in l.seats() {
+            prop_assert_eq!(seat.holders.is_empty(), seat.lingering_until.is_some());
+            let holders: Vec<&Session> = seat
+                .holders
+                .iter()
+                .map(|lid| {
+                    let lease = l.lease(*lid).expect("a holder is a live lease");
+                    assert_eq!(lease.seat, id);
+                    l.session(lease.session).expect("a lease's session is live")
+                })
+                .collect();
+            let dup = self.pools[FEATURES
+                .iter()
+                .position(|f| *f == seat.feature)
+                .expect("known feature")]
+            .dup;
+            let same = |a: &Session, b: &Session| match dup {
+                DupGroup::None => false,
+                DupGroup::User => a.holder.user == b.holder.user,
+                DupGroup::UserHost => {
+                    a.holder.user == b.holder.user && a.holder.host == b.holder.host
+                }
+            };
+            for pair in holders.windows(2) {
+                prop_assert!(same(pair[0], pair[1]), "seat {} held across owners", id);
+            }
+        }
+        for (id, lease) in l.leases() {
+            let s = l.session(lease.session);
+            prop_assert!(
+                s.is_some_and(|s| s.leases.contains(&id)),
+                "lease {} orphaned",
+                id
+            );
+        }
+        for (sid, s) in l.sessions() {
+            for lid in &s.leases {
+                prop_assert!(l.lease(*lid).is_some_and(|x| x.session == sid));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn replay(log: &[Entry]) -> (Ledger, Vec<Outcome>) {
+    let mut l = Ledger::new();
+    let outs = log.iter().map(|e| l.apply(e)).collect();
+    (l, outs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_histories_keep_every_invariant(
+        pools in prop::collection::vec(pool_spec(), 2),
+        steps in prop::collection::vec(step(), 1..150),
+    ) {
+        let mut run = Run::new(pools);
+        for s in &steps {
+            run.step(s)?;
+        }
+    }
+
+    #[test]
+    fn replaying_the_log_gives_identical_answers_and_bytes(
+        pools in prop::collection::vec(pool_spec(), 2),
+        steps in prop::collection::vec(step(), 1..150),
+    ) {
+        let mut run = Run::new(pools);
+        for s in &steps {
+            run.step(s)?;
+        }
+        let (other, outs) = replay(&run.log);
+        prop_assert_eq!(&outs, &run.outcomes);
+        prop_assert_eq!(other.snapshot(), run.ledger.snapshot());
+    }
+
+    #[test]
+    fn a_restored_snapshot_behaves_like_the_original(
+        pools in prop::collection::vec(pool_spec(), 2),
+        steps in prop::collection::vec(step(), 1..150),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut run = Run::new(pools);
+        for s in &steps {
+            run.step(s)?;
+        }
+        let cut = cut.index(run.log.len());
+        let (mut head, _) = replay(&run.log[..cut]);
+        let bytes = head.snapshot();
+        let mut restored = Ledger::restore(&bytes).expect("own snapshot restores");
+        prop_assert_eq!(restored.snapshot(), bytes, "restore is exact");
+        for (entry, expected) in run.log[cut..].iter().zip(&run.outcomes[cut..]) {
+            prop_assert_eq!(&restored.apply(entry), expected);
+            head.apply(entry);
+        }
+        prop_assert_eq!(restored.snapshot(), run.ledger.snapshot());
+        prop_assert_eq!(head.snapshot(), run.ledger.snapshot());
+    }
+
+    #[test]
+    fn garbled_snapshots_are_refused_without_panicking(
+        pools in prop::collection::vec(pool_spec(), 2),
+        steps in prop::collection::vec(step(), 1..40),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut run = Run::new(pools);
+        for s in &steps {
+            run.step(s)?;
+        }
+        let mut bytes = run.ledger.snapshot();
+        for (at, x) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x | 1;
+        }
+        // Either refused with an error, or (if the flip hit a value) a valid ledger.
+        if let Ok(l) = Ledger::restore(&bytes) {
+            let _ = l.snapshot();
+        }
+    }
+}

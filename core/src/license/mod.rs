@@ -6,8 +6,16 @@
 //! days; the ledger compares them with the time carried by each log entry.
 
 mod date;
+mod lex;
+mod parse;
+mod sign;
 
 pub use date::Date;
+pub use lex::{MAX_FILE_BYTES, MAX_LINE_BYTES};
+pub use parse::{parse, DEFAULT_FAIR_USE_DAYS, KEYWORDS};
+pub use sign::{
+    canonical_line, sign_file, sign_line, verify_file, verify_line, VendorKey, VendorSigningKey,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,362 @@
+//! Directives of the license file: `VENDOR`, `FEATURE` and `INCREMENT`, their positional
+//! fields and keywords, checked one by one with errors that name the line, the column and
+//! what was expected.
+
+use std::collections::BTreeSet;
+
+use base64::Engine as _;
+
+use super::lex::{logical_lines, Logical, Token};
+use super::{
+    Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, TermPolicy,
+    Version,
+};
+use crate::Error;
+
+/// Keywords a FEATURE or INCREMENT line may carry, in the order errors list them.
+pub const KEYWORDS: [&str; 11] = [
+    "LINGER",
+    "DUP_GROUP",
+    "OVERDRAFT",
+    "START",
+    "ISSUED",
+    "NOTICE",
+    "VENDOR_STRING",
+    "SIGN",
+    "USER_BASED",
+    "GRACE",
+    "DEMO",
+];
+
+/// The named-user fair-use window when a bare `USER_BASED` gives none (the brief's
+/// default); `USER_BASED=days` sets it.
+pub const DEFAULT_FAIR_USE_DAYS: u32 = 30;
+
+fn at(t: &Token, message: impl Into<String>) -> Error {
+    Error::Parse {
+        line: t.line,
+        column: t.col,
+        message: message.into(),
+    }
+}
+
+/// Parses a license file. Signatures are decoded but not verified: see
+/// [`verify_file`](super::verify_file).
+pub fn parse(text: &str) -> Result<LicenseFile, Error> {
+    let mut file = LicenseFile {
+        vendors: Vec::new(),
+        lines: Vec::new(),
+    };
+    for logical in logical_lines(text)? {
+        let Some(head) = logical.tokens.first() else {
+            continue;
+        };
+        match head.text.to_ascii_uppercase().as_str() {
+            "VENDOR" => {
+                let name = logical.tokens.get(1).ok_or_else(|| {
+                    end(&logical, "VENDOR needs a name: expected `VENDOR <name>`")
+                })?;
+                if let Some(extra) = logical.tokens.get(2) {
+                    return Err(at(
+                        extra,
+                        format!(
+                            "unexpected \"{}\" after the vendor name: expected `VENDOR <name>`",
+                            extra.text
+                        ),
+                    ));
+                }
+                let name = identifier(name, "a vendor name")?;
+                if !file.vendors.contains(&name) {
+                    file.vendors.push(name);
+                }
+            }
+            "FEATURE" => file
+                .lines
+                .push(feature(&logical, LineKind::Feature, &file.vendors)?),
+            "INCREMENT" => file
+                .lines
+                .push(feature(&logical, LineKind::Increment, &file.vendors)?),
+            _ => {
+                return Err(at(
+                    head,
+                    format!(
+                        "unknown directive \"{}\" (expected VENDOR, FEATURE or INCREMENT)",
+                        head.text
+                    ),
+                ))
+            }
+        }
+    }
+    if file.lines.is_empty() {
+        return Err(Error::Parse {
+            line: 1,
+            column: 1,
+            message: "no FEATURE or INCREMENT line".into(),
+        });
+    }
+    Ok(file)
+}
+
+fn end(l: &Logical, message: &str) -> Error {
+    Error::Parse {
+        line: l.end_line,
+        column: l.end_col,
+        message: message.into(),
+    }
+}
+
+const FIELDS: [&str; 5] = ["feature name", "vendor", "version", "expiry date", "count"];
+
+fn feature(l: &Logical, kind: LineKind, vendors: &[String]) -> Result<FeatureLine, Error> {
+    let directive = if kind == LineKind::Feature {
+        "FEATURE"
+    } else {
+        "INCREMENT"
+    };
+    let mut positional = Vec::with_capacity(5);
+    for (i, what) in FIELDS.iter().enumerate() {
+        match l.tokens.get(i + 1) {
+            Some(t) if !t.quoted && t.text.contains('=') => {
+                return Err(at(t, format!("expected the {what}, found the keyword \"{}\"", t.text)))
+            }
+            Some(t) => positional.push(t),
+            None => {
+                return Err(end(
+                    l,
+                    &format!("{directive} ends early: expected the {what} (fields: name vendor version expiry count)"),
+                ))
+            }
+        }
+    }
+    let [name, vendor, version, expiry, count] = positional[..] else {
+        return Err(end(l, "internal: wrong number of fields"));
+    };
+    let name_s = identifier(name, "a feature name")?;
+    let vendor_s = identifier(vendor, "a vendor name")?;
+    if !vendors.contains(&vendor_s) {
+        return Err(at(
+            vendor,
+            format!("vendor \"{vendor_s}\" is not declared: expected a `VENDOR {vendor_s}` line before this one"),
+        ));
+    }
+    let mut line = FeatureLine {
+        kind,
+        name: name_s,
+        vendor: vendor_s,
+        version: parse_version(version)?,
+        expiry: parse_expiry(expiry)?,
+        count: parse_count(count)?,
+        linger_secs: 0,
+        dup_group: DupGroup::None,
+        overdraft: 0,
+        start: None,
+        issued: None,
+        notice: None,
+        vendor_string: None,
+        model: LicenseModel::Floating,
+        term: TermPolicy::default(),
+        signature: None,
+        line_no: l.tokens.first().map_or(l.end_line, |t| t.line),
+    };
+    let mut seen = BTreeSet::new();
+    let mut start_tok = None;
+    for t in l.tokens.iter().skip(6) {
+        let (key, value) = match t.text.split_once('=') {
+            Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
+            None => (t.text.to_ascii_uppercase(), None),
+        };
+        let Some(known) = KEYWORDS.iter().find(|k| **k == key) else {
+            return Err(at(
+                t,
+                format!(
+                    "unknown keyword \"{}\" (expected one of {})",
+                    key,
+                    KEYWORDS.join(", ")
+                ),
+            ));
+        };
+        if !seen.insert(*known) {
+            return Err(at(t, format!("{known} is given twice")));
+        }
+        if *known == "USER_BASED" && value.is_none() {
+            line.model = LicenseModel::NamedUser {
+                fair_use_days: DEFAULT_FAIR_USE_DAYS,
+            };
+            continue;
+        }
+        let Some(value) = value else {
+            return Err(at(
+                t,
+                format!("{known} needs a value: expected {known}=<value>"),
+            ));
+        };
+        match *known {
+            "LINGER" => line.linger_secs = number(t, known, value)?,
+            "OVERDRAFT" => line.overdraft = number(t, known, value)?,
+            "GRACE" => line.term.grace_days = number(t, known, value)?,
+            "DEMO" => line.term.demo_seats = number(t, known, value)?,
+            "USER_BASED" => {
+                line.model = LicenseModel::NamedUser {
+                    fair_use_days: number(t, known, value)?,
+                }
+            }
+            "DUP_GROUP" => {
+                line.dup_group = match value.to_ascii_uppercase().as_str() {
+                    "NONE" => DupGroup::None,
+                    "U" => DupGroup::User,
+                    "UH" => DupGroup::UserHost,
+                    _ => {
+                        return Err(at(
+                            t,
+                            format!("DUP_GROUP must be NONE, U or UH, found \"{value}\""),
+                        ))
+                    }
+                }
+            }
+            "START" => {
+                line.start = Some(date(t, known, value)?);
+                start_tok = Some(t);
+            }
+            "ISSUED" => line.issued = Some(date(t, known, value)?),
+            "NOTICE" => line.notice = Some(value.to_owned()),
+            "VENDOR_STRING" => line.vendor_string = Some(value.to_owned()),
+            "SIGN" => line.signature = Some(signature(t, value)?),
+            _ => return Err(at(t, format!("keyword {known} is not handled"))),
+        }
+    }
+    if let (Some(start), Expiry::On(exp), Some(t)) = (line.start, line.expiry, start_tok) {
+        if start > exp {
+            return Err(at(
+                t,
+                format!("START={start} is after the expiry date {exp}"),
+            ));
+        }
+    }
+    Ok(line)
+}
+
+/// Names: letters, digits, `_`, `-` and `.`, at most 64 characters.
+fn identifier(t: &Token, what: &str) -> Result<String, Error> {
+    let ok = !t.text.is_empty()
+        && t.text.len() <= 64
+        && t.text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(t.text.clone())
+    } else {
+        Err(at(
+            t,
+            format!(
+                "expected {what} (up to 64 letters, digits, '_', '-' or '.'), found \"{}\"",
+                t.text
+            ),
+        ))
+    }
+}
+
+fn parse_version(t: &Token) -> Result<Version, Error> {
+    let bad = || {
+        at(
+            t,
+            format!(
+                "expected a version such as 2026.1 (up to 8 numbers joined by '.'), found \"{}\"",
+                t.text
+            ),
+        )
+    };
+    let parts: Vec<&str> = t.text.split('.').collect();
+    if parts.len() > 8 {
+        return Err(bad());
+    }
+    parts
+        .iter()
+        .map(|p| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse::<u32>().map_err(|_| bad())
+        })
+        .collect::<Result<Vec<u32>, Error>>()
+        .map(Version)
+}
+
+fn parse_expiry(t: &Token) -> Result<Expiry, Error> {
+    if t.text.eq_ignore_ascii_case("permanent") || t.text == "0" {
+        return Ok(Expiry::Permanent);
+    }
+    Date::parse_flexlm(&t.text).map(Expiry::On).ok_or_else(|| {
+        at(
+            t,
+            format!(
+                "expected an expiry date such as 31-dec-2027 or \"permanent\", found \"{}\"",
+                t.text
+            ),
+        )
+    })
+}
+
+fn parse_count(t: &Token) -> Result<Count, Error> {
+    if t.text.eq_ignore_ascii_case("uncounted") {
+        return Ok(Count::Uncounted);
+    }
+    match plain_u32(&t.text) {
+        Some(0) => Err(at(t, "count must be at least 1 (or \"uncounted\")")),
+        Some(n) => Ok(Count::Seats(n)),
+        None => Err(at(
+            t,
+            format!(
+                "expected a count (a positive number or \"uncounted\"), found \"{}\"",
+                t.text
+            ),
+        )),
+    }
+}
+
+/// Decimal digits only (no sign, no spaces), fitting in a u32.
+fn plain_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn number(t: &Token, key: &str, value: &str) -> Result<u32, Error> {
+    plain_u32(value).ok_or_else(|| {
+        at(
+            t,
+            format!(
+                "{key} must be a whole number from 0 to {}, found \"{value}\"",
+                u32::MAX
+            ),
+        )
+    })
+}
+
+fn date(t: &Token, key: &str, value: &str) -> Result<Date, Error> {
+    Date::parse_flexlm(value).ok_or_else(|| {
+        at(
+            t,
+            format!("{key} must be a date such as 1-jan-2026, found \"{value}\""),
+        )
+    })
+}
+
+/// SIGN holds 64 bytes of standard base64 (padding optional). A wrong value is a parse
+/// error here rather than a verification failure later, because it can never verify.
+fn signature(t: &Token, value: &str) -> Result<Vec<u8>, Error> {
+    let trimmed = value.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(trimmed)
+        .map_err(|_| at(t, "SIGN is not valid base64"))?;
+    if bytes.len() != 64 {
+        return Err(at(
+            t,
+            format!(
+                "SIGN must hold a 64-byte Ed25519 signature, found {} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}

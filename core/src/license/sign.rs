@@ -1,0 +1,244 @@
+//! The canonical form of a license line, and Ed25519 signing and verification of it.
+//!
+//! The signature covers a canonical text of every field but `SIGN`, so that harmless
+//! reformatting (spacing, continuations, keyword order, letter case of keywords and month
+//! names, `0` for `permanent`, `2026.01` for `2026.1`) never breaks a signature, while any
+//! change of meaning does. The canonical line is:
+//!
+//! ```text
+//! FEATURE|INCREMENT <name> <vendor> <version> <expiry> <count> [KEY=value ...]
+//! ```
+//!
+//! with the version's numbers joined by `.`, the expiry as `31-dec-2027` or `permanent`,
+//! the count as a number or `uncounted`, then the keywords that differ from their default,
+//! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
+//! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`;
+//! strings always double-quoted, `"` and `\` escaped with `\`. The signed message is the
+//! canonical line prefixed by the domain tag `tally-license-v1\n`, so a signature made
+//! for anything else can never pass as a license signature.
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+use super::{parse, Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind};
+use crate::Error;
+
+const DOMAIN: &str = "tally-license-v1\n";
+const SECRET_PREFIX: &str = "tally-ed25519-secret:";
+const PUBLIC_PREFIX: &str = "tally-ed25519-public:";
+
+/// The canonical text of a line: what its signature covers. See the module docs.
+pub fn canonical_line(line: &FeatureLine) -> String {
+    canonical_parts(line).join(" ")
+}
+
+/// The canonical line as words: the six leading fields, then one `KEY=value` per keyword
+/// (a quoted value may hold spaces, so callers must not split the joined text on them).
+fn canonical_parts(line: &FeatureLine) -> Vec<String> {
+    let kind = match line.kind {
+        LineKind::Feature => "FEATURE",
+        LineKind::Increment => "INCREMENT",
+    };
+    let version: Vec<String> = line.version.0.iter().map(u32::to_string).collect();
+    let expiry = match line.expiry {
+        Expiry::Permanent => "permanent".to_owned(),
+        Expiry::On(d) => d.to_string(),
+    };
+    let count = match line.count {
+        Count::Uncounted => "uncounted".to_owned(),
+        Count::Seats(n) => n.to_string(),
+    };
+    let mut out = vec![
+        kind.to_owned(),
+        line.name.clone(),
+        line.vendor.clone(),
+        version.join("."),
+        expiry,
+        count,
+    ];
+    let mut kw = |key: &str, value: String| out.push(format!("{key}={value}"));
+    if let Some(d) = line.start {
+        kw("START", d.to_string());
+    }
+    if let Some(d) = line.issued {
+        kw("ISSUED", d.to_string());
+    }
+    if line.linger_secs != 0 {
+        kw("LINGER", line.linger_secs.to_string());
+    }
+    match line.dup_group {
+        DupGroup::None => {}
+        DupGroup::User => kw("DUP_GROUP", "U".into()),
+        DupGroup::UserHost => kw("DUP_GROUP", "UH".into()),
+    }
+    if line.overdraft != 0 {
+        kw("OVERDRAFT", line.overdraft.to_string());
+    }
+    if let LicenseModel::NamedUser { fair_use_days } = line.model {
+        kw("USER_BASED", fair_use_days.to_string());
+    }
+    if line.term.grace_days != 0 {
+        kw("GRACE", line.term.grace_days.to_string());
+    }
+    if line.term.demo_seats != 0 {
+        kw("DEMO", line.term.demo_seats.to_string());
+    }
+    if let Some(s) = &line.notice {
+        kw("NOTICE", quote(s));
+    }
+    if let Some(s) = &line.vendor_string {
+        kw("VENDOR_STRING", quote(s));
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+fn message(line: &FeatureLine) -> Vec<u8> {
+    let mut m = DOMAIN.as_bytes().to_vec();
+    m.extend_from_slice(canonical_line(line).as_bytes());
+    m
+}
+
+fn decode_key(text: &str, prefix: &str, what: &str) -> Result<[u8; 32], Error> {
+    let body = text
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or_else(|| Error::Key(format!("a {what} key starts with \"{prefix}\"")))?;
+    let bytes = STANDARD_NO_PAD
+        .decode(body.trim_end_matches('='))
+        .map_err(|_| Error::Key(format!("the {what} key is not valid base64")))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        Error::Key(format!(
+            "the {what} key must be 32 bytes, found {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// A vendor's private signing key (the vendor's kit holds it; servers never do).
+#[derive(Debug, Clone)]
+pub struct VendorSigningKey(SigningKey);
+
+impl VendorSigningKey {
+    /// A key from 32 secret bytes; the caller supplies randomness (this crate has no RNG).
+    pub fn from_bytes(secret: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(secret))
+    }
+
+    /// Reads the one-line `tally-ed25519-secret:<base64>` key file format.
+    pub fn from_text(text: &str) -> Result<Self, Error> {
+        decode_key(text, SECRET_PREFIX, "secret").map(|b| Self::from_bytes(&b))
+    }
+
+    pub fn to_text(&self) -> String {
+        format!("{SECRET_PREFIX}{}", STANDARD.encode(self.0.to_bytes()))
+    }
+
+    /// The public key servers configure to trust this vendor.
+    pub fn public(&self) -> VendorKey {
+        VendorKey(self.0.verifying_key())
+    }
+}
+
+/// A vendor's public key: what a server trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VendorKey(VerifyingKey);
+
+impl VendorKey {
+    /// Reads the one-line `tally-ed25519-public:<base64>` format.
+    pub fn from_text(text: &str) -> Result<Self, Error> {
+        let bytes = decode_key(text, PUBLIC_PREFIX, "public")?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| Error::Key("the public key is not a valid Ed25519 point".into()))
+    }
+
+    pub fn to_text(&self) -> String {
+        format!("{PUBLIC_PREFIX}{}", STANDARD.encode(self.0.to_bytes()))
+    }
+}
+
+/// Signs a line in place (sets its `signature`).
+pub fn sign_line(line: &mut FeatureLine, key: &VendorSigningKey) {
+    line.signature = Some(key.0.sign(&message(line)).to_bytes().to_vec());
+}
+
+/// Parses `text`, signs every line, and returns the file re-emitted in normal form: the
+/// `VENDOR` lines, then each line's canonical text with its `SIGN`, long lines continued.
+pub fn sign_file(text: &str, key: &VendorSigningKey) -> Result<String, Error> {
+    let mut file = parse(text)?;
+    let mut out = String::new();
+    for v in &file.vendors {
+        out.push_str(&format!("VENDOR {v}\n"));
+    }
+    for line in &mut file.lines {
+        sign_line(line, key);
+        let sig = line
+            .signature
+            .as_deref()
+            .map(|s| STANDARD.encode(s))
+            .unwrap_or_default();
+        let mut width = 0;
+        for (i, word) in canonical_parts(line).iter().enumerate() {
+            if i > 0 && width + word.len() > 76 {
+                out.push_str(" \\\n    ");
+                width = 4;
+            } else if i > 0 {
+                out.push(' ');
+                width += 1;
+            }
+            out.push_str(word);
+            width += word.len();
+        }
+        out.push_str(&format!(" \\\n    SIGN=\"{sig}\"\n"));
+    }
+    Ok(out)
+}
+
+/// Checks one line's signature against its vendor's key.
+pub fn verify_line(line: &FeatureLine, key: &VendorKey) -> Result<(), Error> {
+    let fail = |reason: &str| Error::Signature {
+        line: line.line_no,
+        feature: line.name.clone(),
+        reason: reason.to_owned(),
+    };
+    let sig = line
+        .signature
+        .as_deref()
+        .ok_or_else(|| fail("no SIGN= keyword: the line is unsigned"))?;
+    let sig =
+        Signature::from_slice(sig).map_err(|_| fail("SIGN is not a 64-byte Ed25519 signature"))?;
+    key.0.verify(&message(line), &sig).map_err(|_| {
+        fail("signature does not match: the line was altered after signing, or signed by another key")
+    })
+}
+
+/// Checks every line of a file against the key of its vendor.
+pub fn verify_file(file: &LicenseFile, keys: &[(String, VendorKey)]) -> Result<(), Error> {
+    for line in &file.lines {
+        let key = keys
+            .iter()
+            .find(|(v, _)| *v == line.vendor)
+            .map(|(_, k)| k)
+            .ok_or_else(|| Error::Signature {
+                line: line.line_no,
+                feature: line.name.clone(),
+                reason: format!("no public key is configured for vendor \"{}\"", line.vendor),
+            })?;
+        verify_line(line, key)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The Raft log and vote in redb. One database file per node, shared with the snapshot
+//! store. Every append is one write transaction committed with `Durability::Immediate`
+//! on a blocking thread, and openraft is told the entries are flushed only after the
+//! commit returned: an acknowledged entry is on disk.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, StorageIOError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Log entries by index, as serde_json of openraft's entry (safe with its flattened
+/// fields, unlike bincode).
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Small named records: the vote, the committed log id, the last purged log id.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "last_purged";
+
+/// The log store. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStore")
+    }
+}
+
+fn io_write(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn io_read(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+impl LogStore {
+    pub fn new(db: Arc<Database>) -> Result<Self, StorageError> {
+        // Create the tables up front so readers never meet a missing table.
+        let mut txn = db.begin_write().map_err(io_write)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(io_write)?;
+        txn.open_table(LOG).map_err(io_write)?;
+        txn.open_table(META).map_err(io_write)?;
+        txn.commit().map_err(io_write)?;
+        Ok(Self { db })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        let txn = self.db.begin_read().map_err(io_read)?;
+        let table = txn.open_table(META).map_err(io_read)?;
+        match table.get(key).map_err(io_read)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(io_read),
+        }
+    }
+
+    /// Writes a meta record durably, on a blocking thread.
+    async fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(io_write)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(io_write)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(io_write)?;
+            txn.open_table(META)
+                .map_err(io_write)?
+                .insert(key, bytes.as_slice())
+                .map_err(io_write)?;
+            txn.commit().map_err(io_write)
+        })
+        .await
+        .map_err(io_write)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let txn = self.db.begin_read().map_err(io_read)?;
+        let table = txn.open_table(LOG).map_err(io_read)?;
+        let mut out = Vec::new();
+        for item in table.range(range).map_err(io_read)? {
+            let (_, v) = item.map_err(io_read)?;
+            out.push(serde_json::from_slice(v.value()).map_err(io_read)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(PURGED)?;
+        let last = {
+            let txn = self.db.begin_read().map_err(io_read)?;
+            let table = txn.open_table(LOG).map_err(io_read)?;
+            let last = table.last().map_err(io_read)?;
+            let id = match last {
+                None => None,
+                Some((_, v)) => Some(
+                    serde_json::from_slice::<Entry>(v.value())
+                        .map_err(io_read)?
+                        .log_id,
+                ),
+            };
+            id
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(VOTE, vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.put_meta(COMMITTED, &committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for e in entries {
+            encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?));
+        }
+        let db = self.db.clone();
+        // One transaction for the whole batch: one fsync however many entries.
+        let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb::Error::from)?;
+            {
+                let mut table = txn.open_table(LOG)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(io_write)?;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_write(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(io_write)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(io_write)?;
+            txn.open_table(LOG)
+                .map_err(io_write)?
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(io_write)?;
+            txn.commit().map_err(io_write)
+        })
+        .await
+        .map_err(io_write)?
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let purged = serde_json::to_vec(&log_id).map_err(io_write)?;
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(io_write)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(io_write)?;
+            txn.open_table(META)
+                .map_err(io_write)?
+                .insert(PURGED, purged.as_slice())
+                .map_err(io_write)?;
+            txn.open_table(LOG)
+                .map_err(io_write)?
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(io_write)?;
+            txn.commit().map_err(io_write)
+        })
+        .await
+        .map_err(io_write)?
+    }
+}

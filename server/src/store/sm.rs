@@ -1,0 +1,223 @@
+//! The Raft state machine: the ledger in memory, its snapshots on disk.
+//!
+//! Applying an entry only changes memory; durability comes from the log (already on disk
+//! before an entry can commit) plus snapshots: on restart the last snapshot is restored
+//! and openraft re-applies the committed log after it. Writing the whole ledger on every
+//! apply would cost a full serialization per entry for nothing the log does not already
+//! guarantee.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tally_core::ledger::{Entry as LedgerEntry, Ledger, Outcome, Reply};
+
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const META_KEY: &str = "meta";
+const DATA_KEY: &str = "data";
+
+/// What the state machine holds: the ledger and where it stands in the log.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub ledger: Ledger,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// The state machine. Clones share state; services read the ledger through
+/// [`StateMachine::read`].
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    state: Arc<RwLock<Applied>>,
+    db: Arc<Database>,
+    /// Applied-index watchers: the lease keeper and linearizable reads wait on it.
+    applied_tx: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMeta {
+    meta: SnapshotMeta,
+}
+
+fn io(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachine {
+    /// Opens the state machine, restoring the last persisted snapshot if there is one.
+    pub fn open(db: Arc<Database>) -> Result<Self, StorageError> {
+        let mut txn = db.begin_write().map_err(io)?;
+        txn.set_durability(Durability::Immediate).map_err(io)?;
+        txn.open_table(SNAPSHOT).map_err(io)?;
+        txn.commit().map_err(io)?;
+        let mut applied = Applied::default();
+        if let Some((meta, data)) = read_snapshot(&db)? {
+            applied.ledger = Ledger::restore(&data).map_err(io)?;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+        }
+        let index = applied.last_applied.map_or(0, |l| l.index);
+        let (applied_tx, _) = tokio::sync::watch::channel(index);
+        Ok(Self {
+            state: Arc::new(RwLock::new(applied)),
+            db,
+            applied_tx: Arc::new(applied_tx),
+        })
+    }
+
+    /// A read view of the ledger. Hold it briefly: applies wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A poisoned lock means an apply panicked half-way; the process must not go on
+        // serving from that state, so the panic propagates.
+        match self.state.read() {
+            Ok(g) => g,
+            Err(e) => panic!("state machine lock poisoned: {e}"),
+        }
+    }
+
+    /// Watches the last applied log index.
+    pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        match self.state.write() {
+            Ok(g) => g,
+            Err(e) => panic!("state machine lock poisoned: {e}"),
+        }
+    }
+
+    async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+        let meta = serde_json::to_vec(&StoredMeta { meta: meta.clone() }).map_err(io)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut txn = db.begin_write().map_err(io)?;
+            txn.set_durability(Durability::Immediate).map_err(io)?;
+            {
+                let mut t = txn.open_table(SNAPSHOT).map_err(io)?;
+                t.insert(META_KEY, meta.as_slice()).map_err(io)?;
+                t.insert(DATA_KEY, data.as_slice()).map_err(io)?;
+            }
+            txn.commit().map_err(io)
+        })
+        .await
+        .map_err(io)?
+    }
+}
+
+fn read_snapshot(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let txn = db.begin_read().map_err(io)?;
+    let t = txn.open_table(SNAPSHOT).map_err(io)?;
+    let (Some(meta), Some(data)) = (t.get(META_KEY).map_err(io)?, t.get(DATA_KEY).map_err(io)?)
+    else {
+        return Ok(None);
+    };
+    let meta: StoredMeta = serde_json::from_slice(meta.value()).map_err(io)?;
+    Ok(Some((meta.meta, data.value().to_vec())))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (data, last_log_id, last_membership) = {
+            let s = self.read();
+            (s.ledger.snapshot(), s.last_applied, s.membership.clone())
+        };
+        let snapshot_id = last_log_id.map_or("empty".to_owned(), |l| {
+            format!("{}-{}", l.leader_id, l.index)
+        });
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        self.persist(&meta, data.clone()).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.read();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let last = {
+            let mut s = self.write();
+            for entry in entries {
+                s.last_applied = Some(entry.log_id);
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => Outcome {
+                        reply: Reply::Done { affected: 0 },
+                        events: vec![],
+                    },
+                    EntryPayload::Normal(cmd) => s.ledger.apply(&LedgerEntry {
+                        index: entry.log_id.index,
+                        at_ms: cmd.at_ms,
+                        op: cmd.op,
+                    }),
+                    EntryPayload::Membership(m) => {
+                        s.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Outcome {
+                            reply: Reply::Done { affected: 0 },
+                            events: vec![],
+                        }
+                    }
+                };
+                out.push(outcome);
+            }
+            s.last_applied.map_or(0, |l| l.index)
+        };
+        self.applied_tx.send_replace(last);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let ledger = Ledger::restore(&data).map_err(io)?;
+        self.persist(meta, data).await?;
+        let index = {
+            let mut s = self.write();
+            s.ledger = ledger;
+            s.last_applied = meta.last_log_id;
+            s.membership = meta.last_membership.clone();
+            meta.last_log_id.map_or(0, |l| l.index)
+        };
+        self.applied_tx.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(read_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

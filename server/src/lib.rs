@@ -1,6 +1,11 @@
 //! `tallyd`, the Tally license server: openraft over tonic, redb storage, the gRPC
 //! services and the leader's lease keeper.
 
+pub mod config;
+pub mod keeper;
+pub mod licensing;
+pub mod network;
+pub mod node;
 pub mod store;
 pub mod types;
 

@@ -1,6 +1,9 @@
 //! openraft's own conformance suite run against Tally's redb log store and state machine:
 //! votes, appends, truncation, purging, membership recovery, snapshots and their transfer.
 
+// Helpers of a test file are test code: a failed unwrap is a failed test, which is the point.
+#![allow(clippy::unwrap_used)]
+
 use openraft::testing::{StoreBuilder, Suite};
 use tally_server::store::{self, LogStore, StateMachine};
 use tally_server::types::{StorageError, TypeConfig};

@@ -40,6 +40,37 @@ pub enum LineKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version(pub Vec<u32>);
 
+impl Version {
+    /// Parses `2026.1`: one to eight dot-separated decimal numbers.
+    pub fn parse(s: &str) -> Option<Version> {
+        let parts: Vec<&str> = s.split('.').collect();
+        if parts.len() > 8 {
+            return None;
+        }
+        parts
+            .iter()
+            .map(|p| {
+                let digits =
+                    !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit());
+                digits.then(|| p.parse::<u32>().ok()).flatten()
+            })
+            .collect::<Option<Vec<u32>>>()
+            .map(Version)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
 /// When a line stops counting: the last day it is valid (inclusive, UTC), or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Expiry {

@@ -256,7 +256,7 @@ fn identifier(t: &Token, what: &str) -> Result<String, Error> {
 }
 
 fn parse_version(t: &Token) -> Result<Version, Error> {
-    let bad = || {
+    Version::parse(&t.text).ok_or_else(|| {
         at(
             t,
             format!(
@@ -264,21 +264,7 @@ fn parse_version(t: &Token) -> Result<Version, Error> {
                 t.text
             ),
         )
-    };
-    let parts: Vec<&str> = t.text.split('.').collect();
-    if parts.len() > 8 {
-        return Err(bad());
-    }
-    parts
-        .iter()
-        .map(|p| {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            p.parse::<u32>().map_err(|_| bad())
-        })
-        .collect::<Result<Vec<u32>, Error>>()
-        .map(Version)
+    })
 }
 
 fn parse_expiry(t: &Token) -> Result<Expiry, Error> {

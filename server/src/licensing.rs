@@ -1,0 +1,341 @@
+//! The `Licensing` gRPC service: sessions, checkout, checkin through Raft; heartbeats
+//! answered by the leader's lease keeper from memory. Every request is checked before it
+//! is proposed, so malformed input is refused with a clear status and changes nothing.
+
+use sha2::{Digest, Sha256};
+use tally_core::ledger::{
+    ClientId, DenyReason, Holder, Op, Reply, RequestId, SecretDigest, SessionAuth,
+};
+use tally_core::license::Version;
+use tally_proto::v1 as pb;
+use tally_proto::v1::licensing_server;
+use tonic::{Request, Response, Status};
+
+use crate::keeper::{now_ms, Beat};
+use crate::node::{not_leader, Shared};
+
+/// Largest request a client may send; real ones are a few hundred bytes.
+pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+/// Longest user, host, display or feature name accepted.
+const MAX_NAME: usize = 256;
+/// Most sessions renewed by one heartbeat call.
+const MAX_BATCH: usize = 10_000;
+
+/// The service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Licensing {
+    shared: Shared,
+}
+
+impl Licensing {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+/// The digest the ledger keeps of a session secret.
+pub fn digest(secret: &[u8]) -> SecretDigest {
+    Sha256::digest(secret).into()
+}
+
+fn request_id(r: Option<pb::RequestId>) -> Result<RequestId, Status> {
+    let r = r.ok_or_else(|| {
+        Status::invalid_argument("missing `request` (client id and sequence number)")
+    })?;
+    let client: ClientId = r.client_id.as_slice().try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "request.client_id must be 16 bytes, got {}",
+            r.client_id.len()
+        ))
+    })?;
+    Ok(RequestId { client, seq: r.seq })
+}
+
+fn auth(a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
+    let a = a.ok_or_else(|| Status::invalid_argument("missing `auth` (session id and secret)"))?;
+    if a.secret.len() != 32 {
+        return Err(Status::unauthenticated(format!(
+            "the session secret must be 32 bytes, got {}",
+            a.secret.len()
+        )));
+    }
+    Ok(SessionAuth {
+        session: a.session_id,
+        secret: digest(&a.secret),
+    })
+}
+
+fn name(field: &str, value: &str, required: bool) -> Result<(), Status> {
+    if required && value.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "`{field}` must not be empty"
+        )));
+    }
+    if value.len() > MAX_NAME || value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "`{field}` must be at most {MAX_NAME} bytes of printable text"
+        )));
+    }
+    Ok(())
+}
+
+/// One sentence naming what a denial means.
+pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
+    match reason {
+        DenyReason::UnknownFeature => format!("no license for feature \"{feature}\" is loaded"),
+        DenyReason::VersionTooNew { requested, highest } => {
+            format!("version {requested} of \"{feature}\" is not licensed (highest licensed: {highest})")
+        }
+        DenyReason::NotYetStarted { start_ms } => {
+            format!("the license for \"{feature}\" starts at {start_ms} ms")
+        }
+        DenyReason::Expired { expired_ms } => {
+            format!("the license for \"{feature}\" expired at {expired_ms} ms")
+        }
+        DenyReason::NoSeats {
+            requested,
+            in_use,
+            available,
+        } => format!(
+            "{requested} seat(s) of \"{feature}\" requested, but {in_use} of {available} are in use"
+        ),
+        DenyReason::InvalidCount { requested } => format!("{requested} is not a valid seat count"),
+        DenyReason::UnknownSession => {
+            "unknown session: it expired or was closed; open a new one".into()
+        }
+        DenyReason::BadSecret => "the session secret does not match".into(),
+        DenyReason::UnknownLease => "this session holds no such lease".into(),
+        DenyReason::StaleRequest { last_seq } => {
+            format!("request superseded: this client already sent request {last_seq}")
+        }
+    }
+}
+
+fn denial_code(reason: &DenyReason) -> pb::DenialReason {
+    use pb::DenialReason as D;
+    match reason {
+        DenyReason::UnknownFeature => D::UnknownFeature,
+        DenyReason::VersionTooNew { .. } => D::VersionTooNew,
+        DenyReason::NotYetStarted { .. } => D::NotYetStarted,
+        DenyReason::Expired { .. } => D::Expired,
+        DenyReason::NoSeats { .. } => D::NoSeats,
+        DenyReason::InvalidCount { .. } => D::InvalidCount,
+        DenyReason::UnknownSession => D::UnknownSession,
+        DenyReason::BadSecret => D::BadSecret,
+        DenyReason::UnknownLease => D::UnknownLease,
+        DenyReason::StaleRequest { .. } => D::StaleRequest,
+    }
+}
+
+/// Session-level refusals of non-checkout calls become gRPC statuses.
+fn refusal(reason: &DenyReason) -> Status {
+    let msg = deny_message(reason, "");
+    match reason {
+        DenyReason::BadSecret => Status::permission_denied(msg),
+        DenyReason::UnknownSession | DenyReason::UnknownLease => Status::not_found(msg),
+        _ => Status::failed_precondition(msg),
+    }
+}
+
+fn unexpected(reply: &Reply) -> Status {
+    Status::internal(format!("unexpected ledger reply: {reply:?}"))
+}
+
+#[tonic::async_trait]
+impl licensing_server::Licensing for Licensing {
+    async fn open_session(
+        &self,
+        req: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let r = req.into_inner();
+        let req_id = request_id(r.request)?;
+        name("user", &r.user, true)?;
+        name("host", &r.host, true)?;
+        name("display", &r.display, false)?;
+        // The client chooses its secret, so a retried open carries the same one and the
+        // first answer stays valid; a server-chosen secret could not survive a retry.
+        if r.secret.len() != 32 {
+            return Err(Status::invalid_argument(format!(
+                "`secret` must be 32 random bytes chosen by the client, got {}",
+                r.secret.len()
+            )));
+        }
+        let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
+        let holder = Holder {
+            user: r.user,
+            host: r.host,
+            display: r.display,
+            pid: r.pid,
+        };
+        let op = Op::OpenSession {
+            req: req_id,
+            holder,
+            ttl_ms,
+            secret: digest(&r.secret),
+        };
+        match self.shared.propose(op).await?.reply {
+            Reply::SessionOpened { session, ttl_ms } => {
+                Ok(Response::new(pb::OpenSessionResponse {
+                    session_id: session,
+                    secret: r.secret,
+                    ttl_ms,
+                    heartbeat_interval_ms: ttl_ms / 3,
+                    server_time_ms: now_ms(),
+                }))
+            }
+            Reply::Denied(d) => Err(refusal(&d)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        if r.sessions.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} sessions per heartbeat"
+            )));
+        }
+        let mut out = Vec::with_capacity(r.sessions.len());
+        for a in r.sessions {
+            let id = a.session_id;
+            let state = match auth(Some(a)) {
+                Err(_) => (pb::SessionState::BadSecret, 0, 0),
+                Ok(a) => match self
+                    .shared
+                    .keeper
+                    .heartbeat(&self.shared, a.session, &a.secret)
+                {
+                    Beat::Alive {
+                        deadline_ms,
+                        ttl_ms,
+                    } => (pb::SessionState::Alive, deadline_ms, ttl_ms),
+                    Beat::Unknown => (pb::SessionState::Unknown, 0, 0),
+                    Beat::BadSecret => (pb::SessionState::BadSecret, 0, 0),
+                    Beat::NotLeader => {
+                        let m = self.shared.raft.metrics().borrow().clone();
+                        let leader = m.current_leader.filter(|l| *l != self.shared.id);
+                        let node = leader
+                            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                        return Err(not_leader(leader.zip(node.as_ref())));
+                    }
+                },
+            };
+            out.push(pb::SessionStatus {
+                session_id: id,
+                state: state.0 as i32,
+                deadline_ms: state.1,
+                ttl_ms: state.2,
+                granted_from_queue: Vec::new(),
+            });
+        }
+        Ok(Response::new(pb::HeartbeatResponse { sessions: out }))
+    }
+
+    async fn checkout(
+        &self,
+        req: Request<pb::CheckoutRequest>,
+    ) -> Result<Response<pb::CheckoutResponse>, Status> {
+        let r = req.into_inner();
+        let req_id = request_id(r.request)?;
+        let auth = auth(r.auth)?;
+        name("feature", &r.feature, true)?;
+        let version = if r.version.is_empty() {
+            Version(vec![0])
+        } else {
+            Version::parse(&r.version).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "`version` must look like 2026.1, got {:?}",
+                    r.version
+                ))
+            })?
+        };
+        if r.wait {
+            return Err(Status::unimplemented(
+                "queued checkouts (wait=true) are not available yet",
+            ));
+        }
+        let op = Op::Checkout {
+            req: req_id,
+            auth,
+            feature: r.feature.clone(),
+            version: version.clone(),
+            count: r.count,
+        };
+        let result = match self.shared.propose(op).await?.reply {
+            Reply::Granted(g) => pb::checkout_response::Result::Granted(pb::Grant {
+                lease_id: g.lease,
+                fencing_token: g.fencing_token,
+                feature: r.feature,
+                version: version.to_string(),
+                count: g.count,
+                overdraft_seats: g.overdraft,
+                reused_lingering: g.reused,
+                shared: g.shared,
+                granted_at_ms: now_ms(),
+                seat_id: g.seat,
+            }),
+            Reply::Denied(d) => {
+                let (in_use, available) = match &d {
+                    DenyReason::NoSeats {
+                        in_use, available, ..
+                    } => (*in_use, *available),
+                    _ => (0, 0),
+                };
+                pb::checkout_response::Result::Denied(pb::Denial {
+                    reason: denial_code(&d) as i32,
+                    message: deny_message(&d, &r.feature),
+                    in_use,
+                    available,
+                })
+            }
+            other => return Err(unexpected(&other)),
+        };
+        Ok(Response::new(pb::CheckoutResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn checkin(
+        &self,
+        req: Request<pb::CheckinRequest>,
+    ) -> Result<Response<pb::CheckinResponse>, Status> {
+        let r = req.into_inner();
+        let op = Op::Checkin {
+            req: request_id(r.request)?,
+            auth: auth(r.auth)?,
+            lease: r.lease_id,
+        };
+        match self.shared.propose(op).await?.reply {
+            Reply::Released {
+                lease,
+                lingering_until,
+            } => Ok(Response::new(pb::CheckinResponse {
+                lease_id: lease,
+                lingering_until_ms: lingering_until,
+            })),
+            Reply::Denied(d) => Err(refusal(&d)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let r = req.into_inner();
+        let op = Op::CloseSession {
+            req: request_id(r.request)?,
+            auth: auth(r.auth)?,
+        };
+        match self.shared.propose(op).await?.reply {
+            Reply::SessionClosed { released, .. } => {
+                Ok(Response::new(pb::CloseSessionResponse { released }))
+            }
+            Reply::Denied(d) => Err(refusal(&d)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}

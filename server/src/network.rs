@@ -1,0 +1,271 @@
+//! openraft's network over tonic: the client side ([`Network`], one cached channel per
+//! peer, cloned per call) and the server side ([`RaftService`]). Payloads are serde_json
+//! of openraft's own types; snapshots are streamed whole in one client-streaming call.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, Snapshot};
+use tally_proto::v1::raft_client::RaftClient;
+use tally_proto::v1::raft_server;
+use tally_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::types::{NodeId, Raft, SnapshotMeta, TallyNode, TypeConfig, Vote};
+
+/// Snapshot data is sent in pieces of this size, so no single message nears gRPC limits.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Largest Raft message accepted: big appends and snapshot chunks, with headroom.
+pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
+
+/// Creates peer clients, sharing one lazily connected channel per peer address.
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Network")
+    }
+}
+
+impl Network {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = match self.channels.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr}: {e}"))?
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_owned(), ch.clone());
+        Ok(ch)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &TallyNode) -> Peer {
+        let client = self.channel(&node.addr).map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+        });
+        Peer { target, client }
+    }
+}
+
+/// One peer, as openraft's replication task sees it.
+#[derive(Debug)]
+pub struct Peer {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable {
+    Unreachable::new(&AnyError::error(e.to_string()))
+}
+
+/// Connection-level failures are "unreachable" (openraft backs off longer); the rest are
+/// network errors.
+fn status_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, TallyNode, E> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            RPCError::Unreachable(unreachable(s.message()))
+        }
+        _ => RPCError::Network(NetworkError::new(&AnyError::error(format!(
+            "{}: {}",
+            s.code(),
+            s.message()
+        )))),
+    }
+}
+
+impl Peer {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
+        self.client.clone().map_err(unreachable)
+    }
+
+    async fn call<Req, Resp>(
+        &mut self,
+        rpc: &Req,
+        option: &RPCOption,
+        vote: bool,
+    ) -> Result<Resp, RPCError<NodeId, TallyNode, RaftError<NodeId>>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let payload =
+            serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut req = Request::new(RaftRequest { payload });
+        req.set_timeout(option.hard_ttl());
+        let reply = if vote {
+            client.vote(req).await
+        } else {
+            client.append_entries(req).await
+        }
+        .map_err(status_error)?
+        .into_inner();
+        if !reply.error.is_empty() {
+            return Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                reply.error,
+            ))));
+        }
+        let res: Result<Resp, RaftError<NodeId>> = serde_json::from_slice(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, false).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, true).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let net = |e: &dyn std::fmt::Display| {
+            StreamingError::Network(NetworkError::new(&AnyError::error(e.to_string())))
+        };
+        let vote = serde_json::to_vec(&vote).map_err(|e| net(&e))?;
+        let meta = serde_json::to_vec(&snapshot.meta).map_err(|e| net(&e))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks = vec![SnapshotChunk {
+            vote,
+            meta,
+            data: Vec::new(),
+        }];
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK).map(|c| SnapshotChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        }));
+        let mut req = Request::new(tokio_stream_iter(chunks));
+        req.set_timeout(option.hard_ttl().max(std::time::Duration::from_secs(30)));
+        let reply = tokio::select! {
+            r = client.install_full_snapshot(req) => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let reply = reply
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable => StreamingError::Unreachable(unreachable(s.message())),
+                _ => net(&s),
+            })?
+            .into_inner();
+        if !reply.error.is_empty() {
+            return Err(net(&reply.error));
+        }
+        let res: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            serde_json::from_slice(&reply.payload).map_err(|e| net(&e))?;
+        res.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// A stream over already-built chunks (tonic takes any `Stream` for client streaming).
+fn tokio_stream_iter(
+    chunks: Vec<SnapshotChunk>,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = SnapshotChunk> {
+    tonic::codegen::tokio_stream::iter(chunks)
+}
+
+/// The server side of the Raft service: decodes, hands to openraft, encodes the result.
+pub struct RaftService {
+    pub raft: Raft,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaftService")
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed {what}: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftReply>, Status> {
+    serde_json::to_vec(v)
+        .map(|payload| {
+            Response::new(RaftReply {
+                payload,
+                error: String::new(),
+            })
+        })
+        .map_err(|e| Status::internal(format!("encoding a Raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(&req.into_inner().payload, "AppendEntries")?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(&req.into_inner().payload, "Vote")?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_full_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let vote: Vote = decode(&first.vote, "snapshot vote")?;
+        let meta: SnapshotMeta = decode(&first.meta, "snapshot meta")?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.message().await? {
+            data.extend_from_slice(&chunk.data);
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        };
+        encode(&self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+}

@@ -1,0 +1,169 @@
+//! One `tallyd` node: storage, Raft, the lease keeper and the gRPC services on one port,
+//! run until a shutdown signal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tally_core::ledger::{Op, Outcome};
+use tally_proto::v1::licensing_server::LicensingServer;
+use tally_proto::v1::raft_server::RaftServer;
+use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tonic::Status;
+
+use crate::config::NodeConfig;
+use crate::keeper::{now_ms, Keeper};
+use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE};
+use crate::store::{self, StateMachine};
+use crate::types::{Command, Raft, TallyNode};
+
+/// What every service and the keeper share. Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub id: u64,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    pub cfg: Arc<NodeConfig>,
+    pub keeper: Arc<Keeper>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared(node {})", self.id)
+    }
+}
+
+/// A "not the leader" answer: `UNAVAILABLE`, with the leader's address and id in the
+/// metadata when known, for the client to follow.
+pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
+    let mut s = Status::unavailable(match leader {
+        Some((id, n)) => format!("not the leader; the leader is node {id} at {}", n.addr),
+        None => "not the leader, and no leader is known yet (election in progress): retry shortly"
+            .into(),
+    });
+    if let Some((id, n)) = leader {
+        if let Ok(v) = n.addr.parse() {
+            s.metadata_mut().insert(LEADER_ADDR_METADATA, v);
+        }
+        if let Ok(v) = id.to_string().parse() {
+            s.metadata_mut().insert(LEADER_ID_METADATA, v);
+        }
+    }
+    s
+}
+
+impl Shared {
+    /// Proposes an op stamped with this leader's clock and waits for it to be applied.
+    pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
+        match self
+            .raft
+            .client_write(Command {
+                at_ms: now_ms(),
+                op,
+            })
+            .await
+        {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::internal(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Waits until this node may serve an exact read: it is leader and has applied
+    /// everything committed before the read began (openraft's ReadIndex round).
+    pub async fn linearizable(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
+            }
+            Err(e) => Err(Status::unavailable(format!(
+                "cannot confirm leadership: {e}"
+            ))),
+        }
+    }
+}
+
+/// A running node. Dropping it does not stop it: call [`NodeHandle::stop`].
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub shared: Shared,
+    pub addr: String,
+    shutdown: broadcast::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl NodeHandle {
+    /// Stops serving, stops Raft, and waits for both.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.server.await;
+        let _ = self.shared.raft.shutdown().await;
+    }
+}
+
+/// Starts a node on an already bound listener (tests bind `127.0.0.1:0`).
+pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result<NodeHandle> {
+    cfg.validate()?;
+    let addr = listener.local_addr()?.to_string();
+    if cfg.advertise.is_empty() {
+        cfg.advertise = addr.clone();
+    }
+    let raft_config = Arc::new(cfg.raft_config()?);
+    let (log, sm) = store::open(&cfg.data_dir)?;
+    let raft = Raft::new(cfg.id, raft_config, Network::default(), log, sm.clone()).await?;
+    let shared = Shared {
+        id: cfg.id,
+        raft,
+        sm,
+        cfg: Arc::new(cfg),
+        keeper: Arc::new(Keeper::default()),
+    };
+    let (shutdown, _) = broadcast::channel(1);
+
+    tokio::spawn(
+        shared
+            .keeper
+            .clone()
+            .run(shared.clone(), shutdown.subscribe()),
+    );
+
+    let raft_svc = RaftServer::new(RaftService {
+        raft: shared.raft.clone(),
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let licensing = LicensingServer::new(crate::licensing::Licensing::new(shared.clone()))
+        .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE);
+    let mut rx = shutdown.subscribe();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(raft_svc)
+            .add_service(licensing)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.recv().await;
+            }),
+    );
+    tracing::info!(node = shared.id, %addr, "tallyd node serving");
+    Ok(NodeHandle {
+        shared,
+        addr,
+        shutdown,
+        server,
+    })
+}
+
+/// Makes a fresh cluster of `members` (id → node) with this node as its first leader
+/// candidate. Only for brand-new data directories; a restarted node rejoins on its own.
+pub async fn initialize(shared: &Shared, members: BTreeMap<u64, TallyNode>) -> anyhow::Result<()> {
+    shared.raft.initialize(members).await?;
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! Three in-process nodes on 127.0.0.1 over real gRPC and real redb files: replication,
+//! leader failover with heartbeating sessions, expiry then linger then reclaim, and a
+//! restart of the whole cluster from disk.
+
+// Helpers of a test file are test code: a failed unwrap is a failed test, which is the point.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tally_core::ledger::Op;
+use tally_core::license::{parse, LicenseFile};
+use tally_proto::v1 as pb;
+use tally_proto::v1::licensing_client::LicensingClient;
+use tally_server::config::NodeConfig;
+use tally_server::node::{self, NodeHandle};
+use tally_server::types::TallyNode;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+const LICENSE: &str = "VENDOR acme\nFEATURE cad acme 2026.1 permanent 2 LINGER=2\n";
+
+fn license() -> LicenseFile {
+    parse(LICENSE).unwrap()
+}
+
+fn cfg(id: u64, dir: PathBuf) -> NodeConfig {
+    NodeConfig {
+        id,
+        data_dir: dir,
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+        min_ttl_ms: 900,
+        default_ttl_ms: 1_500,
+        ..NodeConfig::default()
+    }
+}
+
+struct Cluster {
+    nodes: BTreeMap<u64, NodeHandle>,
+    addrs: BTreeMap<u64, String>,
+    dirs: BTreeMap<u64, PathBuf>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        for id in 1..=3 {
+            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
+            .collect();
+        let dirs: BTreeMap<u64, PathBuf> = (1..=3)
+            .map(|id| (id, tmp.path().join(format!("n{id}"))))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (id, l) in listeners {
+            nodes.insert(
+                id,
+                node::start(cfg(id, dirs[&id].clone()), l).await.unwrap(),
+            );
+        }
+        let members = addrs
+            .iter()
+            .map(|(id, a)| {
+                (
+                    *id,
+                    TallyNode {
+                        addr: a.clone(),
+                        http: String::new(),
+                    },
+                )
+            })
+            .collect();
+        node::initialize(&nodes[&1].shared, members).await.unwrap();
+        let c = Cluster {
+            nodes,
+            addrs,
+            dirs,
+            _tmp: tmp,
+        };
+        let leader = c.leader().await;
+        c.nodes[&leader]
+            .shared
+            .propose(Op::LoadLicense {
+                source: "t.lic".into(),
+                license: license(),
+            })
+            .await
+            .unwrap();
+        c
+    }
+
+    /// Restarts every stopped node on its data dir and old address.
+    async fn restart(&mut self, id: u64) {
+        let l = TcpListener::bind(&self.addrs[&id]).await.unwrap();
+        self.nodes.insert(
+            id,
+            node::start(cfg(id, self.dirs[&id].clone()), l)
+                .await
+                .unwrap(),
+        );
+    }
+
+    async fn leader(&self) -> u64 {
+        for _ in 0..200 {
+            for (id, n) in &self.nodes {
+                let m = n.shared.raft.metrics().borrow().clone();
+                if m.current_leader == Some(*id) && m.state == openraft::ServerState::Leader {
+                    return *id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader elected");
+    }
+
+    async fn client(&self, id: u64) -> LicensingClient<Channel> {
+        LicensingClient::connect(format!("http://{}", self.addrs[&id]))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    async fn converge(&self, index: u64) {
+        for n in self.nodes.values() {
+            let mut rx = n.shared.sm.applied_index();
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| *i >= index))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    async fn stop(&mut self, id: u64) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.stop().await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for id in self.addrs.keys().copied().collect::<Vec<_>>() {
+            self.stop(id).await;
+        }
+    }
+}
+
+struct Session {
+    id: u64,
+    secret: Vec<u8>,
+    client: [u8; 16],
+    seq: u64,
+}
+
+impl Session {
+    fn req(&mut self) -> Option<pb::RequestId> {
+        self.seq += 1;
+        Some(pb::RequestId {
+            client_id: self.client.to_vec(),
+            seq: self.seq,
+        })
+    }
+    fn auth(&self) -> Option<pb::SessionAuth> {
+        Some(pb::SessionAuth {
+            session_id: self.id,
+            secret: self.secret.clone(),
+        })
+    }
+}
+
+async fn open(c: &mut LicensingClient<Channel>, user: &str, tag: u8) -> Session {
+    let secret = vec![tag; 32];
+    let r = c
+        .open_session(pb::OpenSessionRequest {
+            request: Some(pb::RequestId {
+                client_id: vec![tag; 16],
+                seq: 1,
+            }),
+            user: user.into(),
+            host: "ws1".into(),
+            display: ":0".into(),
+            pid: 1,
+            ttl_ms: 1_000,
+            client_info: String::new(),
+            secret: secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.ttl_ms, 1_000);
+    Session {
+        id: r.session_id,
+        secret,
+        client: [tag; 16],
+        seq: 1,
+    }
+}
+
+async fn checkout(
+    c: &mut LicensingClient<Channel>,
+    s: &mut Session,
+) -> pb::checkout_response::Result {
+    c.checkout(pb::CheckoutRequest {
+        request: s.req(),
+        auth: s.auth(),
+        feature: "cad".into(),
+        version: "2026.1".into(),
+        count: 1,
+        wait: false,
+        wait_timeout_ms: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .result
+    .unwrap()
+}
+
+fn granted(r: pb::checkout_response::Result) -> pb::Grant {
+    match r {
+        pb::checkout_response::Result::Granted(g) => g,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+async fn heartbeat(
+    c: &mut LicensingClient<Channel>,
+    s: &Session,
+) -> Result<pb::SessionState, tonic::Status> {
+    let r = c
+        .heartbeat(pb::HeartbeatRequest {
+            sessions: vec![s.auth().unwrap()],
+        })
+        .await?
+        .into_inner();
+    Ok(r.sessions[0].state())
+}
+
+fn leases_on(n: &NodeHandle) -> Vec<u64> {
+    n.shared
+        .sm
+        .read()
+        .ledger
+        .leases()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_is_on_every_node_and_survives_leader_failover() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut s = open(&mut c, "ann", 1).await;
+    let g = granted(checkout(&mut c, &mut s).await);
+    cluster.converge(g.lease_id).await;
+    for n in cluster.nodes.values() {
+        assert_eq!(
+            leases_on(n),
+            vec![g.lease_id],
+            "node {} has the lease",
+            n.shared.id
+        );
+    }
+
+    // A follower refuses writes and heartbeats, pointing at the leader.
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    let mut fc = cluster.client(follower).await;
+    let err = heartbeat(&mut fc, &s).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        err.metadata()
+            .get(tally_proto::LEADER_ADDR_METADATA)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        cluster.addrs[&leader]
+    );
+
+    // Stop the leader; keep heartbeating to whoever leads next.
+    cluster.stop(leader).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let new_leader = loop {
+        let l = cluster.leader().await;
+        let mut c = cluster.client(l).await;
+        if heartbeat(&mut c, &s).await.is_ok() {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new leader answered heartbeats"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(new_leader, leader);
+    let mut c = cluster.client(new_leader).await;
+    // Well past the TTL, heartbeating every 300 ms: the session and its seat stay.
+    for _ in 0..10 {
+        assert_eq!(
+            heartbeat(&mut c, &s).await.unwrap(),
+            pb::SessionState::Alive
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(leases_on(&cluster.nodes[&new_leader]), vec![g.lease_id]);
+    // The seat is still counted: one more checkout fits (2 seats), a third does not.
+    let mut s2 = open(&mut c, "bob", 2).await;
+    granted(checkout(&mut c, &mut s2).await);
+    let mut s3 = open(&mut c, "cyd", 3).await;
+    assert!(matches!(
+        checkout(&mut c, &mut s3).await,
+        pb::checkout_response::Result::Denied(_)
+    ));
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_session_expires_lingers_and_its_seat_returns() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut ann = open(&mut c, "ann", 1).await;
+    let g = granted(checkout(&mut c, &mut ann).await);
+    let started = tokio::time::Instant::now();
+    // Ann stops heartbeating. Her session expires after its TTL (1 s), then the seat
+    // lingers 2 s for her, then returns.
+    let sm = cluster.nodes[&leader].shared.sm.clone();
+    while sm.read().ledger.session(ann.id).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "expired before its TTL"
+    );
+    assert!(sm
+        .read()
+        .ledger
+        .seat(g.seat_id)
+        .unwrap()
+        .lingering_until
+        .is_some());
+
+    // Ann comes back within the linger on the same workstation and gets the same seat.
+    let mut ann2 = open(&mut c, "ann", 4).await;
+    let again = granted(checkout(&mut c, &mut ann2).await);
+    assert!(again.reused_lingering);
+    assert_eq!(again.seat_id, g.seat_id);
+    assert!(again.fencing_token > g.fencing_token);
+
+    // Now she goes silent for good: expiry, linger, then the seat is back in the pool.
+    let t = tokio::time::Instant::now();
+    while sm.read().ledger.seat(g.seat_id).is_some() {
+        assert!(t.elapsed() < Duration::from_secs(8), "seat never reclaimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(3_000),
+        "reclaimed before TTL + linger"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cluster_restart_keeps_every_seat() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut s = open(&mut c, "ann", 1).await;
+    let g = granted(checkout(&mut c, &mut s).await);
+    cluster.converge(g.lease_id).await;
+    cluster.stop_all().await;
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    let leader = cluster.leader().await;
+    cluster.nodes[&leader].shared.linearizable().await.unwrap();
+    for n in cluster.nodes.values() {
+        let mut rx = n.shared.sm.applied_index();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| *i >= g.lease_id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            leases_on(n),
+            vec![g.lease_id],
+            "node {} after restart",
+            n.shared.id
+        );
+    }
+    cluster.stop_all().await;
+}

@@ -142,6 +142,71 @@ impl NodeConfig {
     }
 }
 
+/// The TOML file form of [`NodeConfig`]: every key optional (defaults apply), unknown
+/// keys refused, so a typo is an error naming the key instead of a silent default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub http: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_min_ms: Option<u64>,
+    pub election_max_ms: Option<u64>,
+    pub default_ttl_ms: Option<u64>,
+    pub min_ttl_ms: Option<u64>,
+    pub max_ttl_ms: Option<u64>,
+    pub snapshot_every: Option<u64>,
+    /// Vendor name to public key text (`tally-ed25519-public:...`) or to a file holding it.
+    #[serde(default)]
+    pub vendors: std::collections::BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// Parses TOML; errors name the key and line.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| bad("file", e.to_string().trim_end().to_owned()))
+    }
+
+    /// Applies the file over the defaults, reading vendor key files relative to `base`.
+    pub fn into_config(self, base: &std::path::Path) -> Result<NodeConfig, ConfigError> {
+        let d = NodeConfig::default();
+        let mut vendor_keys = Vec::new();
+        for (vendor, key) in self.vendors {
+            let text = if key.starts_with("tally-ed25519-public:") {
+                key
+            } else {
+                std::fs::read_to_string(base.join(&key)).map_err(|e| {
+                    bad(
+                        "vendors",
+                        format!("reading the key of vendor \"{vendor}\" from {key}: {e}"),
+                    )
+                })?
+            };
+            let k = tally_core::license::VendorKey::from_text(&text)
+                .map_err(|e| bad("vendors", format!("vendor \"{vendor}\": {e}")))?;
+            vendor_keys.push((vendor, k));
+        }
+        Ok(NodeConfig {
+            id: self.id.unwrap_or(d.id),
+            listen: self.listen.unwrap_or(d.listen),
+            advertise: self.advertise.unwrap_or(d.advertise),
+            http: self.http.unwrap_or(d.http),
+            data_dir: self.data_dir.map_or(d.data_dir, |p| base.join(p)),
+            heartbeat_ms: self.heartbeat_ms.unwrap_or(d.heartbeat_ms),
+            election_min_ms: self.election_min_ms.unwrap_or(d.election_min_ms),
+            election_max_ms: self.election_max_ms.unwrap_or(d.election_max_ms),
+            default_ttl_ms: self.default_ttl_ms.unwrap_or(d.default_ttl_ms),
+            min_ttl_ms: self.min_ttl_ms.unwrap_or(d.min_ttl_ms),
+            max_ttl_ms: self.max_ttl_ms.unwrap_or(d.max_ttl_ms),
+            snapshot_every: self.snapshot_every.unwrap_or(d.snapshot_every),
+            vendor_keys,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +227,26 @@ mod tests {
             break_it(&mut c);
             assert_eq!(c.validate().unwrap_err().key, key);
         }
+    }
+
+    #[test]
+    fn toml_files_apply_over_defaults_and_typos_are_named() {
+        let f =
+            FileConfig::parse("id = 2\nlisten = \"127.0.0.1:27001\"\ndata_dir = \"n2\"\n").unwrap();
+        let c = f.into_config(std::path::Path::new("/srv")).unwrap();
+        assert_eq!((c.id, c.listen.as_str()), (2, "127.0.0.1:27001"));
+        assert_eq!(c.data_dir, PathBuf::from("/srv/n2"));
+        assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
+        let e = FileConfig::parse("id = 2\nelection_mni_ms = 5\n").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `election_mni_ms`"),
+            "{e}"
+        );
+        let e = FileConfig::parse("[vendors]\nacme = \"tally-ed25519-public:xx\"\n")
+            .unwrap()
+            .into_config(std::path::Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.key, "vendors");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `tallyd`, the Tally license server: openraft over tonic, redb storage, the gRPC
 //! services and the leader's lease keeper.
 
+pub mod admin;
 pub mod config;
+pub mod dev;
 pub mod keeper;
 pub mod licensing;
 pub mod network;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tally_core::ledger::{Op, Outcome};
+use tally_proto::v1::admin_server::AdminServer;
 use tally_proto::v1::licensing_server::LicensingServer;
 use tally_proto::v1::raft_server::RaftServer;
 use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
@@ -98,13 +99,17 @@ pub struct NodeHandle {
     pub addr: String,
     shutdown: broadcast::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Awaited on stop: it holds the state machine, and so the database file's lock.
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
-    /// Stops serving, stops Raft, and waits for both.
+    /// Stops serving, the keeper and Raft, and waits for all three, so the data
+    /// directory can be reopened as soon as this returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
+        let _ = self.keeper.await;
         let _ = self.shared.raft.shutdown().await;
     }
 }
@@ -128,7 +133,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     };
     let (shutdown, _) = broadcast::channel(1);
 
-    tokio::spawn(
+    let keeper = tokio::spawn(
         shared
             .keeper
             .clone()
@@ -142,12 +147,15 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let licensing = LicensingServer::new(crate::licensing::Licensing::new(shared.clone()))
         .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE);
+    let admin = AdminServer::new(crate::admin::Admin::new(shared.clone()))
+        .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE);
     let mut rx = shutdown.subscribe();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(raft_svc)
             .add_service(licensing)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.recv().await;
             }),
@@ -158,6 +166,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         addr,
         shutdown,
         server,
+        keeper,
     })
 }
 

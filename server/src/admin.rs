@@ -1,0 +1,475 @@
+//! The `Admin` gRPC service: cluster status, listings (after a linearizable read, so an
+//! admin never sees older state than a client was told), admin removal, license loads
+//! (signatures checked against the configured vendor keys before proposing) and
+//! membership changes (learner first, then voter).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tally_core::ledger::{LoadError, Op, Reply};
+use tally_core::license::{parse, verify_file, Count, DupGroup, Expiry, LineKind};
+use tally_proto::v1 as pb;
+use tally_proto::v1::admin_server;
+use tonic::codegen::tokio_stream;
+use tonic::{Request, Response, Status};
+
+use crate::node::Shared;
+use crate::types::TallyNode;
+
+/// Largest license file accepted over the wire (the parser refuses more than 4 MiB).
+pub const MAX_ADMIN_MESSAGE: usize = 8 << 20;
+
+/// The service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    shared: Shared,
+}
+
+impl Admin {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn dup_name(g: DupGroup) -> &'static str {
+    match g {
+        DupGroup::None => "NONE",
+        DupGroup::User => "U",
+        DupGroup::UserHost => "UH",
+    }
+}
+
+fn load_error(e: &LoadError) -> Status {
+    Status::failed_precondition(match e {
+        LoadError::Conflict {
+            feature,
+            line,
+            what,
+        }
+        | LoadError::Unsupported {
+            feature,
+            line,
+            what,
+        } => {
+            format!("line {line} ({feature}): {what}")
+        }
+        LoadError::NoSuchSource { source } => format!("no license is loaded from \"{source}\""),
+    })
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for Admin {
+    async fn cluster_status(
+        &self,
+        _: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let m = self.shared.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let leader = m.current_leader.unwrap_or(0);
+        let nodes = membership
+            .nodes()
+            .map(|(id, n)| {
+                let role = if Some(*id) == m.current_leader {
+                    pb::NodeRole::Leader
+                } else if voters.contains(id) {
+                    pb::NodeRole::Follower
+                } else {
+                    pb::NodeRole::Learner
+                };
+                // The leader knows how far each follower's log matches its own.
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index);
+                let own = *id == self.shared.id;
+                pb::NodeStatus {
+                    id: *id,
+                    grpc_addr: n.addr.clone(),
+                    http_addr: n.http.clone(),
+                    role: role as i32,
+                    term: if own { m.current_term } else { 0 },
+                    last_log_index: if own {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        matched.unwrap_or(0)
+                    },
+                    commit_index: 0,
+                    applied_index: if own {
+                        m.last_applied.map_or(0, |l| l.index)
+                    } else {
+                        0
+                    },
+                    reachable: own || matched.is_some() || m.replication.is_none(),
+                    error: String::new(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            leader_id: leader,
+            term: m.current_term,
+            nodes,
+            voters: voters.into_iter().collect(),
+            learners,
+            answered_by: self.shared.id,
+        }))
+    }
+
+    async fn list_features(
+        &self,
+        _: Request<pb::ListFeaturesRequest>,
+    ) -> Result<Response<pb::ListFeaturesResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let l = &sm.ledger;
+        let mut lines: BTreeMap<&str, Vec<&tally_core::license::FeatureLine>> = BTreeMap::new();
+        for (_, file) in l.licenses() {
+            for line in &file.lines {
+                lines.entry(line.name.as_str()).or_default().push(line);
+            }
+        }
+        let features = l
+            .features()
+            .into_iter()
+            .map(|f| {
+                let ls = lines.get(f.name.as_str()).cloned().unwrap_or_default();
+                let mut versions: Vec<String> = ls.iter().map(|x| x.version.to_string()).collect();
+                versions.sort();
+                versions.dedup();
+                versions.reverse();
+                let holders = l
+                    .leases()
+                    .filter(|(_, lease)| lease.feature == f.name)
+                    .map(|(id, lease)| lease_info(&sm, id, lease))
+                    .collect();
+                pb::FeatureInfo {
+                    vendor: ls.first().map(|x| x.vendor.clone()).unwrap_or_default(),
+                    versions,
+                    issued: f.issued,
+                    in_use: f.in_use,
+                    lingering: f.lingering,
+                    overdraft_limit: f.overdraft_limit,
+                    overdraft_in_use: f.in_use.saturating_sub(f.issued),
+                    dup_group: ls.first().map_or("NONE", |x| dup_name(x.dup_group)).into(),
+                    linger_ms: f.linger_ms,
+                    start_ms: ls
+                        .iter()
+                        .filter_map(|x| x.start.map(|d| d.start_ms()))
+                        .min()
+                        .unwrap_or(0),
+                    expiry_ms: if ls.iter().any(|x| x.expiry == Expiry::Permanent) {
+                        0
+                    } else {
+                        ls.iter()
+                            .filter_map(|x| {
+                                if let Expiry::On(d) = x.expiry {
+                                    Some(d.end_ms())
+                                } else {
+                                    None
+                                }
+                            })
+                            .max()
+                            .unwrap_or(0)
+                    },
+                    name: f.name,
+                    holders,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListFeaturesResponse {
+            features,
+            at_ms: l.now_ms(),
+        }))
+    }
+
+    async fn list_leases(
+        &self,
+        req: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        let r = req.into_inner();
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let mut leases: Vec<pb::LeaseInfo> = sm
+            .ledger
+            .leases()
+            .filter(|(_, l)| r.feature.as_ref().is_none_or(|f| *f == l.feature))
+            .filter(|(_, l)| r.session_id.is_none_or(|s| s == l.session))
+            .map(|(id, l)| lease_info(&sm, id, l))
+            .filter(|l| r.user.as_ref().is_none_or(|u| *u == l.user))
+            .collect();
+        // Lingering seats have no lease; list them too, owned by their last user.
+        leases.extend(
+            sm.ledger
+                .seats()
+                .filter(|(_, s)| s.lingering_until.is_some())
+                .filter(|(_, s)| r.feature.as_ref().is_none_or(|f| *f == s.feature))
+                .filter(|(_, s)| r.user.as_ref().is_none_or(|u| *u == s.key.user))
+                .filter(|_| r.session_id.is_none())
+                .map(|(id, s)| pb::LeaseInfo {
+                    seat_id: id,
+                    feature: s.feature.clone(),
+                    version: s.version.to_string(),
+                    count: s.count,
+                    user: s.key.user.clone(),
+                    host: s.key.host.clone().unwrap_or_default(),
+                    fencing_token: s.fencing_token,
+                    state: pb::LeaseState::Lingering as i32,
+                    lingering_until_ms: s.lingering_until.unwrap_or(0),
+                    ..Default::default()
+                }),
+        );
+        Ok(Response::new(pb::ListLeasesResponse { leases }))
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let sessions = sm
+            .ledger
+            .sessions()
+            .map(|(id, s)| pb::SessionInfo {
+                session_id: id,
+                user: s.holder.user.clone(),
+                host: s.holder.host.clone(),
+                display: s.holder.display.clone(),
+                pid: s.holder.pid,
+                client_id: s.client.to_vec(),
+                ttl_ms: s.ttl_ms,
+                opened_at_ms: s.opened_ms,
+                last_heartbeat_ms: s.last_heartbeat_ms,
+                leases: u32::try_from(s.leases.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn remove_lease(
+        &self,
+        req: Request<pb::RemoveLeaseRequest>,
+    ) -> Result<Response<pb::RemoveLeaseResponse>, Status> {
+        let r = req.into_inner();
+        match self
+            .shared
+            .propose(Op::RemoveLease { lease: r.lease_id })
+            .await?
+            .reply
+        {
+            Reply::Done { affected: 1 } => {
+                Ok(Response::new(pb::RemoveLeaseResponse { removed: true }))
+            }
+            Reply::Done { .. } => Err(Status::not_found(format!(
+                "no lease {} is held",
+                r.lease_id
+            ))),
+            other => Err(Status::internal(format!(
+                "unexpected ledger reply: {other:?}"
+            ))),
+        }
+    }
+
+    async fn load_license(
+        &self,
+        req: Request<pb::LoadLicenseRequest>,
+    ) -> Result<Response<pb::LoadLicenseResponse>, Status> {
+        let r = req.into_inner();
+        if r.source.is_empty() || r.source.len() > 256 {
+            return Err(Status::invalid_argument(
+                "`source` must name the file (1 to 256 bytes)",
+            ));
+        }
+        let file =
+            parse(&r.text).map_err(|e| Status::invalid_argument(format!("{}: {e}", r.source)))?;
+        verify_file(&file, &self.shared.cfg.vendor_keys)
+            .map_err(|e| Status::permission_denied(format!("{}: {e}", r.source)))?;
+        let features: BTreeSet<String> = file.lines.iter().map(|l| l.name.clone()).collect();
+        let op = Op::LoadLicense {
+            source: r.source.clone(),
+            license: file,
+        };
+        match self.shared.propose(op).await?.reply {
+            Reply::LicenseLoaded { source, lines } => Ok(Response::new(pb::LoadLicenseResponse {
+                source,
+                lines,
+                features: features.into_iter().collect(),
+            })),
+            Reply::LoadRefused(e) => Err(load_error(&e)),
+            other => Err(Status::internal(format!(
+                "unexpected ledger reply: {other:?}"
+            ))),
+        }
+    }
+
+    async fn unload_license(
+        &self,
+        req: Request<pb::UnloadLicenseRequest>,
+    ) -> Result<Response<pb::UnloadLicenseResponse>, Status> {
+        let source = req.into_inner().source;
+        match self
+            .shared
+            .propose(Op::UnloadLicense { source })
+            .await?
+            .reply
+        {
+            Reply::Done { .. } => Ok(Response::new(pb::UnloadLicenseResponse {})),
+            Reply::LoadRefused(e) => Err(load_error(&e)),
+            other => Err(Status::internal(format!(
+                "unexpected ledger reply: {other:?}"
+            ))),
+        }
+    }
+
+    async fn list_licenses(
+        &self,
+        _: Request<pb::ListLicensesRequest>,
+    ) -> Result<Response<pb::ListLicensesResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let licenses = sm
+            .ledger
+            .licenses()
+            .map(|(source, f)| pb::LicenseInfo {
+                source: source.to_owned(),
+                vendors: f.vendors.clone(),
+                lines: f
+                    .lines
+                    .iter()
+                    .map(|l| pb::LicenseLineInfo {
+                        line: l.line_no,
+                        kind: if l.kind == LineKind::Feature {
+                            "FEATURE"
+                        } else {
+                            "INCREMENT"
+                        }
+                        .into(),
+                        feature: l.name.clone(),
+                        version: l.version.to_string(),
+                        expiry: match l.expiry {
+                            Expiry::Permanent => "permanent".into(),
+                            Expiry::On(d) => d.to_string(),
+                        },
+                        count: match l.count {
+                            Count::Uncounted => "uncounted".into(),
+                            Count::Seats(n) => n.to_string(),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListLicensesResponse { licenses }))
+    }
+
+    async fn load_options(
+        &self,
+        _: Request<pb::LoadOptionsRequest>,
+    ) -> Result<Response<pb::LoadOptionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "options files are not supported by this server version yet",
+        ))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.node_id == 0 || r.grpc_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "node_id (from 1) and grpc_addr are required",
+            ));
+        }
+        let node = TallyNode {
+            addr: r.grpc_addr,
+            http: r.http_addr,
+        };
+        // Blocking: returns once the learner has caught up with the leader's log.
+        let resp = self
+            .shared
+            .raft
+            .add_learner(r.node_id, node, true)
+            .await
+            .map_err(|e| {
+                Status::failed_precondition(format!("adding learner {}: {e}", r.node_id))
+            })?;
+        Ok(Response::new(membership_response(
+            &self.shared,
+            resp.log_id.index,
+        )))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let voters: BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument(
+                "the new membership needs at least one voter",
+            ));
+        }
+        let resp = self
+            .shared
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("changing membership: {e}")))?;
+        Ok(Response::new(membership_response(
+            &self.shared,
+            resp.log_id.index,
+        )))
+    }
+
+    type ExportHistoryStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::HistoryEvent, Status>>>;
+
+    async fn export_history(
+        &self,
+        _: Request<pb::ExportHistoryRequest>,
+    ) -> Result<Response<Self::ExportHistoryStream>, Status> {
+        Err(Status::unimplemented(
+            "history export arrives with the fault-tolerance harness",
+        ))
+    }
+
+    async fn usage_report(
+        &self,
+        _: Request<pb::UsageReportRequest>,
+    ) -> Result<Response<pb::UsageReportResponse>, Status> {
+        Err(Status::unimplemented("usage reports are not built yet"))
+    }
+}
+
+fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipResponse {
+    let m = shared.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    pb::MembershipResponse {
+        voters: mem.voter_ids().collect(),
+        learners: mem.learner_ids().collect(),
+        log_index,
+    }
+}
+
+fn lease_info(sm: &crate::store::Applied, id: u64, l: &tally_core::ledger::Lease) -> pb::LeaseInfo {
+    let holder = sm.ledger.session(l.session).map(|s| &s.holder);
+    pb::LeaseInfo {
+        lease_id: id,
+        seat_id: l.seat,
+        feature: l.feature.clone(),
+        version: l.version.to_string(),
+        count: l.count,
+        session_id: l.session,
+        user: holder.map(|h| h.user.clone()).unwrap_or_default(),
+        host: holder.map(|h| h.host.clone()).unwrap_or_default(),
+        display: holder.map(|h| h.display.clone()).unwrap_or_default(),
+        pid: holder.map_or(0, |h| h.pid),
+        granted_at_ms: l.granted_ms,
+        fencing_token: l.fencing_token,
+        state: pb::LeaseState::Active as i32,
+        lingering_until_ms: 0,
+        overdraft_seats: 0,
+    }
+}

@@ -30,9 +30,10 @@ impl Date {
         Some(Date(era * 146_097 + doe - 719_468))
     }
 
-    /// Year, month (1-12) and day (1-31).
-    pub fn ymd(self) -> (i32, u32, u32) {
-        let z = self.0 + 719_468;
+    /// Year, month (1-12) and day (1-31). In i64 throughout: a `Date` decoded from a
+    /// snapshot may hold any i32, and no value may make this overflow.
+    pub fn ymd(self) -> (i64, u32, u32) {
+        let z = i64::from(self.0) + 719_468;
         let era = z.div_euclid(146_097);
         let doe = z - era * 146_097;
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -40,7 +41,7 @@ impl Date {
         let mp = (5 * doy + 2) / 153;
         let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
         let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        (yoe + era * 400 + i32::from(m <= 2), m, d)
+        (yoe + era * 400 + i64::from(m <= 2), m, d)
     }
 
     /// Parses FlexLM's `d-mon-yyyy` (month name in any case), e.g. `31-dec-2027`.
@@ -67,7 +68,7 @@ impl Date {
 
     /// The first millisecond of the next day: a line expiring on this day counts until then.
     pub fn end_ms(self) -> u64 {
-        self.start_ms() + DAY_MS
+        self.start_ms().saturating_add(DAY_MS)
     }
 }
 
@@ -98,7 +99,7 @@ mod tests {
             for m in 1..=12 {
                 for d in 1..=days_in(y, m) {
                     let date = Date::from_ymd(y, m, d).unwrap();
-                    assert_eq!(date.ymd(), (y, m, d));
+                    assert_eq!(date.ymd(), (i64::from(y), m, d));
                     assert_eq!(Date::parse_flexlm(&date.to_string()), Some(date));
                     if let Some(p) = prev {
                         assert!(date > p);
@@ -121,6 +122,15 @@ mod tests {
             Date::from_ymd(2024, 2, 29).unwrap().to_string(),
             "29-feb-2024"
         );
+    }
+
+    #[test]
+    fn any_stored_value_is_safe_to_use() {
+        // Snapshots are input too: a garbled one may hold any day number.
+        for raw in [i32::MIN, -1, 0, i32::MAX] {
+            let d = Date(raw);
+            let _ = (d.ymd(), d.to_string(), d.start_ms(), d.end_ms());
+        }
     }
 
     #[test]

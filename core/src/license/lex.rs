@@ -22,6 +22,9 @@ pub(crate) struct Token {
     pub col: u32,
     /// Whether any part of the token was quoted (so `""` is an empty value, not nothing).
     pub quoted: bool,
+    /// Byte offset in `text` where the first quoted part begins: only values may be
+    /// quoted, so a quote before a keyword's `=` (or in a name) is refused.
+    pub quoted_from: Option<usize>,
 }
 
 /// A directive: its tokens, and where it ends (for "expected more" errors).
@@ -60,7 +63,10 @@ pub(crate) fn logical_lines(text: &str) -> Result<Vec<Logical>, Error> {
     let mut current: Option<Logical> = None;
     let mut bytes_in_current = 0usize;
     let mut last_line_no = 0u32;
-    for (i, raw) in text.split('\n').enumerate() {
+    // The final newline ends the last line rather than starting an empty one, so a file
+    // ending in "\\\n" is reported as ending mid-directive.
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    for (i, raw) in body.split('\n').enumerate() {
         let line_no = to_u32(i + 1);
         last_line_no = line_no;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -137,6 +143,7 @@ fn tokenize(raw: &str, line: u32) -> Result<(Vec<Token>, bool), Error> {
             line,
             col,
             quoted: false,
+            quoted_from: None,
         };
         while let Some(&(j, c)) = chars.peek() {
             if c.is_whitespace() {
@@ -146,8 +153,9 @@ fn tokenize(raw: &str, line: u32) -> Result<(Vec<Token>, bool), Error> {
             trailing_backslash = c == '\\';
             if c == '"' {
                 tok.quoted = true;
+                tok.quoted_from.get_or_insert(tok.text.len());
                 let mut closed = false;
-                while let Some((_, q)) = chars.next() {
+                while let Some((k, q)) = chars.next() {
                     match q {
                         '"' => {
                             closed = true;
@@ -166,6 +174,13 @@ fn tokenize(raw: &str, line: u32) -> Result<(Vec<Token>, bool), Error> {
                             }
                             None => break,
                         },
+                        q if q.is_control() && q != '\t' => {
+                            return Err(err(
+                                line,
+                                to_u32(k + 1),
+                                format!("unexpected control character U+{:04X} in a quoted string", u32::from(q)),
+                            ))
+                        }
                         q => tok.text.push(q),
                     }
                 }

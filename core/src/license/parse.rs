@@ -47,10 +47,21 @@ pub fn parse(text: &str) -> Result<LicenseFile, Error> {
         vendors: Vec::new(),
         lines: Vec::new(),
     };
+    // A set beside the ordered list: a huge file of VENDOR lines must stay linear.
+    let mut declared: BTreeSet<String> = BTreeSet::new();
     for logical in logical_lines(text)? {
         let Some(head) = logical.tokens.first() else {
             continue;
         };
+        if head.quoted {
+            return Err(at(
+                head,
+                format!(
+                    "expected VENDOR, FEATURE or INCREMENT, found the quoted string \"{}\"",
+                    head.text
+                ),
+            ));
+        }
         match head.text.to_ascii_uppercase().as_str() {
             "VENDOR" => {
                 let name = logical.tokens.get(1).ok_or_else(|| {
@@ -66,16 +77,16 @@ pub fn parse(text: &str) -> Result<LicenseFile, Error> {
                     ));
                 }
                 let name = identifier(name, "a vendor name")?;
-                if !file.vendors.contains(&name) {
+                if declared.insert(name.clone()) {
                     file.vendors.push(name);
                 }
             }
             "FEATURE" => file
                 .lines
-                .push(feature(&logical, LineKind::Feature, &file.vendors)?),
+                .push(feature(&logical, LineKind::Feature, &declared)?),
             "INCREMENT" => file
                 .lines
-                .push(feature(&logical, LineKind::Increment, &file.vendors)?),
+                .push(feature(&logical, LineKind::Increment, &declared)?),
             _ => {
                 return Err(at(
                     head,
@@ -107,7 +118,7 @@ fn end(l: &Logical, message: &str) -> Error {
 
 const FIELDS: [&str; 5] = ["feature name", "vendor", "version", "expiry date", "count"];
 
-fn feature(l: &Logical, kind: LineKind, vendors: &[String]) -> Result<FeatureLine, Error> {
+fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<FeatureLine, Error> {
     let directive = if kind == LineKind::Feature {
         "FEATURE"
     } else {
@@ -116,7 +127,10 @@ fn feature(l: &Logical, kind: LineKind, vendors: &[String]) -> Result<FeatureLin
     let mut positional = Vec::with_capacity(5);
     for (i, what) in FIELDS.iter().enumerate() {
         match l.tokens.get(i + 1) {
-            Some(t) if !t.quoted && t.text.contains('=') => {
+            Some(t) if t.quoted => {
+                return Err(at(t, format!("expected the {what}, found the quoted string \"{}\"", t.text)))
+            }
+            Some(t) if t.text.contains('=') => {
                 return Err(at(t, format!("expected the {what}, found the keyword \"{}\"", t.text)))
             }
             Some(t) => positional.push(t),
@@ -161,6 +175,16 @@ fn feature(l: &Logical, kind: LineKind, vendors: &[String]) -> Result<FeatureLin
     let mut seen = BTreeSet::new();
     let mut start_tok = None;
     for t in l.tokens.iter().skip(6) {
+        let eq = t.text.find('=');
+        if t.quoted_from.is_some_and(|q| eq.is_none_or(|e| q <= e)) {
+            return Err(at(
+                t,
+                format!(
+                    "expected a keyword such as LINGER=300, found the quoted string \"{}\"",
+                    t.text
+                ),
+            ));
+        }
         let (key, value) = match t.text.split_once('=') {
             Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
             None => (t.text.to_ascii_uppercase(), None),

@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub vendor_keys: Vec<(String, tally_core::license::VendorKey)>,
     /// Take a snapshot after this many applied entries, so the log stays bounded.
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from
+    /// the log instead of needing the whole snapshot.
+    pub keep_log_after_snapshot: u64,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +49,7 @@ impl Default for NodeConfig {
             max_ttl_ms: 3_600_000,
             vendor_keys: Vec::new(),
             snapshot_every: 10_000,
+            keep_log_after_snapshot: 5_000,
         }
     }
 }
@@ -132,9 +136,7 @@ impl NodeConfig {
             election_timeout_min: self.election_min_ms,
             election_timeout_max: self.election_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            // Keep enough log behind a snapshot that a briefly lagging follower catches up
-            // from the log instead of needing the whole snapshot.
-            max_in_snapshot_log_to_keep: 5_000,
+            max_in_snapshot_log_to_keep: self.keep_log_after_snapshot,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         };
@@ -159,6 +161,7 @@ pub struct FileConfig {
     pub min_ttl_ms: Option<u64>,
     pub max_ttl_ms: Option<u64>,
     pub snapshot_every: Option<u64>,
+    pub keep_log_after_snapshot: Option<u64>,
     /// Vendor name to public key text (`tally-ed25519-public:...`) or to a file holding it.
     #[serde(default)]
     pub vendors: std::collections::BTreeMap<String, String>,
@@ -202,6 +205,9 @@ impl FileConfig {
             min_ttl_ms: self.min_ttl_ms.unwrap_or(d.min_ttl_ms),
             max_ttl_ms: self.max_ttl_ms.unwrap_or(d.max_ttl_ms),
             snapshot_every: self.snapshot_every.unwrap_or(d.snapshot_every),
+            keep_log_after_snapshot: self
+                .keep_log_after_snapshot
+                .unwrap_or(d.keep_log_after_snapshot),
             vendor_keys,
         })
     }

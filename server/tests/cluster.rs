@@ -29,6 +29,9 @@ fn cfg(id: u64, dir: PathBuf) -> NodeConfig {
     NodeConfig {
         id,
         data_dir: dir,
+        // Small, so the tests below exercise snapshots and log purging.
+        snapshot_every: 20,
+        keep_log_after_snapshot: 5,
         heartbeat_ms: 50,
         election_min_ms: 300,
         election_max_ms: 600,
@@ -97,15 +100,21 @@ impl Cluster {
         c
     }
 
-    /// Restarts every stopped node on its data dir and old address.
+    /// Starts node `id` on its data dir and old address (a new node gets fresh ones).
     async fn restart(&mut self, id: u64) {
-        let l = TcpListener::bind(&self.addrs[&id]).await.unwrap();
-        self.nodes.insert(
-            id,
-            node::start(cfg(id, self.dirs[&id].clone()), l)
-                .await
-                .unwrap(),
-        );
+        let l = match self.addrs.get(&id) {
+            Some(a) => TcpListener::bind(a).await.unwrap(),
+            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        self.addrs.insert(id, l.local_addr().unwrap().to_string());
+        let tmp = self._tmp.path();
+        let dir = self
+            .dirs
+            .entry(id)
+            .or_insert_with(|| tmp.join(format!("n{id}")))
+            .clone();
+        self.nodes
+            .insert(id, node::start(cfg(id, dir), l).await.unwrap());
     }
 
     async fn leader(&self) -> u64 {
@@ -397,5 +406,120 @@ async fn a_full_cluster_restart_keeps_every_seat() {
             n.shared.id
         );
     }
+    cluster.stop_all().await;
+}
+
+/// Checks out and checks in `n` times, so the log grows well past a snapshot.
+async fn churn(c: &mut LicensingClient<Channel>, s: &mut Session, n: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..n {
+        let g = granted(checkout(c, s).await);
+        let r = c
+            .checkin(pb::CheckinRequest {
+                request: s.req(),
+                auth: s.auth(),
+                lease_id: g.lease_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        last = r.lease_id.max(last);
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_follower_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    cluster.stop(follower).await;
+    std::fs::remove_dir_all(&cluster.dirs[&follower]).unwrap();
+
+    let mut c = cluster.client(leader).await;
+    let mut s = open(&mut c, "ann", 1).await;
+    churn(&mut c, &mut s, 60).await;
+    let held = granted(checkout(&mut c, &mut s).await);
+    // The leader has snapshotted and purged the log the wiped node would need.
+    let purged = cluster.nodes[&leader]
+        .shared
+        .raft
+        .metrics()
+        .borrow()
+        .purged
+        .map_or(0, |l| l.index);
+    assert!(
+        purged > 0,
+        "the leader should have purged its log after snapshots"
+    );
+
+    cluster.restart(follower).await;
+    cluster.converge(held.lease_id).await;
+    let leader_sm = cluster.nodes[&leader].shared.sm.clone();
+    let follower_sm = cluster.nodes[&follower].shared.sm.clone();
+    let mut rx = follower_sm.applied_index();
+    let target = *leader_sm.applied_index().borrow();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| *i >= target))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases_on(&cluster.nodes[&follower]), vec![held.lease_id]);
+    assert_eq!(
+        follower_sm.read().ledger.seats().count(),
+        leader_sm.read().ledger.seats().count(),
+        "the rebuilt follower holds the same seats"
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_added_at_runtime_catches_up_and_votes() {
+    use tally_proto::v1::admin_client::AdminClient;
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut s = open(&mut c, "ann", 1).await;
+    churn(&mut c, &mut s, 30).await;
+    let held = granted(checkout(&mut c, &mut s).await);
+
+    cluster.restart(4).await;
+    let mut admin = AdminClient::connect(format!("http://{}", cluster.addrs[&leader]))
+        .await
+        .unwrap();
+    let r = admin
+        .add_learner(pb::AddLearnerRequest {
+            node_id: 4,
+            grpc_addr: cluster.addrs[&4].clone(),
+            http_addr: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.learners, vec![4]);
+    let r = admin
+        .change_membership(pb::ChangeMembershipRequest {
+            voters: vec![1, 2, 3, 4],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.voters, vec![1, 2, 3, 4]);
+    assert!(r.learners.is_empty());
+    cluster.converge(held.lease_id).await;
+    assert_eq!(leases_on(&cluster.nodes[&4]), vec![held.lease_id]);
+
+    // It votes: with four voters a quorum is three, so once the leader stops, a new
+    // leader can only be elected with node 4's vote.
+    let status = admin
+        .cluster_status(pb::ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.voters, vec![1, 2, 3, 4]);
+    cluster.stop(leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let m = cluster.nodes[&4].shared.raft.metrics().borrow().clone();
+    assert!(m.membership_config.membership().voter_ids().any(|v| v == 4));
     cluster.stop_all().await;
 }

@@ -256,6 +256,21 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid() {
+        let f = FileConfig::parse(include_str!("../../deploy/examples/node1.toml")).unwrap();
+        assert_eq!(f.vendors.get("acme").map(String::as_str), Some("acme.pub"));
+        let dir = std::env::temp_dir().join(format!("tally-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = tally_core::license::VendorSigningKey::from_bytes(&[3; 32]).public();
+        std::fs::write(dir.join("acme.pub"), key.to_text()).unwrap();
+        let c = f.into_config(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.vendor_keys, vec![("acme".to_owned(), key)]);
+        assert_eq!(c.advertised(), "tally1.example.com:27000");
+    }
+
+    #[test]
     fn ttls_are_clamped() {
         let c = NodeConfig::default();
         assert_eq!(c.clamp_ttl(0), c.default_ttl_ms);

@@ -67,26 +67,39 @@ impl LogStore {
         }
     }
 
-    /// Writes a meta record durably, on a blocking thread.
+    /// Runs `f` in one write transaction on a blocking thread, committed with
+    /// `Durability::Immediate`: on disk when this returns. Every write of the log store
+    /// goes through here.
+    async fn durably<F>(&self, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb::Error::from)?;
+            f(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(io_write)?
+        .map_err(io_write)
+    }
+
+    /// Writes a meta record durably.
     async fn put_meta<T: serde::Serialize>(
         &self,
         key: &'static str,
         value: &T,
     ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(io_write)?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let mut txn = db.begin_write().map_err(io_write)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(io_write)?;
-            txn.open_table(META)
-                .map_err(io_write)?
-                .insert(key, bytes.as_slice())
-                .map_err(io_write)?;
-            txn.commit().map_err(io_write)
+        self.durably(move |txn| {
+            txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
         })
         .await
-        .map_err(io_write)?
     }
 }
 
@@ -164,69 +177,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?));
         }
-        let db = self.db.clone();
-        // One transaction for the whole batch: one fsync however many entries.
-        let result = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(redb::Error::from)?;
-            {
+        // One transaction for the whole batch: one fsync however many entries. openraft
+        // hears the entries are flushed only after the commit returned.
+        let result = self
+            .durably(move |txn| {
                 let mut table = txn.open_table(LOG)?;
                 for (index, bytes) in &encoded {
                     table.insert(*index, bytes.as_slice())?;
                 }
-            }
-            txn.commit()?;
-            Ok(())
-        })
-        .await
-        .map_err(io_write)?;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
                 Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(io_write(e))
-            }
-        }
+            })
+            .await;
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        result
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let mut txn = db.begin_write().map_err(io_write)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(io_write)?;
-            txn.open_table(LOG)
-                .map_err(io_write)?
-                .retain_in(log_id.index.., |_, _| false)
-                .map_err(io_write)?;
-            txn.commit().map_err(io_write)
+        self.durably(move |txn| {
+            txn.open_table(LOG)?
+                .retain_in(log_id.index.., |_, _| false)?;
+            Ok(())
         })
         .await
-        .map_err(io_write)?
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let db = self.db.clone();
         let purged = serde_json::to_vec(&log_id).map_err(io_write)?;
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let mut txn = db.begin_write().map_err(io_write)?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(io_write)?;
-            txn.open_table(META)
-                .map_err(io_write)?
-                .insert(PURGED, purged.as_slice())
-                .map_err(io_write)?;
-            txn.open_table(LOG)
-                .map_err(io_write)?
-                .retain_in(..=log_id.index, |_, _| false)
-                .map_err(io_write)?;
-            txn.commit().map_err(io_write)
+        // The purge mark and the deletion commit together, so a crash between them
+        // cannot leave a log whose start disagrees with its recorded purge point.
+        self.durably(move |txn| {
+            txn.open_table(META)?.insert(PURGED, purged.as_slice())?;
+            txn.open_table(LOG)?
+                .retain_in(..=log_id.index, |_, _| false)?;
+            Ok(())
         })
         .await
-        .map_err(io_write)?
     }
 }

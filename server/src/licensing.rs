@@ -274,7 +274,7 @@ impl licensing_server::Licensing for Licensing {
                 overdraft_seats: g.overdraft,
                 reused_lingering: g.reused,
                 shared: g.shared,
-                granted_at_ms: now_ms(),
+                granted_at_ms: g.granted_ms,
                 seat_id: g.seat,
             }),
             Reply::Denied(d) => {

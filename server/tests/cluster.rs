@@ -523,3 +523,33 @@ async fn a_node_added_at_runtime_catches_up_and_votes() {
     assert!(m.membership_config.membership().voter_ids().any(|v| v == 4));
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_checkout_gets_the_identical_grant_and_no_second_seat() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut s = open(&mut c, "ann", 1).await;
+    let req = pb::CheckoutRequest {
+        request: s.req(),
+        auth: s.auth(),
+        feature: "cad".into(),
+        version: "2026.1".into(),
+        count: 1,
+        wait: false,
+        wait_timeout_ms: 0,
+    };
+    let first = c.checkout(req.clone()).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let retry = c.checkout(req).await.unwrap().into_inner();
+    assert_eq!(
+        first, retry,
+        "a retry is answered exactly as the first attempt"
+    );
+    assert_eq!(
+        leases_on(&cluster.nodes[&leader]).len(),
+        1,
+        "and takes no second seat"
+    );
+    cluster.stop_all().await;
+}

@@ -98,6 +98,7 @@ impl Ledger {
                 overdraft: 0,
                 reused,
                 shared,
+                granted_ms: now,
             };
             self.add_lease(index, seat_id, session, feature, version, count);
             return Ok(grant);
@@ -133,6 +134,7 @@ impl Ledger {
             overdraft,
             reused: false,
             shared: false,
+            granted_ms: now,
         })
     }
 

@@ -215,6 +215,8 @@ pub struct Grant {
     pub reused: bool,
     /// The grant shares a seat already held by the same user (`DUP_GROUP`).
     pub shared: bool,
+    /// The ledger time of the grant, so a retry's answer is identical to the first.
+    pub granted_ms: TimeMs,
 }
 
 /// Why a lease stopped being held.

@@ -11,9 +11,7 @@
 
 use proptest::prelude::*;
 use tally_core::ledger::*;
-use tally_core::license::{
-    Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, TermPolicy, Version,
-};
+use tally_core::license::{Count, DupGroup, Expiry, FeatureLine, LicenseFile, LineKind, Version};
 
 const T0: TimeMs = 1_780_000_000_000;
 const USERS: [&str; 3] = ["ann", "bob", "cyd"];
@@ -45,23 +43,18 @@ impl PoolSpec {
             .into_iter()
             .filter(|(_, (seats, _))| *seats > 0)
             .map(|(major, (seats, overdraft))| FeatureLine {
-                kind: LineKind::Feature,
-                name: name.into(),
-                vendor: "acme".into(),
-                version: ver(major),
-                expiry: Expiry::Permanent,
-                count: Count::Seats(seats),
                 linger_secs: self.linger_secs,
                 dup_group: self.dup,
                 overdraft,
-                start: None,
-                issued: None,
-                notice: None,
-                vendor_string: None,
-                model: LicenseModel::Floating,
-                term: TermPolicy::default(),
-                signature: None,
-                line_no: major,
+                ..FeatureLine::new(
+                    LineKind::Feature,
+                    name.into(),
+                    "acme".into(),
+                    ver(major),
+                    Expiry::Permanent,
+                    Count::Seats(seats),
+                    major,
+                )
             })
             .collect()
     }

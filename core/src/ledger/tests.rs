@@ -14,25 +14,15 @@ fn v(s: &str) -> Version {
 }
 
 fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
-    FeatureLine {
-        kind: LineKind::Feature,
-        name: name.into(),
-        vendor: "acme".into(),
-        version: v(version),
-        expiry: Expiry::Permanent,
-        count: Count::Seats(seats),
-        linger_secs: 0,
-        dup_group: DupGroup::None,
-        overdraft: 0,
-        start: None,
-        issued: None,
-        notice: None,
-        vendor_string: None,
-        model: LicenseModel::Floating,
-        term: TermPolicy::default(),
-        signature: None,
-        line_no: 1,
-    }
+    FeatureLine::new(
+        LineKind::Feature,
+        name.into(),
+        "acme".into(),
+        v(version),
+        Expiry::Permanent,
+        Count::Seats(seats),
+        1,
+    )
 }
 
 /// A ledger driven the way the Raft shell drives it: consecutive indexes, explicit time.

@@ -147,3 +147,37 @@ pub struct FeatureLine {
     /// 1-based line number in the source file where this directive started, for errors.
     pub line_no: u32,
 }
+
+impl FeatureLine {
+    /// A line with the six positional fields and every keyword at its default (no linger,
+    /// no grouping, no overdraft, no dates or strings, floating, unsigned), at `line_no`.
+    pub fn new(
+        kind: LineKind,
+        name: String,
+        vendor: String,
+        version: Version,
+        expiry: Expiry,
+        count: Count,
+        line_no: u32,
+    ) -> Self {
+        FeatureLine {
+            kind,
+            name,
+            vendor,
+            version,
+            expiry,
+            count,
+            linger_secs: 0,
+            dup_group: DupGroup::None,
+            overdraft: 0,
+            start: None,
+            issued: None,
+            notice: None,
+            vendor_string: None,
+            model: LicenseModel::Floating,
+            term: TermPolicy::default(),
+            signature: None,
+            line_no,
+        }
+    }
+}

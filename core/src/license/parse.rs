@@ -8,8 +8,7 @@ use base64::Engine as _;
 
 use super::lex::{logical_lines, Logical, Token};
 use super::{
-    Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, TermPolicy,
-    Version,
+    Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, Version,
 };
 use crate::Error;
 
@@ -153,25 +152,15 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             format!("vendor \"{vendor_s}\" is not declared: expected a `VENDOR {vendor_s}` line before this one"),
         ));
     }
-    let mut line = FeatureLine {
+    let mut line = FeatureLine::new(
         kind,
-        name: name_s,
-        vendor: vendor_s,
-        version: parse_version(version)?,
-        expiry: parse_expiry(expiry)?,
-        count: parse_count(count)?,
-        linger_secs: 0,
-        dup_group: DupGroup::None,
-        overdraft: 0,
-        start: None,
-        issued: None,
-        notice: None,
-        vendor_string: None,
-        model: LicenseModel::Floating,
-        term: TermPolicy::default(),
-        signature: None,
-        line_no: l.tokens.first().map_or(l.end_line, |t| t.line),
-    };
+        name_s,
+        vendor_s,
+        parse_version(version)?,
+        parse_expiry(expiry)?,
+        parse_count(count)?,
+        l.tokens.first().map_or(l.end_line, |t| t.line),
+    );
     let mut seen = BTreeSet::new();
     let mut start_tok = None;
     for t in l.tokens.iter().skip(6) {

@@ -253,6 +253,8 @@ impl admin_server::Admin for Admin {
         req: Request<pb::RemoveLeaseRequest>,
     ) -> Result<Response<pb::RemoveLeaseResponse>, Status> {
         let r = req.into_inner();
+        tracing::Span::current().record("lease", r.lease_id);
+        tracing::info!(reason = %r.reason, "admin removes a lease");
         match self
             .shared
             .propose(Op::RemoveLease { lease: r.lease_id })

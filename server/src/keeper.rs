@@ -15,6 +15,7 @@ use std::time::Duration;
 use openraft::ServerState;
 use tally_core::ledger::{Op, SecretDigest, SessionId, TimeMs};
 use tokio::sync::broadcast;
+use tracing::Instrument as _;
 
 use crate::node::Shared;
 
@@ -103,28 +104,38 @@ impl Keeper {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
-            if !self.establish(&shared) {
+            let Some(term) = self.establish(&shared) else {
                 continue;
-            }
-            self.expire_due(&shared).await;
-            reclaim_due(&shared).await;
-            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            };
+            let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+            if checkpoint {
                 last_checkpoint = tokio::time::Instant::now();
-                self.checkpoint(&shared).await;
             }
+            async {
+                self.expire_due(&shared).await;
+                reclaim_due(&shared).await;
+                if checkpoint {
+                    self.checkpoint(&shared).await;
+                }
+            }
+            .instrument(tracing::info_span!("leader", term))
+            .await;
         }
     }
 
-    /// Loads fresh deadlines on promotion; drops them on demotion. True while leading.
-    fn establish(&self, shared: &Shared) -> bool {
+    /// Loads fresh deadlines on promotion; drops them on demotion. The term while leading.
+    fn establish(&self, shared: &Shared) -> Option<u64> {
         let m = shared.raft.metrics().borrow().clone();
         let mut st = self.lock();
         if m.state != ServerState::Leader {
+            if st.term.is_some() {
+                tracing::info!(term = st.term, "lease keeper idle: no longer the leader");
+            }
             *st = State::default();
-            return false;
+            return None;
         }
         if st.term == Some(m.current_term) {
-            return true;
+            return st.term;
         }
         // Deadlines are valid only once this term's first entry is applied: before that
         // the state machine may lack sessions the previous leader committed.
@@ -132,7 +143,7 @@ impl Keeper {
             .last_applied
             .is_some_and(|l| l.leader_id.term == m.current_term);
         if !applied_own_term {
-            return false;
+            return None;
         }
         let grace = shared.cfg.election_max_ms;
         let sm = shared.sm.read();
@@ -147,7 +158,7 @@ impl Keeper {
             sessions = st.beats.len(),
             "lease keeper active: deadlines loaded"
         );
-        true
+        st.term
     }
 
     async fn expire_due(&self, shared: &Shared) {
@@ -170,6 +181,7 @@ impl Keeper {
         }
         tracing::info!(
             count = due.len(),
+            sessions = ?&due[..due.len().min(10)],
             "expiring sessions that missed their deadline"
         );
         if let Err(e) = shared
@@ -217,6 +229,7 @@ async fn reclaim_due(shared: &Shared) {
     if seats.is_empty() {
         return;
     }
+    tracing::info!(count = seats.len(), "reclaiming seats whose linger ended");
     if let Err(e) = shared.propose(Op::ReclaimSeats { seats }).await {
         tracing::warn!("proposing reclaim: {}", e.message());
     }

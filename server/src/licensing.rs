@@ -175,6 +175,8 @@ impl licensing_server::Licensing for Licensing {
         };
         match self.shared.propose(op).await?.reply {
             Reply::SessionOpened { session, ttl_ms } => {
+                tracing::Span::current().record("session", session);
+                tracing::debug!(ttl_ms, "session opened");
                 Ok(Response::new(pb::OpenSessionResponse {
                     session_id: session,
                     secret: r.secret,
@@ -241,6 +243,7 @@ impl licensing_server::Licensing for Licensing {
         let r = req.into_inner();
         let req_id = request_id(r.request)?;
         let auth = auth(r.auth)?;
+        tracing::Span::current().record("session", auth.session);
         name("feature", &r.feature, true)?;
         let version = if r.version.is_empty() {
             Version(vec![0])
@@ -265,19 +268,24 @@ impl licensing_server::Licensing for Licensing {
             count: r.count,
         };
         let result = match self.shared.propose(op).await?.reply {
-            Reply::Granted(g) => pb::checkout_response::Result::Granted(pb::Grant {
-                lease_id: g.lease,
-                fencing_token: g.fencing_token,
-                feature: r.feature,
-                version: version.to_string(),
-                count: g.count,
-                overdraft_seats: g.overdraft,
-                reused_lingering: g.reused,
-                shared: g.shared,
-                granted_at_ms: g.granted_ms,
-                seat_id: g.seat,
-            }),
+            Reply::Granted(g) => {
+                tracing::Span::current().record("lease", g.lease);
+                tracing::debug!(feature = %r.feature, count = g.count, token = g.fencing_token, "seat granted");
+                pb::checkout_response::Result::Granted(pb::Grant {
+                    lease_id: g.lease,
+                    fencing_token: g.fencing_token,
+                    feature: r.feature,
+                    version: version.to_string(),
+                    count: g.count,
+                    overdraft_seats: g.overdraft,
+                    reused_lingering: g.reused,
+                    shared: g.shared,
+                    granted_at_ms: g.granted_ms,
+                    seat_id: g.seat,
+                })
+            }
             Reply::Denied(d) => {
+                tracing::debug!(feature = %r.feature, reason = ?d, "checkout denied");
                 let (in_use, available) = match &d {
                     DenyReason::NoSeats {
                         in_use, available, ..
@@ -303,9 +311,13 @@ impl licensing_server::Licensing for Licensing {
         req: Request<pb::CheckinRequest>,
     ) -> Result<Response<pb::CheckinResponse>, Status> {
         let r = req.into_inner();
+        let auth = auth(r.auth)?;
+        let span = tracing::Span::current();
+        span.record("session", auth.session);
+        span.record("lease", r.lease_id);
         let op = Op::Checkin {
             req: request_id(r.request)?,
-            auth: auth(r.auth)?,
+            auth,
             lease: r.lease_id,
         };
         match self.shared.propose(op).await?.reply {

@@ -28,6 +28,8 @@ enum Cmd {
     },
     /// Run one node of a cluster, from a TOML config file and/or flags (flags win).
     Run(RunArgs),
+    /// Print the demo license, unsigned (sign it with `tallyctl license sign`).
+    DemoLicense,
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("  solid_modeler 10 seats (linger 30 s, DUP_GROUP=U, overdraft 1), fea_solver 2, viewer uncounted");
             println!("Endpoints for clients: TALLY_ENDPOINTS={eps}");
+            println!("Try, in another terminal:");
+            println!("  export TALLY_ENDPOINTS={eps}");
+            println!("  cargo run --release --bin tallyctl -- status");
+            println!("  cargo run --release --bin tallyctl -- license list");
             println!("Press Ctrl-C to stop.");
             shutdown_signal().await;
             println!("stopping...");
@@ -186,6 +192,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(a) => run_node(a).await,
+        Cmd::DemoLicense => {
+            print!("{}", tally_server::dev::DEMO_LICENSE);
+            Ok(())
+        }
     }
 }
 

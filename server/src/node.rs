@@ -13,6 +13,7 @@ use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use crate::config::NodeConfig;
 use crate::keeper::{now_ms, Keeper};
@@ -133,11 +134,14 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     };
     let (shutdown, _) = broadcast::channel(1);
 
+    // Every log line of this node carries its id: `tallyd dev` runs three in one process.
+    let node_span = tracing::info_span!("node", id = shared.id);
     let keeper = tokio::spawn(
         shared
             .keeper
             .clone()
-            .run(shared.clone(), shutdown.subscribe()),
+            .run(shared.clone(), shutdown.subscribe())
+            .instrument(node_span.clone()),
     );
 
     let raft_svc = RaftServer::new(RaftService {
@@ -151,14 +155,27 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE);
     let mut rx = shutdown.subscribe();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let id = shared.id;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // One span per request, naming the node and the call; handlers record the
+            // session and lease they act on into it.
+            .trace_fn(move |req| {
+                tracing::info_span!(
+                    "rpc",
+                    node = id,
+                    call = req.uri().path().rsplit('/').next().unwrap_or(""),
+                    session = tracing::field::Empty,
+                    lease = tracing::field::Empty,
+                )
+            })
             .add_service(raft_svc)
             .add_service(licensing)
             .add_service(admin)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.recv().await;
-            }),
+            })
+            .instrument(node_span),
     );
     tracing::info!(node = shared.id, %addr, "tallyd node serving");
     Ok(NodeHandle {

@@ -1,2 +1,108 @@
-//! Cluster harness, fault injection and history checker for Tally's end-to-end tests.
-//! Built by the fault-tolerance issue; this crate exists so the layout is in place.
+//! Harness for Tally's end-to-end tests: the real `tallyd` and `tallyctl` binaries, free
+//! ports, and processes that are cleaned up by their ids however a test ends.
+//! The fault-injection proxy and the history checker join it with the fault issue.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The directory holding freshly built `tallyd` and `tallyctl` of this test's profile.
+/// Built once per test process: `cargo test` builds only what tests link against, and a
+/// binary of another package is not among that.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable is under target/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // From the workspace root: in a member's directory cargo only sees its bins.
+        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        cmd.args(["build", "--bin", "tallyd", "--bin", "tallyctl"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("running cargo build");
+        assert!(st.success(), "cargo build of tallyd and tallyctl failed");
+        dir
+    })
+}
+
+/// The path of one built binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// `count` consecutive loopback ports that were free a moment ago (tests run in
+/// parallel, so they are picked at random and checked, not fixed).
+pub fn free_ports(count: u16) -> u16 {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let base = 20_000 + (seed >> 8) as u16 % 30_000;
+        let held: Vec<_> = (0..count)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return base;
+        }
+    }
+}
+
+/// Runs `tallyctl` with `args` against `endpoints`.
+pub fn tallyctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(bin("tallyctl"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("running tallyctl")
+}
+
+/// `tallyctl --json ARGS`, parsed; panics with tallyctl's stderr if it failed.
+pub fn tallyctl_json(endpoints: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = tallyctl(endpoints, &all);
+    assert!(
+        out.status.success(),
+        "tallyctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("tallyctl printed JSON")
+}
+
+/// Kills, by id, every process whose id a pid file lists when dropped, so a failing test
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct KillPidFiles(pub Vec<PathBuf>);
+
+impl Drop for KillPidFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+/// Whether a process id is running. A zombie is not: a process whose parent exited is
+/// adopted by PID 1, which in a container may never reap it.
+pub fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        // The state follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,213 @@
+//! `tallyctl status` and the table printer the listings share.
+
+use std::time::Duration;
+
+use tally_client::proto::v1 as pb;
+use tally_client::proto::v1::admin_client::AdminClient;
+use tally_client::{Cluster, ConnectOptions};
+
+use crate::Ctx;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Add a started node as a learner; returns once it has caught up with the log.
+    Add {
+        id: u64,
+        /// The address other nodes and clients dial, HOST:PORT.
+        addr: String,
+    },
+    /// Set the complete list of voters (e.g. 1,2,3,4 to promote learner 4; 1,2,3 to
+    /// demote node 4, which can then be stopped).
+    Voters {
+        #[arg(value_delimiter = ',', required = true)]
+        ids: Vec<u64>,
+    },
+}
+
+pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<()> {
+    let c = ctx.cluster()?;
+    let r = match cmd {
+        NodeCmd::Add { id, addr } => {
+            let req = pb::AddLearnerRequest {
+                node_id: id,
+                grpc_addr: addr,
+                http_addr: String::new(),
+            };
+            c.call("node add", |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).add_learner(req).await }
+            })
+            .await?
+        }
+        NodeCmd::Voters { ids } => {
+            let req = pb::ChangeMembershipRequest { voters: ids };
+            c.call("node voters", |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).change_membership(req).await }
+            })
+            .await?
+        }
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"voters": r.voters, "learners": r.learners, "log_index": r.log_index})
+        );
+    } else {
+        println!(
+            "voters {:?}, learners {:?} (at log index {})",
+            r.voters, r.learners, r.log_index
+        );
+    }
+    Ok(())
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn role_name(r: i32) -> &'static str {
+    match pb::NodeRole::try_from(r) {
+        Ok(pb::NodeRole::Leader) => "leader",
+        Ok(pb::NodeRole::Follower) => "follower",
+        Ok(pb::NodeRole::Candidate) => "candidate",
+        Ok(pb::NodeRole::Learner) => "learner",
+        _ => "unknown",
+    }
+}
+
+async fn ask(c: &Cluster, addr: &str) -> Result<pb::ClusterStatusResponse, tally_client::Error> {
+    c.call_node(addr, "status", |ch| async move {
+        AdminClient::new(ch)
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+    })
+    .await
+}
+
+/// The membership from any node, then each member's own view of itself, asked in
+/// parallel with a short timeout so one dead node does not stall the report.
+pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
+    let first = ctx
+        .cluster()?
+        .call("status", |ch| async move {
+            AdminClient::new(ch)
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+        })
+        .await?;
+    let quick = Cluster::new(
+        &ctx.endpoints,
+        ConnectOptions {
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            ..ConnectOptions::default()
+        },
+    )?;
+    let mut asks = Vec::new();
+    for n in &first.nodes {
+        let (c, addr) = (quick.clone(), n.grpc_addr.clone());
+        asks.push(tokio::spawn(async move { ask(&c, &addr).await }));
+    }
+    let mut nodes = Vec::new();
+    let mut leader_id = first.leader_id;
+    let mut term = first.term;
+    for (n, a) in first.nodes.iter().zip(asks) {
+        let own = match a.await {
+            Ok(Ok(r)) => {
+                if r.term > term {
+                    term = r.term;
+                    leader_id = r.leader_id;
+                }
+                r.nodes
+                    .into_iter()
+                    .find(|x| x.id == r.answered_by)
+                    .ok_or_else(|| format!("node {} answered without its own entry", r.answered_by))
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("status task failed: {e}")),
+        };
+        nodes.push((n, own));
+    }
+    if ctx.json {
+        let v: Vec<_> = nodes
+            .iter()
+            .map(|(n, own)| match own {
+                Ok(o) => serde_json::json!({
+                    "id": n.id, "addr": n.grpc_addr, "role": role_name(o.role),
+                    "term": o.term, "last_log_index": o.last_log_index,
+                    "applied_index": o.applied_index, "healthy": true,
+                }),
+                Err(e) => serde_json::json!({
+                    "id": n.id, "addr": n.grpc_addr, "role": role_name(n.role),
+                    "healthy": false, "error": e,
+                }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "leader_id": leader_id, "term": term, "nodes": v,
+                "voters": first.voters, "learners": first.learners,
+            })
+        );
+        return Ok(());
+    }
+    let leader = if leader_id == 0 {
+        "none (election in progress)".to_owned()
+    } else {
+        format!("node {leader_id}")
+    };
+    println!("leader: {leader}, term {term}");
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|(n, own)| match own {
+            Ok(o) => vec![
+                n.id.to_string(),
+                n.grpc_addr.clone(),
+                role_name(o.role).into(),
+                o.term.to_string(),
+                o.last_log_index.to_string(),
+                o.applied_index.to_string(),
+                "ok".into(),
+            ],
+            Err(e) => vec![
+                n.id.to_string(),
+                n.grpc_addr.clone(),
+                role_name(n.role).into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("DOWN: {e}"),
+            ],
+        })
+        .collect();
+    table(
+        &[
+            "ID", "ADDRESS", "ROLE", "TERM", "LAST LOG", "APPLIED", "HEALTH",
+        ],
+        &rows,
+    );
+    Ok(())
+}

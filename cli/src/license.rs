@@ -1,0 +1,239 @@
+//! `tallyctl license ...`: loading and listing license files on a cluster, and the
+//! vendor's kit (key generation, signing, verification), which works offline.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use tally_client::proto::v1 as pb;
+use tally_client::proto::v1::admin_client::AdminClient;
+use tally_core::license::{parse, sign_file, verify_file, VendorKey, VendorSigningKey};
+
+use crate::Ctx;
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Load (or replace) a signed license file on the cluster.
+    Load {
+        file: PathBuf,
+        /// The name it is loaded under (default: the file's name). Loading the same name
+        /// again replaces that file's seats.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Remove a loaded license file's seats.
+    Unload { source: String },
+    /// The license files loaded, line by line.
+    List,
+    /// Vendor: make a signing key pair (DIR/vendor.key, secret; DIR/vendor.pub, public).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace keys already in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Vendor: sign every line of a license file with a secret key.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check every line's signature against a vendor's public key.
+    Verify {
+        file: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// A key file's contents; a key's own error is kept as the cause so the exit code says
+/// "invalid file".
+fn with_path<T>(path: &Path, r: Result<T, tally_core::Error>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::Error::new(e).context(path.display().to_string()))
+}
+
+pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Keygen { out, force } => keygen(&out, force),
+        Cmd::Sign { file, key, out } => {
+            let key = with_path(&key, VendorSigningKey::from_text(&read(&key)?))?;
+            let signed = with_path(&file, sign_file(&read(&file)?, &key))?;
+            match out {
+                Some(o) => {
+                    std::fs::write(&o, signed).with_context(|| format!("writing {}", o.display()))
+                }
+                None => {
+                    print!("{signed}");
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Verify { file, pubkey } => {
+            let key = with_path(&pubkey, VendorKey::from_text(&read(&pubkey)?))?;
+            let lic = with_path(&file, parse(&read(&file)?))?;
+            // The key file carries no vendor name: it stands for every vendor the file
+            // names, which is what a vendor checking their own file means.
+            let mut vendors: Vec<String> = lic.lines.iter().map(|l| l.vendor.clone()).collect();
+            vendors.sort();
+            vendors.dedup();
+            let keys: Vec<(String, VendorKey)> = vendors.iter().map(|v| (v.clone(), key)).collect();
+            with_path(&file, verify_file(&lic, &keys))?;
+            println!(
+                "{}: {} line(s), every signature valid (vendor {})",
+                file.display(),
+                lic.lines.len(),
+                vendors.join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Load { file, source } => {
+            let text = read(&file)?;
+            // Parse here first: a typo is reported with its line and column without a
+            // round trip, and with exit code 5.
+            with_path(&file, parse(&text).map(drop))?;
+            let source = source.unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| file.display().to_string())
+            });
+            let req = pb::LoadLicenseRequest { source, text };
+            let r = ctx
+                .cluster()?
+                .call("license load", |ch| {
+                    let req = req.clone();
+                    async move { AdminClient::new(ch).load_license(req).await }
+                })
+                .await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"source": r.source, "lines": r.lines, "features": r.features})
+                );
+            } else {
+                println!(
+                    "loaded {}: {} line(s), features {}",
+                    r.source,
+                    r.lines,
+                    r.features.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Cmd::Unload { source } => {
+            let req = pb::UnloadLicenseRequest {
+                source: source.clone(),
+            };
+            ctx.cluster()?
+                .call("license unload", |ch| {
+                    let req = req.clone();
+                    async move { AdminClient::new(ch).unload_license(req).await }
+                })
+                .await?;
+            println!("unloaded {source}");
+            Ok(())
+        }
+        Cmd::List => list(ctx).await,
+    }
+}
+
+fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
+    let (sk, pk) = (dir.join("vendor.key"), dir.join("vendor.pub"));
+    if !force && (sk.exists() || pk.exists()) {
+        anyhow::bail!(
+            "{} already holds a vendor key; refusing to replace it (--force replaces it, \
+             and every license signed with the old key stops verifying)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
+    let key = VendorSigningKey::from_bytes(&secret);
+    write_private(&sk, &format!("{}\n", key.to_text()))?;
+    std::fs::write(&pk, format!("{}\n", key.public().to_text()))
+        .with_context(|| format!("writing {}", pk.display()))?;
+    println!(
+        "wrote {} (secret: keep it off servers) and {} (give it to servers)",
+        sk.display(),
+        pk.display()
+    );
+    Ok(())
+}
+
+/// Writes a file only its owner can read, created that way (never briefly world-readable).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+async fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let r = ctx
+        .cluster()?
+        .call("license list", |ch| async move {
+            AdminClient::new(ch)
+                .list_licenses(pb::ListLicensesRequest {})
+                .await
+        })
+        .await?;
+    if ctx.json {
+        let v: Vec<_> = r
+            .licenses
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "source": l.source,
+                    "vendors": l.vendors,
+                    "lines": l.lines.iter().map(|x| serde_json::json!({
+                        "line": x.line, "kind": x.kind, "feature": x.feature,
+                        "version": x.version, "expiry": x.expiry, "count": x.count,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    if r.licenses.is_empty() {
+        println!("no license files loaded");
+    }
+    for l in &r.licenses {
+        println!("{} (vendor {}):", l.source, l.vendors.join(", "));
+        let rows: Vec<Vec<String>> = l
+            .lines
+            .iter()
+            .map(|x| {
+                vec![
+                    x.line.to_string(),
+                    x.kind.clone(),
+                    x.feature.clone(),
+                    x.version.clone(),
+                    x.count.clone(),
+                    x.expiry.clone(),
+                ]
+            })
+            .collect();
+        crate::admin::table(
+            &["LINE", "KIND", "FEATURE", "VERSION", "COUNT", "EXPIRES"],
+            &rows,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! A connection to every node of a cluster that sends each call to the leader: a node
+//! that is not the leader answers `UNAVAILABLE` with the leader's address, which is
+//! followed at once; an unreachable node or an election in progress is retried on the
+//! next node with a growing pause, until a time budget runs out.
+//!
+//! Following is safe for writes because every write carries a request id chosen before
+//! the first attempt: the ledger answers a repeated id with its first answer, so a write
+//! that reached the leader just before the connection broke is not applied twice.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tally_proto::LEADER_ADDR_METADATA;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+use crate::Error;
+
+/// How a [`Cluster`] connects and how long it keeps trying.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long one call keeps looking for a leader before giving up with
+    /// [`Error::Unavailable`]. Longer than an election (about a second) so that a
+    /// failover is invisible to the caller.
+    pub retry_for: Duration,
+    /// Longest wait for a TCP connection to one node.
+    pub connect_timeout: Duration,
+    /// Longest wait for one node's answer to one attempt.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            retry_for: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The nodes of a cluster, one lazily opened channel each, and a guess of the leader.
+/// Cheap to clone; clones share channels and the leader guess.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tally_client::Error> {
+/// use tally_client::{Cluster, ConnectOptions};
+/// use tally_client::proto::v1::{admin_client::AdminClient, ClusterStatusRequest};
+///
+/// let cluster = Cluster::new(["127.0.0.1:27000", "127.0.0.1:27001"], ConnectOptions::default())?;
+/// let status = cluster
+///     .call("cluster status", |ch| async move {
+///         AdminClient::new(ch).cluster_status(ClusterStatusRequest {}).await
+///     })
+///     .await?;
+/// println!("leader: node {}", status.leader_id);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    opts: ConnectOptions,
+    nodes: Mutex<Nodes>,
+}
+
+#[derive(Debug)]
+struct Nodes {
+    /// Normalised `http://host:port` URIs; grows when a leader is named that was not given.
+    uris: Vec<String>,
+    /// Opened on first use: a channel needs a running tokio runtime.
+    channels: Vec<Option<Channel>>,
+    /// Index into `uris` of the node believed to lead.
+    leader: usize,
+}
+
+/// Turns `host:port`, `http://host:port` or `grpc://host:port` into the URI tonic dials.
+pub fn normalise(endpoint: &str) -> Result<String, Error> {
+    let e = endpoint.trim();
+    let rest = e
+        .strip_prefix("grpc://")
+        .or_else(|| e.strip_prefix("http://"))
+        .unwrap_or(e)
+        .trim_end_matches('/');
+    let bad = |problem: &str| Error::Endpoint {
+        endpoint: endpoint.to_owned(),
+        problem: problem.to_owned(),
+    };
+    if rest.is_empty() {
+        return Err(bad("empty; expected HOST:PORT"));
+    }
+    if rest.contains("://") {
+        return Err(bad(
+            "unsupported scheme; expected HOST:PORT or grpc://HOST:PORT",
+        ));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(bad("expected HOST:PORT with a numeric port")),
+    }
+    let uri = format!("http://{rest}");
+    Endpoint::from_shared(uri.clone()).map_err(|e| bad(&e.to_string()))?;
+    Ok(uri)
+}
+
+impl Cluster {
+    /// A cluster reached through `endpoints` (any of its nodes; more is better). Opens no
+    /// connection yet: the first call does.
+    pub fn new<I, S>(endpoints: I, opts: ConnectOptions) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut uris = Vec::new();
+        for e in endpoints {
+            let u = normalise(e.as_ref())?;
+            if !uris.contains(&u) {
+                uris.push(u);
+            }
+        }
+        if uris.is_empty() {
+            return Err(Error::Endpoint {
+                endpoint: String::new(),
+                problem: "no endpoints given (set --endpoints or TALLY_ENDPOINTS)".into(),
+            });
+        }
+        let channels = vec![None; uris.len()];
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                opts,
+                nodes: Mutex::new(Nodes {
+                    uris,
+                    channels,
+                    leader: 0,
+                }),
+            }),
+        })
+    }
+
+    /// The endpoints known, as `http://host:port` URIs (including leaders learnt since).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.lock().uris.clone()
+    }
+
+    /// The node currently believed to lead.
+    pub fn leader_hint(&self) -> String {
+        let n = self.lock();
+        n.uris[n.leader].clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        // A panic while holding this lock cannot leave `Nodes` half-updated in a way
+        // that matters (every field is a hint), so a poisoned lock is used as is.
+        self.inner
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn channel(&self, i: usize) -> Result<(String, Channel), Error> {
+        let mut n = self.lock();
+        let uri = n.uris[i].clone();
+        if let Some(ch) = &n.channels[i] {
+            return Ok((uri, ch.clone()));
+        }
+        let ep = Endpoint::from_shared(uri.clone())
+            .map_err(|e| Error::Endpoint {
+                endpoint: uri.clone(),
+                problem: e.to_string(),
+            })?
+            .connect_timeout(self.inner.opts.connect_timeout)
+            .tcp_nodelay(true);
+        let ch = ep.connect_lazy();
+        n.channels[i] = Some(ch.clone());
+        Ok((uri, ch))
+    }
+
+    /// Points the leader guess at `addr`, learning it if it is new.
+    fn follow(&self, addr: &str) -> bool {
+        let Ok(uri) = normalise(addr) else {
+            return false;
+        };
+        let mut n = self.lock();
+        let i = match n.uris.iter().position(|u| *u == uri) {
+            Some(i) => i,
+            None => {
+                n.uris.push(uri);
+                n.channels.push(None);
+                n.uris.len() - 1
+            }
+        };
+        let moved = n.leader != i;
+        n.leader = i;
+        moved
+    }
+
+    fn rotate(&self, from: usize) {
+        let mut n = self.lock();
+        if n.leader == from {
+            n.leader = (from + 1) % n.uris.len();
+        }
+    }
+
+    /// Sends one call to the leader, following redirects and retrying unreachable nodes
+    /// until [`ConnectOptions::retry_for`] has passed. `f` is called once per attempt and
+    /// must send the same request each time (same request id), so a retry is harmless.
+    /// `what` names the call in errors.
+    pub async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        let mut attempts = 0u32;
+        let mut pause = Duration::from_millis(10);
+        let mut tried_since_pause = 0usize;
+        loop {
+            let i = self.lock().leader;
+            let (uri, ch) = self.channel(i)?;
+            attempts += 1;
+            let last = match tokio::time::timeout(self.inner.opts.request_timeout, f(ch)).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) if status.code() == Code::Unavailable => {
+                    let leader = status
+                        .metadata()
+                        .get(LEADER_ADDR_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if let Some(addr) = leader {
+                        if self.follow(&addr) {
+                            tracing::debug!(from = %uri, to = %addr, "following the leader");
+                            // A redirect is an answer, not a failure: go straight there.
+                            tried_since_pause = 0;
+                            if start.elapsed() < self.inner.opts.retry_for {
+                                continue;
+                            }
+                        }
+                    } else {
+                        self.rotate(i);
+                    }
+                    status.message().to_owned()
+                }
+                Ok(Err(status)) => {
+                    return Err(Error::Refused {
+                        what: what.to_owned(),
+                        endpoint: strip(&uri),
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    })
+                }
+                Err(_) => {
+                    self.rotate(i);
+                    format!(
+                        "no answer within {} ms",
+                        self.inner.opts.request_timeout.as_millis()
+                    )
+                }
+            };
+            let elapsed = start.elapsed();
+            if elapsed >= self.inner.opts.retry_for {
+                return Err(Error::Unavailable {
+                    what: what.to_owned(),
+                    attempts,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    endpoint: strip(&uri),
+                    last,
+                });
+            }
+            // Pause once every node has been tried: an election takes a few hundred ms.
+            tried_since_pause += 1;
+            if tried_since_pause >= self.lock().uris.len() {
+                tried_since_pause = 0;
+                let left = self.inner.opts.retry_for.saturating_sub(elapsed);
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    /// One call to one node, no following (e.g. asking every node for its own view).
+    pub async fn call_node<T, F, Fut>(&self, endpoint: &str, what: &str, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let uri = normalise(endpoint)?;
+        let i = {
+            let mut n = self.lock();
+            match n.uris.iter().position(|u| *u == uri) {
+                Some(i) => i,
+                None => {
+                    n.uris.push(uri.clone());
+                    n.channels.push(None);
+                    n.uris.len() - 1
+                }
+            }
+        };
+        let (uri, ch) = self.channel(i)?;
+        match tokio::time::timeout(self.inner.opts.request_timeout, f(ch)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(s)) if s.code() == Code::Unavailable => Err(Error::Unavailable {
+                what: what.to_owned(),
+                attempts: 1,
+                elapsed_ms: 0,
+                endpoint: strip(&uri),
+                last: s.message().to_owned(),
+            }),
+            Ok(Err(s)) => Err(Error::Refused {
+                what: what.to_owned(),
+                endpoint: strip(&uri),
+                code: s.code(),
+                message: s.message().to_owned(),
+            }),
+            Err(_) => Err(Error::Unavailable {
+                what: what.to_owned(),
+                attempts: 1,
+                elapsed_ms: self.inner.opts.request_timeout.as_millis() as u64,
+                endpoint: strip(&uri),
+                last: "no answer".into(),
+            }),
+        }
+    }
+}
+
+/// `http://h:p` → `h:p`, for messages people read.
+fn strip(uri: &str) -> String {
+    uri.trim_start_matches("http://").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalised_or_refused_by_name() {
+        for (given, want) in [
+            ("127.0.0.1:27000", "http://127.0.0.1:27000"),
+            ("grpc://h1.example.com:27000", "http://h1.example.com:27000"),
+            (" http://[::1]:9/ ", "http://[::1]:9"),
+        ] {
+            assert_eq!(normalise(given).unwrap(), want, "{given}");
+        }
+        for bad in ["", "h1", "h1:port", ":27000", "https://h:1", "h:99999"] {
+            let e = normalise(bad).unwrap_err().to_string();
+            assert!(e.contains("bad endpoint"), "{bad}: {e}");
+        }
+        assert!(
+            Cluster::new(Vec::<String>::new(), ConnectOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains("TALLY_ENDPOINTS")
+        );
+    }
+
+    #[tokio::test]
+    async fn gives_up_on_a_dead_cluster_naming_the_node() {
+        // A port nothing listens on: bind, read the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = ConnectOptions {
+            retry_for: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let c = Cluster::new([format!("127.0.0.1:{port}")], opts).unwrap();
+        let e = c
+            .call("status", |ch| async move {
+                tally_proto::v1::admin_client::AdminClient::new(ch)
+                    .cluster_status(tally_proto::v1::ClusterStatusRequest {})
+                    .await
+            })
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.starts_with("status: no leader answered"), "{text}");
+    }
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# A real three-process Tally cluster on loopback, with its data under one directory.
+#
+#   three-nodes.sh start DIR [BASE_PORT]   start nodes 1-3 on BASE_PORT..BASE_PORT+2
+#                                          (default 27000), form the cluster on first
+#                                          start, load a license, print the endpoints
+#   three-nodes.sh stop DIR                stop every node (SIGTERM, then SIGKILL after 10 s)
+#   three-nodes.sh restart DIR N           start node N again on its data (after a kill)
+#
+# Keys and license: DIR/vendor.pub is trusted if it exists, else DIR/vendor.key and
+# DIR/vendor.pub are generated. DIR/license.lic is loaded if it exists, else a demo
+# license is signed with DIR/vendor.key into DIR/demo.lic and loaded. Every node keeps
+# its data in DIR/nodeN (fsync on every log append: Tally has no way to turn it off),
+# logs in DIR/nodeN.log and its process id in DIR/nodeN.pid.
+#
+# Binaries: $TALLY_BIN_DIR if set (it must hold tallyd and tallyctl), else the
+# workspace's target/release, built first if missing.
+#
+# The last line `start` prints is the client endpoints, comma-separated, for
+# `tallyctl --endpoints` or TALLY_ENDPOINTS.
+set -euo pipefail
+
+die() { echo "three-nodes.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+[ $# -ge 2 ] || usage
+cmd=$1
+dir=$2
+root=$(cd "$(dirname "$0")/../.." && pwd)
+
+bins() {
+  if [ -n "${TALLY_BIN_DIR:-}" ]; then
+    bin=$TALLY_BIN_DIR
+  else
+    bin=$root/target/release
+    if [ ! -x "$bin/tallyd" ] || [ ! -x "$bin/tallyctl" ]; then
+      echo "three-nodes.sh: building tallyd and tallyctl (release) ..." >&2
+      (cd "$root" && cargo build --release --bin tallyd --bin tallyctl >&2)
+    fi
+  fi
+  [ -x "$bin/tallyd" ] && [ -x "$bin/tallyctl" ] || die "no tallyd/tallyctl in $bin"
+}
+
+# Running, and not a zombie (in a container, PID 1 may never reap an orphan).
+alive() {
+  local pid
+  [ -f "$dir/node$1.pid" ] || return 1
+  pid=$(cat "$dir/node$1.pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ ! -r "/proc/$pid/stat" ] || ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$pid/stat"
+}
+
+endpoints() {
+  echo "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
+}
+
+vendor_name() {
+  # The vendor the trusted key stands for: the license's VENDOR line, else the demo's.
+  local v=""
+  [ -f "$dir/license.lic" ] && v=$(awk '$1 == "VENDOR" { print $2; exit }' "$dir/license.lic")
+  echo "${v:-demo}"
+}
+
+start_node() {
+  local n=$1 init=()
+  alive "$n" && die "node $n is already running (pid $(cat "$dir/node$n.pid"))"
+  # Only a brand-new cluster is formed; a node with data rejoins by itself.
+  if [ "$n" = 1 ] && [ "${2:-}" = fresh ]; then
+    init=(--init "1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))")
+  fi
+  "$bin/tallyd" run --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
+    --vendor-key "$(vendor_name)=$dir/vendor.pub" "${init[@]}" \
+    >>"$dir/node$n.log" 2>&1 </dev/null &
+  echo $! >"$dir/node$n.pid"
+}
+
+wait_leader() {
+  local deadline=$((SECONDS + 30))
+  until "$bin/tallyctl" --endpoints "$(endpoints)" --json status 2>/dev/null \
+      | grep -q '"leader_id":[1-9]'; do
+    [ $SECONDS -lt $deadline ] || die "no leader elected within 30 s; see $dir/node*.log"
+    for n in 1 2 3; do
+      alive "$n" || die "node $n exited; its log says: $(tail -n 3 "$dir/node$n.log")"
+    done
+    sleep 0.2
+  done
+}
+
+case $cmd in
+  start)
+    base=${3:-27000}
+    [[ $base =~ ^[0-9]+$ ]] && [ "$base" -gt 0 ] && [ "$base" -le 65533 ] \
+      || die "BASE_PORT must be a number from 1 to 65533, not '$base'"
+    bins
+    mkdir -p "$dir"
+    echo "$base" >"$dir/base_port"
+    if [ ! -f "$dir/vendor.pub" ]; then
+      "$bin/tallyctl" license keygen --out "$dir" >&2
+    fi
+    fresh=fresh
+    [ -e "$dir/node1" ] && fresh=""
+    for n in 1 2 3; do start_node "$n" "$fresh"; done
+    wait_leader
+    if [ -f "$dir/license.lic" ]; then
+      lic=$dir/license.lic
+    else
+      [ -f "$dir/vendor.key" ] \
+        || die "$dir/vendor.pub is trusted but there is no $dir/vendor.key to sign the demo license, and no $dir/license.lic"
+      "$bin/tallyd" demo-license >"$dir/demo.unsigned"
+      "$bin/tallyctl" license sign "$dir/demo.unsigned" --key "$dir/vendor.key" --out "$dir/demo.lic"
+      lic=$dir/demo.lic
+    fi
+    "$bin/tallyctl" --endpoints "$(endpoints)" license load "$lic" >&2
+    echo "three nodes up, data in $dir, pids $(cat "$dir"/node{1,2,3}.pid | tr '\n' ' ')" >&2
+    endpoints
+    ;;
+  stop)
+    for n in 1 2 3; do
+      if alive "$n"; then kill -TERM "$(cat "$dir/node$n.pid")"; fi
+    done
+    for n in 1 2 3; do
+      deadline=$((SECONDS + 10))
+      while alive "$n" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+      if alive "$n"; then
+        echo "three-nodes.sh: node $n ignored SIGTERM for 10 s; killing it" >&2
+        kill -KILL "$(cat "$dir/node$n.pid")"
+      fi
+      rm -f "$dir/node$n.pid"
+    done
+    ;;
+  restart)
+    n=${3:-}
+    [[ $n =~ ^[123]$ ]] || die "restart takes a node number, 1 to 3"
+    [ -f "$dir/base_port" ] || die "$dir was never started (no $dir/base_port)"
+    base=$(cat "$dir/base_port")
+    bins
+    start_node "$n"
+    echo "node $n started again (pid $(cat "$dir/node$n.pid"))" >&2
+    endpoints
+    ;;
+  *) usage ;;
+esac

@@ -1,0 +1,196 @@
+//! `deploy/local/three-nodes.sh`: three real `tallyd` processes, keys, license, kill -9
+//! and restart of the leader, full stop.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tally_tests::{alive, bin_dir, free_ports, tallyctl, tallyctl_json, KillPidFiles};
+
+fn script(args: &[&str]) -> std::process::Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    Command::new(root.join("deploy/local/three-nodes.sh"))
+        .args(args)
+        .env("TALLY_BIN_DIR", bin_dir())
+        .output()
+        .unwrap()
+}
+
+fn guard(dir: &Path) -> KillPidFiles {
+    KillPidFiles((1..=3).map(|n| dir.join(format!("node{n}.pid"))).collect())
+}
+
+fn pid(dir: &Path, n: u64) -> String {
+    std::fs::read_to_string(dir.join(format!("node{n}.pid"))).unwrap()
+}
+
+/// Polls `tallyctl status` until `ok` holds, for up to 20 s.
+fn wait_status(eps: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = tallyctl(eps, &["--json", "status"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: last status {v}");
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn healthy(v: &Value) -> usize {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["healthy"] == true)
+        .count()
+}
+
+#[test]
+fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _g = guard(d);
+    let base = free_ports(3);
+    let out = script(&["start", d.to_str().unwrap(), &base.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "start failed: {stderr}");
+    let eps = String::from_utf8(out.stdout).unwrap();
+    let eps = eps.lines().last().unwrap().to_owned();
+    assert_eq!(
+        eps,
+        format!(
+            "127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}",
+            base + 1,
+            base + 2
+        )
+    );
+    for f in [
+        "vendor.key",
+        "vendor.pub",
+        "demo.lic",
+        "node1.pid",
+        "node3.pid",
+    ] {
+        assert!(d.join(f).exists(), "{f} missing");
+    }
+    let lic = tallyctl_json(&eps, &["license", "list"]);
+    assert_eq!(lic[0]["source"], "demo.lic", "{lic}");
+    let verify = tallyctl(
+        &eps,
+        &[
+            "license",
+            "verify",
+            d.join("demo.lic").to_str().unwrap(),
+            "--pubkey",
+            d.join("vendor.pub").to_str().unwrap(),
+        ],
+    );
+    assert!(verify.status.success());
+
+    let st = wait_status(&eps, "three healthy nodes", |v| healthy(v) == 3);
+    let leader = st["leader_id"].as_u64().unwrap();
+    let killed = pid(d, leader);
+    Command::new("kill")
+        .args(["-9", killed.trim()])
+        .status()
+        .unwrap();
+    let st = wait_status(&eps, "a new leader", |v| {
+        let l = v["leader_id"].as_u64().unwrap();
+        l != 0 && l != leader && healthy(v) == 2
+    });
+    assert!(!alive(&killed));
+
+    let out = script(&["restart", d.to_str().unwrap(), &leader.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(pid(d, leader), killed);
+    // The restarted node catches up from its own log and the leader.
+    let caught_up = wait_status(&eps, "the restarted node catches up", |v| {
+        let nodes = v["nodes"].as_array().unwrap();
+        healthy(v) == 3
+            && nodes
+                .iter()
+                .all(|n| n["applied_index"] == nodes[0]["applied_index"])
+    });
+    assert!(caught_up["term"].as_u64() >= st["term"].as_u64());
+
+    let pids: Vec<String> = (1..=3).map(|n| pid(d, n)).collect();
+    let out = script(&["stop", d.to_str().unwrap()]);
+    assert!(out.status.success());
+    for p in &pids {
+        assert!(!alive(p), "pid {p} still running after stop");
+    }
+    assert!(!d.join("node1.pid").exists());
+}
+
+#[test]
+fn trusts_a_given_vendor_key_and_loads_the_given_license() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _g = guard(d);
+    let kit = tempfile::tempdir().unwrap();
+    let ctl = |args: &[&str]| {
+        let o = tallyctl("", args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    };
+    ctl(&["license", "keygen", "--out", kit.path().to_str().unwrap()]);
+    std::fs::copy(kit.path().join("vendor.pub"), d.join("vendor.pub")).unwrap();
+    let unsigned = kit.path().join("acme.lic");
+    std::fs::write(
+        &unsigned,
+        "VENDOR acme\nFEATURE rocket acme 2.0 permanent 7\n",
+    )
+    .unwrap();
+    ctl(&[
+        "license",
+        "sign",
+        unsigned.to_str().unwrap(),
+        "--key",
+        kit.path().join("vendor.key").to_str().unwrap(),
+        "--out",
+        d.join("license.lic").to_str().unwrap(),
+    ]);
+
+    let out = script(&["start", d.to_str().unwrap(), &free_ports(3).to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eps = String::from_utf8(out.stdout).unwrap();
+    let eps = eps.lines().last().unwrap();
+    // It trusted the given key: no secret key was made next to it.
+    assert!(!d.join("vendor.key").exists());
+    let lic = tallyctl_json(eps, &["license", "list"]);
+    assert_eq!(lic[0]["source"], "license.lic", "{lic}");
+    assert_eq!(lic[0]["lines"][0]["feature"], "rocket", "{lic}");
+    assert_eq!(lic[0]["lines"][0]["count"], "7", "{lic}");
+    assert!(script(&["stop", d.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn refuses_bad_arguments_with_a_reason() {
+    let out = script(&["start", "/tmp/unused", "port"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BASE_PORT must be a number"));
+    let out = script(&["restart", "/tmp/unused", "7"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node number, 1 to 3"));
+}

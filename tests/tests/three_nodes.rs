@@ -51,6 +51,15 @@ fn wait_status(eps: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+fn max_applied(v: &Value) -> Option<u64> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["applied_index"].as_u64())
+        .max()
+}
+
 fn healthy(v: &Value) -> usize {
     v["nodes"]
         .as_array()
@@ -114,6 +123,16 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
         l != 0 && l != leader && healthy(v) == 2
     });
     assert!(!alive(&killed));
+    // A write while the old leader is down, so it restarts behind and must catch up.
+    let load = tallyctl(
+        &eps,
+        &["license", "load", d.join("demo.lic").to_str().unwrap()],
+    );
+    assert!(load.status.success(), "{load:?}");
+    let before = max_applied(&st).unwrap();
+    let behind = wait_status(&eps, "the write is applied", |v| {
+        max_applied(v).unwrap() > before
+    });
 
     let out = script(&["restart", d.to_str().unwrap(), &leader.to_string()]);
     assert!(
@@ -131,6 +150,7 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
                 .all(|n| n["applied_index"] == nodes[0]["applied_index"])
     });
     assert!(caught_up["term"].as_u64() >= st["term"].as_u64());
+    assert!(caught_up["nodes"][0]["applied_index"].as_u64() >= max_applied(&behind));
 
     let pids: Vec<String> = (1..=3).map(|n| pid(d, n)).collect();
     let out = script(&["stop", d.to_str().unwrap()]);

@@ -6,9 +6,12 @@
 //! denied; 5 a license or key file is invalid (bad syntax, bad signature, wrong key).
 
 mod admin;
+mod checkout;
 mod license;
+mod listing;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tally_client::{Cluster, ConnectOptions};
@@ -26,6 +29,9 @@ struct Cli {
     /// Print JSON instead of tables (a stable contract for scripts).
     #[arg(long, global = true)]
     json: bool,
+    /// Seconds to keep looking for a leader (elections, unreachable nodes) before giving up.
+    #[arg(long, env = "TALLY_TIMEOUT", default_value_t = 15.0, global = true)]
+    timeout: f64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -34,6 +40,24 @@ struct Cli {
 enum Cmd {
     /// Nodes, leader, term, log indexes and the health of each node.
     Status,
+    /// Per feature: seats issued, in use, lingering, overdraft, and who holds them.
+    Features,
+    /// Leases and lingering seats, optionally of one feature or user.
+    Leases {
+        #[arg(long)]
+        feature: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Remove a lease (admin): its seats return to the pool at once, without linger.
+    Remove {
+        lease: u64,
+        /// Why, for the history.
+        #[arg(long, default_value = "removed by tallyctl")]
+        reason: String,
+    },
+    /// Check out seats in a real session and hold them, heartbeating.
+    Checkout(checkout::Args),
     /// License files: load into the cluster, list, and the vendor's kit.
     #[command(subcommand)]
     License(license::Cmd),
@@ -47,11 +71,19 @@ enum Cmd {
 pub struct Ctx {
     endpoints: Vec<String>,
     pub json: bool,
+    retry_for: Duration,
 }
 
 impl Ctx {
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            retry_for: self.retry_for,
+            ..ConnectOptions::default()
+        }
+    }
+
     pub fn cluster(&self) -> anyhow::Result<Cluster> {
-        Ok(Cluster::new(&self.endpoints, ConnectOptions::default())?)
+        Ok(Cluster::new(&self.endpoints, self.connect_options())?)
     }
 }
 
@@ -72,7 +104,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return match c {
             tally_client::Error::Unavailable { .. } => 3,
             tally_client::Error::Endpoint { .. } => 2,
-            tally_client::Error::Refused { .. } => 1,
+            tally_client::Error::Denied { .. } => 4,
+            tally_client::Error::Refused { .. }
+            | tally_client::Error::SessionLost { .. }
+            | tally_client::Error::LeaseGone { .. } => 1,
         };
     }
     if e.downcast_ref::<tally_core::Error>().is_some() {
@@ -98,6 +133,7 @@ fn main() -> ExitCode {
     let ctx = Ctx {
         endpoints: cli.endpoints,
         json: cli.json,
+        retry_for: Duration::try_from_secs_f64(cli.timeout).unwrap_or(Duration::from_secs(15)),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,6 +149,10 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Status => admin::status(&ctx).await,
+            Cmd::Features => listing::features(&ctx).await,
+            Cmd::Leases { feature, user } => listing::leases(&ctx, feature, user).await,
+            Cmd::Remove { lease, reason } => listing::remove(&ctx, lease, reason).await,
+            Cmd::Checkout(a) => checkout::run(&ctx, a).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
         }

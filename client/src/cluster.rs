@@ -65,7 +65,8 @@ pub struct Cluster {
 #[derive(Debug)]
 struct Inner {
     opts: ConnectOptions,
-    nodes: Mutex<Nodes>,
+    /// Shared with clones made by [`Cluster::with_options`]: one set of channels.
+    nodes: Arc<Mutex<Nodes>>,
 }
 
 #[derive(Debug)]
@@ -132,13 +133,29 @@ impl Cluster {
         Ok(Cluster {
             inner: Arc::new(Inner {
                 opts,
-                nodes: Mutex::new(Nodes {
+                nodes: Arc::new(Mutex::new(Nodes {
                     uris,
                     channels,
                     leader: 0,
-                }),
+                })),
             }),
         })
+    }
+
+    /// The same nodes, channels and leader guess, with other timeouts (e.g. a heartbeat
+    /// that must give up before the next one is due).
+    pub fn with_options(&self, opts: ConnectOptions) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                opts,
+                nodes: self.inner.nodes.clone(),
+            }),
+        }
+    }
+
+    /// The options this handle uses.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.inner.opts
     }
 
     /// The endpoints known, as `http://host:port` URIs (including leaders learnt since).
@@ -224,7 +241,7 @@ impl Cluster {
             attempts += 1;
             let last = match tokio::time::timeout(self.inner.opts.request_timeout, f(ch)).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) if status.code() == Code::Unavailable => {
+                Ok(Err(status)) if unreachable(&status) => {
                     let leader = status
                         .metadata()
                         .get(LEADER_ADDR_METADATA)
@@ -302,7 +319,7 @@ impl Cluster {
         let (uri, ch) = self.channel(i)?;
         match tokio::time::timeout(self.inner.opts.request_timeout, f(ch)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(s)) if s.code() == Code::Unavailable => Err(Error::Unavailable {
+            Ok(Err(s)) if unreachable(&s) => Err(Error::Unavailable {
                 what: what.to_owned(),
                 attempts: 1,
                 elapsed_ms: 0,
@@ -323,6 +340,19 @@ impl Cluster {
                 last: "no answer".into(),
             }),
         }
+    }
+}
+
+/// The node did not answer, as opposed to answering with a refusal: `UNAVAILABLE` from
+/// it (not the leader, no leader yet), or a failure of the connection itself, which
+/// tonic reports as `UNKNOWN` or `CANCELLED` with the transport error as its source (a
+/// status a server sent has no source). A broken connection may have carried a write
+/// that was applied; retrying it is safe because its request id is the same.
+fn unreachable(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Cancelled => std::error::Error::source(s).is_some(),
+        _ => false,
     }
 }
 

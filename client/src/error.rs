@@ -30,6 +30,30 @@ pub enum Error {
         code: tonic::Code,
         message: String,
     },
+
+    /// The cluster answered a checkout with a denial: no seat is held. `reason` says why
+    /// in a form programs can match on; `message` says it for people.
+    #[error("checkout of {feature} denied: {message}")]
+    Denied {
+        feature: String,
+        reason: tally_proto::v1::DenialReason,
+        message: String,
+        /// For `NoSeats`: seats in use and seats the license provides.
+        in_use: u64,
+        available: u64,
+    },
+
+    /// A checkin found the lease no longer held: an administrator removed it, or the
+    /// session expired and its seats were reclaimed.
+    #[error(
+        "lease {lease_id} is no longer held (removed by an administrator, or its session expired)"
+    )]
+    LeaseGone { lease_id: u64 },
+
+    /// The session is gone (expired, closed, or refused by the cluster); open a new
+    /// [`Client`](crate::Client) to go on.
+    #[error("session lost: {reason}")]
+    SessionLost { reason: String },
 }
 
 impl Error {

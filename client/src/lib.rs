@@ -1,12 +1,58 @@
-//! The Tally client library: connect to a cluster, open a session, check out seats,
-//! heartbeat and check in, following the leader across failovers.
+//! The Tally client library: what a CAD or engineering application embeds to hold
+//! license seats from a Tally cluster.
 //!
-//! [`Cluster`] is the connection: every node of a cluster, each call sent to the leader,
-//! redirects followed and elections waited out within a time budget.
+//! # In five steps
+//!
+//! 1. [`Client::connect`] to the cluster's nodes (all of them, or any): it opens a
+//!    session for this process, with the user and host taken from the OS, and starts a
+//!    heartbeat in the background.
+//! 2. [`Client::checkout`] a feature: you get a [`Seat`], a guard holding the lease id and
+//!    a fencing token, or [`Error::Denied`] with the reason (no seats free, unknown
+//!    feature, expired license, ...).
+//! 3. Work. Watch [`Client::watch`] to learn when the session is in danger (heartbeats
+//!    failing) or lost; a leader failover is handled for you and shows as nothing at all.
+//! 4. [`Seat::checkin`] (or drop the seat) to give it back.
+//! 5. [`Client::close`] (or drop every handle) to end the session.
+//!
+//! ```no_run
+//! use tally_client::{CheckoutOptions, Client, ClientOptions, Error, SessionState};
+//!
+//! # async fn run() -> Result<(), Error> {
+//! let client = Client::connect(["127.0.0.1:27000", "127.0.0.1:27001", "127.0.0.1:27002"],
+//!                              ClientOptions::default()).await?;
+//! let seat = match client.checkout("solid_modeler", CheckoutOptions::default()).await {
+//!     Ok(seat) => seat,
+//!     Err(Error::Denied { message, .. }) => {
+//!         eprintln!("no license: {message}");
+//!         return Ok(());
+//!     }
+//!     Err(e) => return Err(e),
+//! };
+//! let mut session = client.watch();
+//! tokio::select! {
+//!     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {} // the work
+//!     _ = session.wait_for(|s| matches!(s, SessionState::Lost { .. })) => {
+//!         eprintln!("license lost: {:?}", client.state());
+//!     }
+//! }
+//! seat.checkin().await?;
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every write carries a request id fixed before its first attempt, so retries across a
+//! broken connection or a leader change never take a second seat. [`Cluster`] is the
+//! connection underneath, usable on its own for the `Admin` service.
 
 mod cluster;
 mod error;
+mod options;
+mod seat;
+mod session;
 
 pub use cluster::{normalise, Cluster, ConnectOptions};
 pub use error::Error;
+pub use options::{CheckoutOptions, ClientOptions};
+pub use seat::Seat;
+pub use session::{Client, SessionState};
 pub use tally_proto as proto;

@@ -1,6 +1,8 @@
 //! Harness for Tally's end-to-end tests: the real `tallyd` and `tallyctl` binaries, free
 //! ports, and processes that are cleaned up by their ids however a test ends.
-//! The fault-injection proxy and the history checker join it with the fault issue.
+//! [`proxy`] injects faults on a link; the history checker joins with the fault issue.
+
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -104,5 +106,62 @@ pub fn alive(pid: &str) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+/// Runs `deploy/local/three-nodes.sh` with the test build's binaries.
+pub fn three_nodes_script(args: &[&str]) -> Output {
+    Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/local/three-nodes.sh"
+    ))
+    .args(args)
+    .env("TALLY_BIN_DIR", bin_dir())
+    .output()
+    .expect("running three-nodes.sh")
+}
+
+/// Three real `tallyd` processes started by `three-nodes.sh`; killed by pid when dropped.
+#[derive(Debug)]
+pub struct ThreeNodes {
+    pub dir: PathBuf,
+    /// What the script printed last: the comma-separated endpoints.
+    pub endpoints: String,
+    _guard: KillPidFiles,
+}
+
+impl ThreeNodes {
+    /// Starts the cluster in `dir` on free ports; panics with the script's stderr if it fails.
+    pub fn start(dir: &Path) -> ThreeNodes {
+        let guard = KillPidFiles((1..=3).map(|n| dir.join(format!("node{n}.pid"))).collect());
+        let dir_s = dir.to_str().expect("utf-8 temp dir");
+        let out = three_nodes_script(&["start", dir_s, &free_ports(3).to_string()]);
+        assert!(
+            out.status.success(),
+            "three-nodes.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let endpoints = stdout.lines().last().unwrap_or_default().to_owned();
+        ThreeNodes {
+            dir: dir.to_owned(),
+            endpoints,
+            _guard: guard,
+        }
+    }
+
+    /// The process id of node `n`, from its pid file.
+    pub fn pid(&self, n: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{n}.pid")))
+            .expect("pid file")
+            .trim()
+            .to_owned()
+    }
+
+    /// `three-nodes.sh CMD DIR [ARG]`.
+    pub fn script(&self, cmd: &str, arg: Option<&str>) -> Output {
+        let mut args = vec![cmd, self.dir.to_str().expect("utf-8 temp dir")];
+        args.extend(arg);
+        three_nodes_script(&args)
     }
 }

@@ -5,29 +5,11 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tally_tests::{alive, bin_dir, free_ports, tallyctl, tallyctl_json, KillPidFiles};
-
-fn script(args: &[&str]) -> std::process::Output {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    Command::new(root.join("deploy/local/three-nodes.sh"))
-        .args(args)
-        .env("TALLY_BIN_DIR", bin_dir())
-        .output()
-        .unwrap()
-}
-
-fn guard(dir: &Path) -> KillPidFiles {
-    KillPidFiles((1..=3).map(|n| dir.join(format!("node{n}.pid"))).collect())
-}
-
-fn pid(dir: &Path, n: u64) -> String {
-    std::fs::read_to_string(dir.join(format!("node{n}.pid"))).unwrap()
-}
+use tally_tests::{alive, tallyctl, tallyctl_json, three_nodes_script, ThreeNodes};
 
 /// Polls `tallyctl status` until `ok` holds, for up to 20 s.
 fn wait_status(eps: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -73,13 +55,15 @@ fn healthy(v: &Value) -> usize {
 fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let _g = guard(d);
-    let base = free_ports(3);
-    let out = script(&["start", d.to_str().unwrap(), &base.to_string()]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "start failed: {stderr}");
-    let eps = String::from_utf8(out.stdout).unwrap();
-    let eps = eps.lines().last().unwrap().to_owned();
+    let cluster = ThreeNodes::start(d);
+    let eps = cluster.endpoints.clone();
+    let base: u16 = eps
+        .split(',')
+        .next()
+        .and_then(|e| e.strip_prefix("127.0.0.1:"))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(
         eps,
         format!(
@@ -113,7 +97,7 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
 
     let st = wait_status(&eps, "three healthy nodes", |v| healthy(v) == 3);
     let leader = st["leader_id"].as_u64().unwrap();
-    let killed = pid(d, leader);
+    let killed = cluster.pid(leader);
     Command::new("kill")
         .args(["-9", killed.trim()])
         .status()
@@ -134,13 +118,13 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
         max_applied(v).unwrap() > before
     });
 
-    let out = script(&["restart", d.to_str().unwrap(), &leader.to_string()]);
+    let out = cluster.script("restart", Some(&leader.to_string()));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_ne!(pid(d, leader), killed);
+    assert_ne!(cluster.pid(leader), killed);
     // The restarted node catches up from its own log and the leader.
     let caught_up = wait_status(&eps, "the restarted node catches up", |v| {
         let nodes = v["nodes"].as_array().unwrap();
@@ -152,8 +136,8 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
     assert!(caught_up["term"].as_u64() >= st["term"].as_u64());
     assert!(caught_up["nodes"][0]["applied_index"].as_u64() >= max_applied(&behind));
 
-    let pids: Vec<String> = (1..=3).map(|n| pid(d, n)).collect();
-    let out = script(&["stop", d.to_str().unwrap()]);
+    let pids: Vec<String> = (1..=3).map(|n| cluster.pid(n)).collect();
+    let out = cluster.script("stop", None);
     assert!(out.status.success());
     for p in &pids {
         assert!(!alive(p), "pid {p} still running after stop");
@@ -165,7 +149,6 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
 fn trusts_a_given_vendor_key_and_loads_the_given_license() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let _g = guard(d);
     let kit = tempfile::tempdir().unwrap();
     let ctl = |args: &[&str]| {
         let o = tallyctl("", args);
@@ -189,28 +172,22 @@ fn trusts_a_given_vendor_key_and_loads_the_given_license() {
         d.join("license.lic").to_str().unwrap(),
     ]);
 
-    let out = script(&["start", d.to_str().unwrap(), &free_ports(3).to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let eps = String::from_utf8(out.stdout).unwrap();
-    let eps = eps.lines().last().unwrap();
+    let cluster = ThreeNodes::start(d);
+    let eps = cluster.endpoints.as_str();
     // It trusted the given key: no secret key was made next to it.
     assert!(!d.join("vendor.key").exists());
     let lic = tallyctl_json(eps, &["license", "list"]);
     assert_eq!(lic[0]["source"], "license.lic", "{lic}");
     assert_eq!(lic[0]["lines"][0]["feature"], "rocket", "{lic}");
     assert_eq!(lic[0]["lines"][0]["count"], "7", "{lic}");
-    assert!(script(&["stop", d.to_str().unwrap()]).status.success());
+    assert!(cluster.script("stop", None).status.success());
 }
 
 #[test]
 fn refuses_bad_arguments_with_a_reason() {
-    let out = script(&["start", "/tmp/unused", "port"]);
+    let out = three_nodes_script(&["start", "/tmp/unused", "port"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("BASE_PORT must be a number"));
-    let out = script(&["restart", "/tmp/unused", "7"]);
+    let out = three_nodes_script(&["restart", "/tmp/unused", "7"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("node number, 1 to 3"));
 }

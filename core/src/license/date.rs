@@ -30,6 +30,11 @@ impl Date {
         Some(Date(era * 146_097 + doe - 719_468))
     }
 
+    /// The UTC day holding `ms` milliseconds since the Unix epoch.
+    pub fn of_ms(ms: u64) -> Date {
+        Date(i32::try_from(ms / DAY_MS).unwrap_or(i32::MAX))
+    }
+
     /// Year, month (1-12) and day (1-31). In i64 throughout: a `Date` decoded from a
     /// snapshot may hold any i32, and no value may make this overflow.
     pub fn ymd(self) -> (i64, u32, u32) {

@@ -1,0 +1,250 @@
+//! `tallyctl features`, `leases` and `remove`: what is licensed, who holds what, and the
+//! administrator's removal of a lease.
+
+use tally_client::proto::v1 as pb;
+use tally_client::proto::v1::admin_client::AdminClient;
+use tally_core::license::Date;
+
+use crate::admin::table;
+use crate::Ctx;
+
+/// Seats beyond this are "uncounted" (the ledger reports an unbounded pool this way).
+const UNCOUNTED: u64 = u32::MAX as u64;
+
+/// `2026-11-23 09:41:07Z` for Unix milliseconds.
+pub fn when(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let (y, m, d) = Date::of_ms(ms).ymd();
+    let s = (ms / 1000) % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::LeaseState::try_from(s) {
+        Ok(pb::LeaseState::Active) => "active",
+        Ok(pb::LeaseState::Lingering) => "lingering",
+        _ => "unknown",
+    }
+}
+
+fn lease_json(l: &pb::LeaseInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": l.lease_id, "seat": l.seat_id, "feature": l.feature, "version": l.version,
+        "count": l.count, "user": l.user, "host": l.host, "display": l.display,
+        "pid": l.pid, "session": l.session_id, "state": state_name(l.state),
+        "granted_at_ms": l.granted_at_ms, "fencing_token": l.fencing_token,
+        "lingering_until_ms": l.lingering_until_ms, "overdraft_seats": l.overdraft_seats,
+    })
+}
+
+/// A lease's version: the lowest the holder asked for ("any" when it did not say).
+fn version(v: &str) -> &str {
+    if v == "0" || v.is_empty() {
+        "any"
+    } else {
+        v
+    }
+}
+
+pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
+    let r = ctx
+        .cluster()?
+        .call("features", |ch| async move {
+            AdminClient::new(ch)
+                .list_features(pb::ListFeaturesRequest {})
+                .await
+        })
+        .await?;
+    if ctx.json {
+        let v: Vec<_> = r
+            .features
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name, "vendor": f.vendor, "versions": f.versions,
+                    "issued": f.issued, "uncounted": f.issued >= UNCOUNTED,
+                    "in_use": f.in_use, "lingering": f.lingering,
+                    "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
+                    "linger_ms": f.linger_ms, "dup_group": f.dup_group,
+                    "start_ms": f.start_ms, "expiry_ms": f.expiry_ms,
+                    "holders": f.holders.iter().map(lease_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    if r.features.is_empty() {
+        println!("no features: load a license with `tallyctl license load FILE`");
+    }
+    // In the spirit of `lmstat -a`: a header line per feature, a line per holder.
+    for f in &r.features {
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let issued = if f.issued >= UNCOUNTED {
+            "Uncounted".to_owned()
+        } else {
+            format!("Total of {} license{} issued", f.issued, plural(f.issued))
+        };
+        println!(
+            "Users of {}:  ({issued};  Total of {} license{} in use)",
+            f.name,
+            f.in_use,
+            plural(f.in_use)
+        );
+        let mut about = vec![
+            format!("vendor {}", f.vendor),
+            format!("versions {}", f.versions.join(", ")),
+        ];
+        if f.linger_ms > 0 {
+            about.push(format!("linger {} s", f.linger_ms / 1000));
+        }
+        if f.dup_group != "NONE" && !f.dup_group.is_empty() {
+            about.push(format!("DUP_GROUP={}", f.dup_group));
+        }
+        if f.overdraft_limit > 0 {
+            about.push(format!(
+                "overdraft {} ({} in use)",
+                f.overdraft_limit, f.overdraft_in_use
+            ));
+        }
+        if f.lingering > 0 {
+            about.push(format!("{} lingering", f.lingering));
+        }
+        about.push(if f.expiry_ms == 0 {
+            "permanent".into()
+        } else {
+            format!("expires {}", when(f.expiry_ms))
+        });
+        println!("  {}", about.join(", "));
+        for h in &f.holders {
+            let display = if h.display.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", h.display)
+            };
+            let n = if h.count > 1 {
+                format!(", {} licenses", h.count)
+            } else {
+                String::new()
+            };
+            println!(
+                "    {} {}{} (v{}) (lease {}, session {}{n}), start {}",
+                h.user,
+                h.host,
+                display,
+                version(&h.version),
+                h.lease_id,
+                h.session_id,
+                when(h.granted_at_ms)
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
+
+pub async fn leases(
+    ctx: &Ctx,
+    feature: Option<String>,
+    user: Option<String>,
+) -> anyhow::Result<()> {
+    let req = pb::ListLeasesRequest {
+        feature,
+        user,
+        session_id: None,
+    };
+    let r = ctx
+        .cluster()?
+        .call("leases", |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).list_leases(req).await }
+        })
+        .await?;
+    if ctx.json {
+        let v: Vec<_> = r.leases.iter().map(lease_json).collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = r
+        .leases
+        .iter()
+        .map(|l| {
+            let lease = if l.lease_id == 0 {
+                "-".into()
+            } else {
+                l.lease_id.to_string()
+            };
+            let state = if l.lingering_until_ms > 0 {
+                format!("lingering until {}", when(l.lingering_until_ms))
+            } else {
+                state_name(l.state).into()
+            };
+            vec![
+                lease,
+                l.feature.clone(),
+                version(&l.version).to_owned(),
+                l.count.to_string(),
+                l.user.clone(),
+                l.host.clone(),
+                l.session_id.to_string(),
+                when(l.granted_at_ms),
+                l.fencing_token.to_string(),
+                state,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no leases");
+        return Ok(());
+    }
+    table(
+        &[
+            "LEASE", "FEATURE", "VERSION", "COUNT", "USER", "HOST", "SESSION", "SINCE", "TOKEN",
+            "STATE",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn remove(ctx: &Ctx, lease: u64, reason: String) -> anyhow::Result<()> {
+    let req = pb::RemoveLeaseRequest {
+        lease_id: lease,
+        reason,
+    };
+    let r = ctx
+        .cluster()?
+        .call("remove", |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).remove_lease(req).await }
+        })
+        .await?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"lease_id": lease, "removed": r.removed})
+        );
+    } else if r.removed {
+        println!("removed lease {lease}: its seats are back in the pool");
+    } else {
+        println!("lease {lease} was already gone");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(super::when(0), "-");
+        assert_eq!(super::when(1_795_424_204_449), "2026-11-23 08:56:44Z");
+        assert_eq!(super::when(951_782_400_000), "2000-02-29 00:00:00Z");
+    }
+}

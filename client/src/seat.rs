@@ -1,0 +1,110 @@
+//! A held seat: a guard that checks the seat in when dropped.
+
+use std::sync::Arc;
+
+use tally_proto::v1 as pb;
+use tally_proto::v1::licensing_client::LicensingClient;
+
+use crate::session::Core;
+use crate::Error;
+
+/// Seats of one feature, held until [`Seat::checkin`] or drop. Holding a seat keeps the
+/// session's heartbeat running even if the [`Client`](crate::Client) itself was dropped.
+#[derive(Debug)]
+pub struct Seat {
+    core: Arc<Core>,
+    grant: pb::Grant,
+    /// Set once checked in, so drop does not check in again.
+    released: bool,
+}
+
+impl Seat {
+    pub(crate) fn new(core: Arc<Core>, grant: pb::Grant) -> Seat {
+        Seat {
+            core,
+            grant,
+            released: false,
+        }
+    }
+
+    /// The lease id (what `tallyctl leases` lists and `tallyctl remove` takes).
+    pub fn lease_id(&self) -> u64 {
+        self.grant.lease_id
+    }
+
+    /// Grows with every grant in the cluster: a resource shared by several holders can
+    /// refuse any holder whose token is older than one it has already seen.
+    pub fn fencing_token(&self) -> u64 {
+        self.grant.fencing_token
+    }
+
+    pub fn feature(&self) -> &str {
+        &self.grant.feature
+    }
+
+    pub fn count(&self) -> u32 {
+        self.grant.count
+    }
+
+    /// Seats of this grant beyond the licensed count (overdraft).
+    pub fn overdraft(&self) -> u32 {
+        self.grant.overdraft_seats
+    }
+
+    /// The grant took back a seat lingering for the same user.
+    pub fn reused_lingering(&self) -> bool {
+        self.grant.reused_lingering
+    }
+
+    /// The whole grant as the cluster sent it.
+    pub fn grant(&self) -> &pb::Grant {
+        &self.grant
+    }
+
+    /// Gives the seats back. Returns when they linger until (Unix ms), if they do.
+    pub async fn checkin(mut self) -> Result<Option<u64>, Error> {
+        self.released = true;
+        checkin(&self.core, self.grant.lease_id).await
+    }
+}
+
+async fn checkin(core: &Core, lease_id: u64) -> Result<Option<u64>, Error> {
+    let req = pb::CheckinRequest {
+        request: Some(core.request_id()),
+        auth: Some(core.auth.clone()),
+        lease_id,
+    };
+    let r = core
+        .cluster
+        .call("checkin", |ch| {
+            let req = req.clone();
+            async move { LicensingClient::new(ch).checkin(req).await }
+        })
+        .await;
+    match r {
+        Ok(r) => Ok(r.lingering_until_ms),
+        Err(Error::Refused {
+            code: tonic::Code::NotFound,
+            ..
+        }) => Err(Error::LeaseGone { lease_id }),
+        Err(e) => Err(e),
+    }
+}
+
+impl Drop for Seat {
+    /// Checks in from a background task when a runtime is there to run it; otherwise the
+    /// seat is freed when the session expires.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (core, lease) = (self.core.clone(), self.grant.lease_id);
+            rt.spawn(async move {
+                if let Err(e) = checkin(&core, lease).await {
+                    tracing::warn!(lease, "checkin of a dropped seat failed: {e}");
+                }
+            });
+        }
+    }
+}

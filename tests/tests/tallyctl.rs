@@ -1,0 +1,218 @@
+//! The real `tallyctl` against a real three-process cluster: load a signed license,
+//! check out, list in both formats, remove, deny, and refuse a tampered file.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+
+use tally_tests::{bin, tallyctl, tallyctl_json, ThreeNodes};
+
+/// A `tallyctl checkout` holding its seat in the background; killed by pid when dropped.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hold(eps: &str, feature: &str, user: &str) -> (Holder, serde_json::Value) {
+    let mut child = Command::new(bin("tallyctl"))
+        .args(["--endpoints", eps, "--json", "checkout", feature])
+        .args(["--user", user, "--hold", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let holder = Holder(child);
+    let grant =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("checkout printed {line:?}: {e}"));
+    (holder, grant)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn an_admin_runs_the_cluster_from_tallyctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cluster = ThreeNodes::start(d);
+    let eps = cluster.endpoints.as_str();
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+
+    // status: the scripting contract.
+    let st = tallyctl_json(eps, &["status"]);
+    assert!(st["leader_id"].as_u64().unwrap() >= 1, "{st}");
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        assert!(n["id"].is_u64() && n["addr"].is_string(), "{n}");
+        assert!(["leader", "follower"].contains(&n["role"].as_str().unwrap()));
+    }
+
+    // The vendor signs a second file with the cluster's key; the admin loads it.
+    std::fs::write(
+        path("cad.txt"),
+        "VENDOR demo\nFEATURE cad demo 1.0 permanent 2\n",
+    )
+    .unwrap();
+    let sign = tallyctl(
+        eps,
+        &[
+            "license",
+            "sign",
+            &path("cad.txt"),
+            "--key",
+            &path("vendor.key"),
+            "--out",
+            &path("cad.lic"),
+        ],
+    );
+    assert!(sign.status.success(), "{}", stderr(&sign));
+    let load = tallyctl(eps, &["license", "load", &path("cad.lic")]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let list = tallyctl_json(eps, &["license", "list"]);
+    let sources: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["cad.lic", "demo.lic"]);
+
+    // Check out, and see it in every listing.
+    let (holder, grant) = hold(eps, "cad", "ann");
+    let lease = grant["lease_id"].as_u64().unwrap();
+    assert!(grant["fencing_token"].as_u64().unwrap() >= lease);
+    let features = tallyctl_json(eps, &["features"]);
+    let cad = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "cad")
+        .unwrap();
+    assert_eq!(
+        (cad["issued"].as_u64(), cad["in_use"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(cad["lingering"], 0);
+    let leases = tallyctl_json(eps, &["leases", "--feature", "cad"]);
+    let l = &leases[0];
+    assert_eq!(
+        (
+            l["id"].as_u64(),
+            l["feature"].as_str(),
+            l["user"].as_str(),
+            l["state"].as_str()
+        ),
+        (Some(lease), Some("cad"), Some("ann"), Some("active")),
+        "{leases}"
+    );
+    assert_eq!(l["session"], grant["session_id"]);
+    assert!(l["host"].as_str().is_some_and(|h| !h.is_empty()));
+    let table = tallyctl(eps, &["features"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("Users of cad:  (Total of 2 licenses issued;  Total of 1 license in use)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ann ") && text.contains(&format!("lease {lease}")),
+        "{text}"
+    );
+    let table = tallyctl(eps, &["leases", "--user", "ann"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("LEASE") && text.contains("cad"), "{text}");
+
+    // No seats left for three more: exit code 4 and the reason.
+    let denied = tallyctl(eps, &["checkout", "cad", "--count", "2", "--hold", "1"]);
+    assert_eq!(denied.status.code(), Some(4), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("denied: 2 seat(s) of \"cad\" requested, but 1 of 2 are in use")
+    );
+
+    // The admin removes the lease: the seat is free at once, without linger.
+    let rm = tallyctl(eps, &["remove", &lease.to_string()]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert_eq!(
+        tallyctl_json(eps, &["leases", "--feature", "cad"]),
+        serde_json::json!([])
+    );
+    drop(holder);
+
+    // A tampered file: verify says which line and exits 5; the cluster refuses it too.
+    let text = std::fs::read_to_string(path("cad.lic")).unwrap();
+    std::fs::write(path("bad.lic"), text.replace(" 2 ", " 20 ")).unwrap();
+    let verify = tallyctl(
+        eps,
+        &[
+            "license",
+            "verify",
+            &path("bad.lic"),
+            "--pubkey",
+            &path("vendor.pub"),
+        ],
+    );
+    assert_eq!(verify.status.code(), Some(5));
+    assert!(stderr(&verify).contains("line 2 (FEATURE/INCREMENT cad): signature does not match"));
+    let ok = tallyctl(
+        eps,
+        &[
+            "license",
+            "verify",
+            &path("cad.lic"),
+            "--pubkey",
+            &path("vendor.pub"),
+        ],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let refused = tallyctl(eps, &["license", "load", &path("bad.lic")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("signature does not match"),
+        "{}",
+        stderr(&refused)
+    );
+    let features = tallyctl_json(eps, &["features"]);
+    assert!(features
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "cad" && f["issued"] == 2));
+
+    assert!(cluster.script("stop", None).status.success());
+}
+
+#[test]
+fn errors_are_one_line_with_an_exit_code() {
+    // Nothing listens on port 9 of loopback.
+    let out = Command::new(bin("tallyctl"))
+        .args(["--endpoints", "127.0.0.1:9", "status"])
+        .env("TALLY_TIMEOUT", "0.5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("--endpoints"),
+        "{err}"
+    );
+
+    let out = Command::new(bin("tallyctl"))
+        .args(["--endpoints", "nonsense", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad endpoint \"nonsense\""));
+}

@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The directory holding freshly built `tallyd` and `tallyctl` of this test's profile.
-/// Built once per test process: `cargo test` builds only what tests link against, and a
-/// binary of another package is not among that.
+/// The directory holding `tallyd` and `tallyctl` of this test's profile.
+///
+/// `cargo test --workspace` builds both (each has integration tests in its own package,
+/// which makes cargo build the binary) with the same features as everything else, so
+/// they are used as they are. Only when one is missing or older than a source file (say,
+/// after `cargo test -p tally-tests` alone) is `cargo build` run: building them here
+/// unconditionally resolves features differently and rebuilds half the workspace.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -21,18 +25,46 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("test executable is under target/<profile>/deps")
             .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // From the workspace root: in a member's directory cargo only sees its bins.
-        cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        cmd.args(["build", "--bin", "tallyd", "--bin", "tallyctl"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let newest_source = ["core", "proto", "server", "client", "cli"]
+            .iter()
+            .filter_map(|c| newest(&root.join(c)))
+            .max();
+        let stale = ["tallyd", "tallyctl"].iter().any(|b| {
+            let built = std::fs::metadata(dir.join(b))
+                .and_then(|m| m.modified())
+                .ok();
+            built.is_none() || built < newest_source
+        });
+        if stale {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            // From the workspace root: in a member's directory cargo only sees its bins.
+            cmd.current_dir(&root);
+            cmd.args(["build", "--bin", "tallyd", "--bin", "tallyctl"]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("running cargo build");
+            assert!(st.success(), "cargo build of tallyd and tallyctl failed");
         }
-        let st = cmd.status().expect("running cargo build");
-        assert!(st.success(), "cargo build of tallyd and tallyctl failed");
         dir
     })
+}
+
+/// The latest modification time of any file under `dir` (sources and manifests).
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut latest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        latest = latest.max(t);
+    }
+    latest
 }
 
 /// The path of one built binary.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tally_client::{CheckoutOptions, Client, ClientOptions, SessionState};
+use tally_client::{CheckoutOptions, Client, ClientOptions, SessionState, Wait};
 
 use crate::{Ctx, Denied};
 
@@ -16,6 +16,10 @@ pub struct Args {
     /// Lowest acceptable version, e.g. 2026.1.
     #[arg(long, default_value = "")]
     version: String,
+    /// Wait in the feature's queue when no seat is free: up to SECS, or with no value for
+    /// as long as it takes.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "0")]
+    wait: Option<u64>,
     /// Hold the seats this many seconds, then check in (default: until Ctrl-C).
     #[arg(long)]
     hold: Option<u64>,
@@ -44,6 +48,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             CheckoutOptions {
                 count: a.count,
                 version: a.version,
+                wait: match a.wait {
+                    None => Wait::No,
+                    Some(0) => Wait::Forever,
+                    Some(s) => Wait::For(Duration::from_secs(s)),
+                },
             },
         )
         .await

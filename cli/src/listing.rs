@@ -70,7 +70,7 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
                 serde_json::json!({
                     "name": f.name, "vendor": f.vendor, "versions": f.versions,
                     "issued": f.issued, "uncounted": f.issued >= UNCOUNTED,
-                    "in_use": f.in_use, "lingering": f.lingering,
+                    "in_use": f.in_use, "lingering": f.lingering, "queued": f.queued,
                     "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
                     "linger_ms": f.linger_ms, "dup_group": f.dup_group,
                     "start_ms": f.start_ms, "expiry_ms": f.expiry_ms,
@@ -116,6 +116,9 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
         }
         if f.lingering > 0 {
             about.push(format!("{} lingering", f.lingering));
+        }
+        if f.queued > 0 {
+            about.push(format!("{} queued", f.queued));
         }
         about.push(if f.expiry_ms == 0 {
             "permanent".into()

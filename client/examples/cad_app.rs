@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tally_client::{CheckoutOptions, Client, ClientOptions, Error, SessionState};
+use tally_client::{CheckoutOptions, Client, ClientOptions, Error, SessionState, Wait};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -36,6 +36,8 @@ async fn main() -> Result<(), Error> {
             CheckoutOptions {
                 count: 1,
                 version: "2026.1".into(),
+                // Queue for up to a minute when every seat is taken.
+                wait: Wait::For(Duration::from_secs(60)),
             },
         )
         .await

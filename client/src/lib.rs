@@ -52,7 +52,7 @@ mod session;
 
 pub use cluster::{normalise, Cluster, ConnectOptions};
 pub use error::Error;
-pub use options::{CheckoutOptions, ClientOptions};
+pub use options::{CheckoutOptions, ClientOptions, Wait};
 pub use seat::Seat;
 pub use session::{Client, SessionState};
 pub use tally_proto as proto;

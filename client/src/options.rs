@@ -90,6 +90,8 @@ pub struct CheckoutOptions {
     pub count: u32,
     /// Lowest version that will do, such as `"2026.1"`; empty takes any.
     pub version: String,
+    /// Whether to wait in the feature's queue when no seat is free.
+    pub wait: Wait,
 }
 
 impl Default for CheckoutOptions {
@@ -97,6 +99,22 @@ impl Default for CheckoutOptions {
         CheckoutOptions {
             count: 1,
             version: String::new(),
+            wait: Wait::No,
         }
     }
+}
+
+/// Waiting for a seat. The queue lives in the cluster, replicated: waiters are served
+/// first come, first served, and a failover keeps the order. Nobody who arrives later
+/// takes a free seat past a waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Denied at once when no seat is free.
+    #[default]
+    No,
+    /// Wait up to this long, then [`Error::Denied`](crate::Error::Denied) with
+    /// `QueueTimeout`.
+    For(Duration),
+    /// Wait as long as the session lives.
+    Forever,
 }

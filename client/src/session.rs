@@ -10,7 +10,10 @@ use tally_proto::v1::licensing_client::LicensingClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{CheckoutOptions, ClientOptions, Cluster, ConnectOptions, Error, Seat};
+use crate::{CheckoutOptions, ClientOptions, Cluster, ConnectOptions, Error, Seat, Wait};
+
+/// Longest one queued checkout attempt may take: the server's long poll plus margin.
+const LONG_POLL_BOUND: Duration = Duration::from_secs(30);
 
 /// How the session stands, as the heartbeat last found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,24 +193,52 @@ impl Client {
     /// change reuses the request's id, so it never takes a second seat.
     pub async fn checkout(&self, feature: &str, opts: CheckoutOptions) -> Result<Seat, Error> {
         self.core.check_alive()?;
+        let (wait, wait_timeout_ms) = match opts.wait {
+            Wait::No => (false, 0),
+            // Zero would mean "forever" on the wire; a zero wait is one millisecond.
+            Wait::For(d) => (
+                true,
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+            ),
+            Wait::Forever => (true, 0),
+        };
         let req = pb::CheckoutRequest {
             request: Some(self.core.request_id()),
             auth: Some(self.core.auth.clone()),
             feature: feature.to_owned(),
             version: opts.version,
             count: opts.count,
-            wait: false,
-            wait_timeout_ms: 0,
+            wait,
+            wait_timeout_ms,
         };
-        let r = self
-            .core
-            .cluster
-            .call("checkout", |ch| {
-                let req = req.clone();
-                async move { LicensingClient::new(ch).checkout(req).await }
+        // A queued call is answered "still queued" after a server-side long poll (20 s);
+        // each attempt must be allowed to last that long.
+        let cluster = if wait {
+            self.core.cluster.with_options(ConnectOptions {
+                request_timeout: LONG_POLL_BOUND,
+                ..self.core.cluster.options().clone()
             })
-            .await?;
-        match r.result {
+        } else {
+            self.core.cluster.clone()
+        };
+        let r = loop {
+            self.core.check_alive()?;
+            let r = cluster
+                .call("checkout", |ch| {
+                    let req = req.clone();
+                    async move { LicensingClient::new(ch).checkout(req).await }
+                })
+                .await?;
+            match r.result {
+                // Still waiting: ask again with the same request id, which finds the
+                // same place (or its answer) on whichever node leads now.
+                Some(pb::checkout_response::Result::Queued(q)) => {
+                    tracing::debug!(feature, position = q.position, "queued for a seat");
+                }
+                other => break other,
+            }
+        };
+        match r {
             Some(pb::checkout_response::Result::Granted(g)) => Ok(Seat::new(self.core.clone(), g)),
             Some(pb::checkout_response::Result::Denied(d)) => {
                 let reason =

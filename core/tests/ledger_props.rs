@@ -93,7 +93,10 @@ enum Step {
         feature: u8,
         major: u8,
         count: u8,
+        /// 0: no wait; 1: wait as long as the session lives; 2: wait 5 s.
+        wait: u8,
     },
+    ServeQueue,
     Checkin {
         lease: u8,
     },
@@ -127,8 +130,9 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0u8..4, 0u8..3, 0u8..2, 0u8..2)
             .prop_map(|(client, user, host, display)| Step::Open { client, user, host, display }),
-        6 => (n(), 0u8..2, 1u8..4, 1u8..4)
-            .prop_map(|(session, feature, major, count)| Step::Checkout { session, feature, major, count }),
+        6 => (n(), 0u8..2, 1u8..4, 1u8..4, 0u8..3)
+            .prop_map(|(session, feature, major, count, wait)| Step::Checkout { session, feature, major, count, wait }),
+        2 => Just(Step::ServeQueue),
         3 => n().prop_map(|lease| Step::Checkin { lease }),
         1 => n().prop_map(|session| Step::Close { session }),
         1 => n().prop_map(|session| Step::Expire { session }),
@@ -266,6 +270,7 @@ impl Run {
                 feature,
                 major,
                 count,
+                wait,
             } => {
                 if let Some(s) = pick(&self.sessions(), session) {
                     let req = self.req(s as u8);
@@ -275,6 +280,7 @@ impl Run {
                         feature: FEATURES[usize::from(feature)].into(),
                         version: ver(u32::from(major)),
                         count: u32::from(count),
+                        wait_ms: [None, Some(0), Some(5_000)][usize::from(wait)],
                     });
                 }
             }
@@ -320,6 +326,17 @@ impl Run {
                     });
                 }
             }
+            Step::ServeQueue => {
+                let due = self.ledger.queue_due(self.now);
+                let before = self.observable();
+                let waiting = self.ledger.waiters().count();
+                let out = self.apply(Op::ServeQueue);
+                if !due {
+                    prop_assert_eq!(out.reply, Reply::Done { affected: 0 });
+                    prop_assert_eq!(before, self.observable());
+                    prop_assert_eq!(waiting, self.ledger.waiters().count());
+                }
+            }
             Step::ReclaimDue => {
                 let due = self.ledger.due_seats(self.now, 100);
                 let out = self.apply(Op::ReclaimSeats { seats: due.clone() });
@@ -340,9 +357,16 @@ impl Run {
                 let n = self.requests.len();
                 if n > 0 {
                     let (op, first) = self.requests[n - 1 - usize::from(back) % n.min(8)].clone();
+                    // A queued checkout's answer is whatever the queue decided since.
+                    let expected = match (&first, &op) {
+                        (Reply::Queued { .. }, Op::Checkout { req, .. }) => {
+                            self.ledger.reply_for(*req).cloned().unwrap_or(first)
+                        }
+                        _ => first,
+                    };
                     let before = self.observable();
                     let out = self.apply(op);
-                    prop_assert_eq!(&out.reply, &first, "a retry gets the first answer");
+                    prop_assert_eq!(&out.reply, &expected, "a retry gets the kept answer");
                     prop_assert!(out.events.is_empty());
                     prop_assert!(before == self.observable(), "a retry changes nothing");
                 }
@@ -450,6 +474,15 @@ impl Run {
             for lid in &s.leases {
                 prop_assert!(l.lease(*lid).is_some_and(|x| x.session == sid));
             }
+        }
+        for (place, w) in l.waiters() {
+            prop_assert!(
+                l.session(w.session).is_some(),
+                "waiter {} of a dead session",
+                place
+            );
+            let kept = matches!(l.reply_for(w.req), Some(Reply::Queued { .. }) | None);
+            prop_assert!(kept, "waiter {} has an answer but still waits", place);
         }
         Ok(())
     }

@@ -143,7 +143,9 @@ impl admin_server::Admin for Admin {
                     .filter(|(_, lease)| lease.feature == f.name)
                     .map(|(id, lease)| lease_info(&sm, id, lease))
                     .collect();
+                let queued = l.waiters().filter(|(_, w)| w.feature == f.name).count();
                 pb::FeatureInfo {
+                    queued: u32::try_from(queued).unwrap_or(u32::MAX),
                     vendor: ls.first().map(|x| x.vendor.clone()).unwrap_or_default(),
                     versions,
                     issued: f.issued,

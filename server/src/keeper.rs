@@ -114,6 +114,7 @@ impl Keeper {
             async {
                 self.expire_due(&shared).await;
                 reclaim_due(&shared).await;
+                serve_queue(&shared).await;
                 if checkpoint {
                     self.checkpoint(&shared).await;
                 }
@@ -232,6 +233,22 @@ async fn reclaim_due(shared: &Shared) {
     tracing::info!(count = seats.len(), "reclaiming seats whose linger ended");
     if let Err(e) = shared.propose(Op::ReclaimSeats { seats }).await {
         tracing::warn!("proposing reclaim: {}", e.message());
+    }
+}
+
+/// Most queue entries proposed per tick: each serves one waiter, so a burst of freed
+/// seats is handed out within a few ticks without flooding the log.
+const QUEUE_PER_TICK: usize = 64;
+
+async fn serve_queue(shared: &Shared) {
+    for _ in 0..QUEUE_PER_TICK {
+        if !shared.sm.read().ledger.queue_due(now_ms()) {
+            return;
+        }
+        if let Err(e) = shared.propose(Op::ServeQueue).await {
+            tracing::warn!("proposing queue service: {}", e.message());
+            return;
+        }
     }
 }
 

@@ -108,6 +108,11 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         DenyReason::StaleRequest { last_seq } => {
             format!("request superseded: this client already sent request {last_seq}")
         }
+        DenyReason::QueueTimeout { waited_ms } => {
+            format!(
+                "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
+            )
+        }
     }
 }
 
@@ -124,6 +129,7 @@ fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::BadSecret => D::BadSecret,
         DenyReason::UnknownLease => D::UnknownLease,
         DenyReason::StaleRequest { .. } => D::StaleRequest,
+        DenyReason::QueueTimeout { .. } => D::QueueTimeout,
     }
 }
 
@@ -139,6 +145,49 @@ fn refusal(reason: &DenyReason) -> Status {
 
 fn unexpected(reply: &Reply) -> Status {
     Status::internal(format!("unexpected ledger reply: {reply:?}"))
+}
+
+/// How long one checkout call waits in the queue before answering "still queued"; the
+/// client then asks again with the same request id. Short enough that no proxy or load
+/// balancer times the call out, long enough that a waiter costs one log entry per 20 s.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Licensing {
+    /// Waits until the queue answers `req` (a grant or a denial) or [`LONG_POLL`] passes,
+    /// watching this node's applied state: the answer replaces the request's kept reply.
+    async fn await_queue(&self, req: RequestId, place: u64) -> Reply {
+        let mut applied = self.shared.sm.applied_index();
+        let mut stopping = self.shared.shutdown.subscribe();
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        loop {
+            {
+                let sm = self.shared.sm.read();
+                match sm.ledger.reply_for(req) {
+                    Some(Reply::Queued { .. }) => {}
+                    Some(answer) => return answer.clone(),
+                    // Out of the client's reply window: its retry will say so.
+                    None => return Reply::Denied(DenyReason::StaleRequest { last_seq: req.seq }),
+                }
+                if let Some(position) = sm.ledger.queue_position(place) {
+                    tracing::trace!(place, position, "waiting in the queue");
+                }
+            }
+            let more = tokio::select! {
+                r = tokio::time::timeout_at(deadline, applied.changed()) => matches!(r, Ok(Ok(()))),
+                _ = stopping.recv() => false,
+            };
+            if !more {
+                // Time is up, or the node is stopping: report the place as it stands, and
+                // the client asks again (elsewhere, if this node is gone).
+                let sm = self.shared.sm.read();
+                let position = sm.ledger.queue_position(place).unwrap_or(1);
+                return match sm.ledger.reply_for(req) {
+                    Some(Reply::Queued { .. }) | None => Reply::Queued { place, position },
+                    Some(answer) => answer.clone(),
+                };
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -255,19 +304,22 @@ impl licensing_server::Licensing for Licensing {
                 ))
             })?
         };
-        if r.wait {
-            return Err(Status::unimplemented(
-                "queued checkouts (wait=true) are not available yet",
-            ));
-        }
         let op = Op::Checkout {
             req: req_id,
             auth,
             feature: r.feature.clone(),
             version: version.clone(),
             count: r.count,
+            wait_ms: r.wait.then_some(r.wait_timeout_ms),
         };
-        let result = match self.shared.propose(op).await?.reply {
+        let mut reply = self.shared.propose(op).await?.reply;
+        if let Reply::Queued { place, .. } = reply {
+            reply = self.await_queue(req_id, place).await;
+        }
+        let result = match reply {
+            Reply::Queued { position, .. } => {
+                pb::checkout_response::Result::Queued(pb::Queued { position })
+            }
             Reply::Granted(g) => {
                 tracing::Span::current().record("lease", g.lease);
                 tracing::debug!(feature = %r.feature, count = g.count, token = g.fencing_token, "seat granted");

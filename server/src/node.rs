@@ -29,6 +29,9 @@ pub struct Shared {
     pub sm: StateMachine,
     pub cfg: Arc<NodeConfig>,
     pub keeper: Arc<Keeper>,
+    /// Fires when the node stops, so long-running calls (queued checkouts) end at once
+    /// instead of holding up a graceful shutdown.
+    pub shutdown: broadcast::Sender<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -125,14 +128,15 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     let raft_config = Arc::new(cfg.raft_config()?);
     let (log, sm) = store::open(&cfg.data_dir)?;
     let raft = Raft::new(cfg.id, raft_config, Network::default(), log, sm.clone()).await?;
+    let (shutdown, _) = broadcast::channel(1);
     let shared = Shared {
         id: cfg.id,
         raft,
         sm,
         cfg: Arc::new(cfg),
         keeper: Arc::new(Keeper::default()),
+        shutdown: shutdown.clone(),
     };
-    let (shutdown, _) = broadcast::channel(1);
 
     // Every log line of this node carries its id: `tallyd dev` runs three in one process.
     let node_span = tracing::info_span!("node", id = shared.id);

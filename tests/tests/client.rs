@@ -205,3 +205,129 @@ async fn a_cut_shorter_than_the_ttl_keeps_the_seats() {
     seat.checkin().await.unwrap();
     c.stop().await;
 }
+
+/// Removes a lease through `Admin`, as `tallyctl remove` does (no linger).
+async fn admin_remove(endpoints: &[String], lease: u64) {
+    use tally_client::proto::v1::{admin_client::AdminClient, RemoveLeaseRequest};
+    let cluster = tally_client::Cluster::new(endpoints, Default::default()).unwrap();
+    let r = cluster
+        .call("remove", |ch| async move {
+            AdminClient::new(ch)
+                .remove_lease(RemoveLeaseRequest {
+                    lease_id: lease,
+                    reason: "test".into(),
+                })
+                .await
+        })
+        .await
+        .unwrap();
+    assert!(r.removed);
+}
+
+fn waiting(c: &DevCluster) -> usize {
+    c.nodes[leader(c)].shared.sm.read().ledger.waiters().count()
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_are_served_in_order_across_a_failover_and_time_out() {
+    use tally_client::Wait;
+    let (_d, mut c) = cluster().await;
+    let eps = c.endpoints.clone();
+    let connect = |user: &'static str| {
+        let eps = eps.clone();
+        async move {
+            Client::connect(
+                &eps,
+                ClientOptions {
+                    user: user.into(),
+                    host: format!("{user}-ws"),
+                    ttl: Duration::from_secs(30),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (ann, bob, cy, di) = (
+        connect("ann").await,
+        connect("bob").await,
+        connect("cy").await,
+        connect("di").await,
+    );
+    let a1 = ann.checkout("fea_solver", count(1)).await.unwrap();
+    let a2 = ann.checkout("fea_solver", count(1)).await.unwrap();
+    let forever = CheckoutOptions {
+        wait: Wait::Forever,
+        ..count(1)
+    };
+    let b = {
+        let (bob, o) = (bob.clone(), forever.clone());
+        tokio::spawn(async move { bob.checkout("fea_solver", o).await })
+    };
+    until("bob to queue", || waiting(&c) == 1).await;
+    let cwait = {
+        let (cy, o) = (cy.clone(), forever.clone());
+        tokio::spawn(async move { cy.checkout("fea_solver", o).await })
+    };
+    until("cy to queue", || waiting(&c) == 2).await;
+
+    // Without waiting: denied. Waiting a second: denied with a timeout, nobody served.
+    assert!(matches!(
+        di.checkout("fea_solver", count(1)).await,
+        Err(Error::Denied {
+            reason: DenialReason::NoSeats,
+            ..
+        })
+    ));
+    let started = std::time::Instant::now();
+    let short = CheckoutOptions {
+        wait: Wait::For(Duration::from_secs(1)),
+        ..count(1)
+    };
+    match di.checkout("fea_solver", short).await {
+        Err(Error::Denied {
+            reason: DenialReason::QueueTimeout,
+            ..
+        }) => assert!(started.elapsed() >= Duration::from_secs(1)),
+        other => panic!("expected a queue timeout, got {other:?}"),
+    }
+
+    // The queue is in the log: a new leader serves it in the same order.
+    let old = c.nodes.remove(leader(&c));
+    let old_addr = old.addr.clone();
+    old.stop().await;
+    let live: Vec<String> = c
+        .endpoints
+        .iter()
+        .filter(|e| **e != old_addr)
+        .cloned()
+        .collect();
+    admin_remove(&live, a1.lease_id()).await;
+    let bs = tokio::time::timeout(Duration::from_secs(15), b)
+        .await
+        .expect("bob is served once a seat is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases_of(&c, bob.session_id()), vec![bs.lease_id()]);
+    assert!(!cwait.is_finished(), "cy is second in line");
+    admin_remove(&live, a2.lease_id()).await;
+    let cs = tokio::time::timeout(Duration::from_secs(15), cwait)
+        .await
+        .expect("cy is served next")
+        .unwrap()
+        .unwrap();
+    assert!(cs.fencing_token() > bs.fencing_token());
+    drop((a1, a2));
+    c.stop().await;
+}

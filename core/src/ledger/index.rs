@@ -18,6 +18,10 @@ pub(crate) struct Index {
     /// Clients with no live session, by when they were last heard of: the idempotency
     /// table's garbage-collection queue.
     pub idle_clients: BTreeSet<(TimeMs, ClientId)>,
+    /// Queue places per feature, earliest first: each feature's head is its first.
+    pub queues: BTreeMap<String, BTreeSet<u64>>,
+    /// Places with a deadline, by deadline: the queue-timeout queue.
+    pub queue_deadlines: BTreeSet<(TimeMs, u64)>,
 }
 
 impl Index {
@@ -37,6 +41,15 @@ impl Index {
                 .entry((seat.feature.clone(), seat.key.clone()))
                 .or_default()
                 .insert(*id);
+        }
+        for (place, w) in &st.queue {
+            ix.queues
+                .entry(w.feature.clone())
+                .or_default()
+                .insert(*place);
+            if let Some(d) = w.deadline_ms {
+                ix.queue_deadlines.insert((d, *place));
+            }
         }
         for (client, rec) in &st.clients {
             if rec.live_sessions == 0 {

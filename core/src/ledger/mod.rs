@@ -11,10 +11,13 @@
 
 mod index;
 mod pool;
+mod queue;
 mod seats;
 mod snapshot;
 mod types;
 
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::license::{LicenseFile, Version};
 use index::Index;
+pub use queue::Waiter;
 pub use types::*;
 
 /// How long a client's last answers are kept after its last session ended, so that a
@@ -114,6 +118,8 @@ struct State {
     seats: BTreeMap<SeatId, Seat>,
     licenses: BTreeMap<String, LicenseFile>,
     clients: BTreeMap<ClientId, ClientRecord>,
+    /// Queued checkouts by place (the index of the entry that queued them).
+    queue: BTreeMap<u64, Waiter>,
 }
 
 /// The seat ledger. See the module docs.
@@ -182,11 +188,12 @@ impl Ledger {
                 secret,
             } => self.open_session(index, req.client, holder, *ttl_ms, *secret, ev),
             Op::Checkout {
+                req,
                 auth,
                 feature,
                 version,
                 count,
-                ..
+                wait_ms,
             } => match self.authorize(auth) {
                 Err(reason) => {
                     ev.push(Event::Denied {
@@ -196,7 +203,16 @@ impl Ledger {
                     });
                     Reply::Denied(reason)
                 }
-                Ok(()) => self.checkout(index, auth.session, feature, version, *count, ev),
+                Ok(()) => self.checkout(
+                    index,
+                    *req,
+                    auth.session,
+                    feature,
+                    version,
+                    *count,
+                    *wait_ms,
+                    ev,
+                ),
             },
             Op::Checkin { auth, lease, .. } => match self.authorize(auth) {
                 Err(reason) => Reply::Denied(reason),
@@ -246,6 +262,7 @@ impl Ledger {
             },
             Op::LoadLicense { source, license } => self.load_license(source, license, ev),
             Op::UnloadLicense { source } => self.unload_license(source, ev),
+            Op::ServeQueue => self.serve_queue(index, ev),
         }
     }
 
@@ -279,10 +296,19 @@ impl Ledger {
             rec.live_sessions += 1;
         }
         rec.replies.insert(req.seq, reply.clone());
+        // A queued checkout's reply stays until the queue answers it: the answer replaces
+        // it there, and the client's retry must find it however much it did meanwhile.
         while rec.replies.len() > REPLY_WINDOW {
-            if let Some((seq, _)) = rec.replies.pop_first() {
-                rec.floor = rec.floor.max(seq + 1);
-            }
+            let Some(seq) = rec
+                .replies
+                .iter()
+                .find(|(_, r)| !matches!(r, Reply::Queued { .. }))
+                .map(|(seq, _)| *seq)
+            else {
+                break;
+            };
+            rec.replies.remove(&seq);
+            rec.floor = rec.floor.max(seq + 1);
         }
         self.ix.idle_clients.remove(&(rec.last_seen_ms, req.client));
         rec.last_seen_ms = now;
@@ -362,6 +388,10 @@ impl Ledger {
 
     /// Releases every lease of a session and removes it. Returns the leases released.
     fn end_session(&mut self, id: SessionId, cause: ReleaseCause, ev: &mut Vec<Event>) -> u32 {
+        if !self.st.sessions.contains_key(&id) {
+            return 0;
+        }
+        self.drop_waiters_of(id, ev);
         let Some(session) = self.st.sessions.remove(&id) else {
             return 0;
         };

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Index;
 use super::{
-    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause, Reply, Seat,
-    SeatId, SessionId,
+    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause, Reply,
+    RequestId, Seat, SeatId, SessionId,
 };
 use crate::license::{DupGroup, FeatureLine, LicenseFile, LicenseModel, Version};
 
@@ -15,16 +15,24 @@ use crate::license::{DupGroup, FeatureLine, LicenseFile, LicenseModel, Version};
 pub const MAX_CHECKOUT_COUNT: u32 = 1_000_000;
 
 impl Ledger {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one Op::Checkout, passed from its one call site"
+    )]
     pub(super) fn checkout(
         &mut self,
         index: u64,
+        req: RequestId,
         session: SessionId,
         feature: &str,
         version: &Version,
         count: u32,
+        wait_ms: Option<u64>,
         ev: &mut Vec<Event>,
     ) -> Reply {
-        match self.try_checkout(index, session, feature, version, count) {
+        // Waiters go first: nobody takes a fresh seat past them.
+        let fresh_allowed = !self.has_waiters(feature);
+        match self.try_checkout(index, session, feature, version, count, fresh_allowed) {
             Ok(grant) => {
                 ev.push(Event::Granted {
                     feature: feature.to_owned(),
@@ -33,6 +41,16 @@ impl Ledger {
                 });
                 Reply::Granted(grant)
             }
+            Err(DenyReason::NoSeats { .. }) if wait_ms.is_some() => self.enqueue(
+                index,
+                req,
+                session,
+                feature,
+                version,
+                count,
+                wait_ms.unwrap_or(0),
+                ev,
+            ),
             Err(reason) => {
                 ev.push(Event::Denied {
                     feature: feature.to_owned(),
@@ -44,13 +62,16 @@ impl Ledger {
         }
     }
 
-    fn try_checkout(
+    /// A grant, or why not. `fresh_allowed` is false while others wait for the feature:
+    /// then only a seat this owner already has (lingering, or shared) may be taken.
+    pub(super) fn try_checkout(
         &mut self,
         index: u64,
         session: SessionId,
         feature: &str,
         version: &Version,
         count: u32,
+        fresh_allowed: bool,
     ) -> Result<Grant, DenyReason> {
         let now = self.st.now_ms;
         let pool = self
@@ -105,6 +126,14 @@ impl Ledger {
         }
 
         let overdraft = fresh?;
+        if !fresh_allowed {
+            let (issued, overdraft_limit) = pool.issued(now);
+            return Err(DenyReason::NoSeats {
+                requested: count,
+                in_use: pool.charged(),
+                available: issued + overdraft_limit,
+            });
+        }
         self.st.seats.insert(
             index,
             Seat {
@@ -138,7 +167,7 @@ impl Ledger {
         })
     }
 
-    fn dup_key(&self, group: DupGroup, session: SessionId) -> DupKey {
+    pub(super) fn dup_key(&self, group: DupGroup, session: SessionId) -> DupKey {
         let holder = self.st.sessions.get(&session).map(|s| &s.holder);
         let user = holder.map(|h| h.user.clone()).unwrap_or_default();
         let host = holder.map(|h| h.host.clone());
@@ -164,7 +193,7 @@ impl Ledger {
     /// A seat this owner may take over: one charged at a version that covers the request
     /// (so the pool's demand stays exact) and large enough. Held seats qualify only under
     /// `DUP_GROUP`; without grouping only a lingering seat of exactly this size does.
-    fn reusable_seat(
+    pub(super) fn reusable_seat(
         &self,
         feature: &str,
         key: &DupKey,

@@ -7,7 +7,8 @@ use super::{Ledger, State};
 use crate::Error;
 
 const MAGIC: &[u8; 8] = b"TALLYLG\0";
-const FORMAT: u8 = 1;
+/// 2: the checkout queue joined the state.
+const FORMAT: u8 = 2;
 
 impl Ledger {
     /// The whole ledger as bytes. Equal ledgers give equal bytes.

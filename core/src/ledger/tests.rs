@@ -6,14 +6,14 @@ use crate::license::{
     Count, Date, DupGroup, Expiry, FeatureLine, LicenseModel, LineKind, TermPolicy,
 };
 
-const SECRET: SecretDigest = [9; 32];
-const T0: TimeMs = 1_780_000_000_000; // mid 2026
+pub(super) const SECRET: SecretDigest = [9; 32];
+pub(super) const T0: TimeMs = 1_780_000_000_000; // mid 2026
 
-fn v(s: &str) -> Version {
+pub(super) fn v(s: &str) -> Version {
     Version(s.split('.').map(|p| p.parse().unwrap()).collect())
 }
 
-fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
+pub(super) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
     FeatureLine::new(
         LineKind::Feature,
         name.into(),
@@ -26,15 +26,15 @@ fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
 }
 
 /// A ledger driven the way the Raft shell drives it: consecutive indexes, explicit time.
-struct H {
-    l: Ledger,
-    index: u64,
-    now: TimeMs,
+pub(super) struct H {
+    pub(super) l: Ledger,
+    pub(super) index: u64,
+    pub(super) now: TimeMs,
     seq: u64,
 }
 
 impl H {
-    fn new(lines: Vec<FeatureLine>) -> H {
+    pub(super) fn new(lines: Vec<FeatureLine>) -> H {
         let mut h = H {
             l: Ledger::new(),
             index: 0,
@@ -52,7 +52,17 @@ impl H {
         h
     }
 
-    fn op(&mut self, op: Op) -> Outcome {
+    /// Another driver at the same point, for comparing two ledgers step by step.
+    pub(super) fn clone_for_test(&self) -> H {
+        H {
+            l: self.l.clone(),
+            index: self.index,
+            now: self.now,
+            seq: self.seq,
+        }
+    }
+
+    pub(super) fn op(&mut self, op: Op) -> Outcome {
         self.index += 1;
         self.l.apply(&Entry {
             index: self.index,
@@ -61,7 +71,7 @@ impl H {
         })
     }
 
-    fn req(&mut self, client: u8) -> RequestId {
+    pub(super) fn req(&mut self, client: u8) -> RequestId {
         self.seq += 1;
         RequestId {
             client: [client; 16],
@@ -69,7 +79,7 @@ impl H {
         }
     }
 
-    fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
+    pub(super) fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
         let req = self.req(client);
         let holder = Holder {
             user: user.into(),
@@ -91,7 +101,13 @@ impl H {
         }
     }
 
-    fn checkout_req(&mut self, s: SessionId, feature: &str, version: &str, count: u32) -> Op {
+    pub(super) fn checkout_req(
+        &mut self,
+        s: SessionId,
+        feature: &str,
+        version: &str,
+        count: u32,
+    ) -> Op {
         let req = self.req(0xC0);
         let auth = SessionAuth {
             session: s,
@@ -103,22 +119,23 @@ impl H {
             feature: feature.into(),
             version: v(version),
             count,
+            wait_ms: None,
         }
     }
 
-    fn checkout(&mut self, s: SessionId, feature: &str, count: u32) -> Reply {
+    pub(super) fn checkout(&mut self, s: SessionId, feature: &str, count: u32) -> Reply {
         let op = self.checkout_req(s, feature, "1.0", count);
         self.op(op).reply
     }
 
-    fn grant(&mut self, s: SessionId, feature: &str, count: u32) -> Grant {
+    pub(super) fn grant(&mut self, s: SessionId, feature: &str, count: u32) -> Grant {
         match self.checkout(s, feature, count) {
             Reply::Granted(g) => g,
             r => panic!("expected a grant, got {r:?}"),
         }
     }
 
-    fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
+    pub(super) fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
         let req = self.req(0xC1);
         self.op(Op::Checkin {
             req,
@@ -130,7 +147,7 @@ impl H {
         })
     }
 
-    fn in_use(&self, feature: &str) -> u64 {
+    pub(super) fn in_use(&self, feature: &str) -> u64 {
         self.l
             .features()
             .iter()
@@ -139,7 +156,7 @@ impl H {
     }
 }
 
-fn denied(r: &Reply) -> &DenyReason {
+pub(super) fn denied(r: &Reply) -> &DenyReason {
     match r {
         Reply::Denied(d) => d,
         r => panic!("expected a denial, got {r:?}"),
@@ -214,6 +231,7 @@ fn denials_name_what_is_wrong() {
         feature: "cad".into(),
         version: v("1.0"),
         count: 1,
+        wait_ms: None,
     };
     assert_eq!(denied(&h.op(bad).reply), &DenyReason::BadSecret);
     let req = h.req(2);
@@ -818,6 +836,6 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
     future[8] = 99;
     assert_eq!(
         Ledger::restore(&future).unwrap_err().to_string(),
-        "ledger snapshot: format 99 is not supported (this build reads format 1)"
+        "ledger snapshot: format 99 is not supported (this build reads format 2)"
     );
 }

@@ -71,13 +71,16 @@ pub enum Op {
         ttl_ms: u64,
         secret: SecretDigest,
     },
-    /// Take `count` seats of `feature` at `version` or later, all or nothing.
+    /// Take `count` seats of `feature` at `version` or later, all or nothing. With
+    /// `wait_ms`, a checkout that finds no free seats joins the feature's queue instead of
+    /// being denied, for that long (`Some(0)`: for as long as the session lives).
     Checkout {
         req: RequestId,
         auth: SessionAuth,
         feature: String,
         version: Version,
         count: u32,
+        wait_ms: Option<u64>,
     },
     /// Give back one lease; its seat lingers if the pool has a linger time.
     Checkin {
@@ -104,6 +107,10 @@ pub enum Op {
     },
     /// Forget the lines loaded from `source`.
     UnloadLicense { source: String },
+    /// The leader saw queue work due: waiters whose wait ended are answered with a
+    /// timeout, and the earliest-queued waiter that can be answered now is (with a grant,
+    /// whose lease id is this entry's index, so one waiter is served per entry).
+    ServeQueue,
 }
 
 /// Why a checkout or a session-scoped request was refused.
@@ -143,6 +150,10 @@ pub enum DenyReason {
     StaleRequest {
         last_seq: u64,
     },
+    /// A queued checkout waited as long as it asked to without a seat coming free.
+    QueueTimeout {
+        waited_ms: u64,
+    },
 }
 
 /// Why a license load was refused. Nothing of the load is applied.
@@ -175,6 +186,12 @@ pub enum Reply {
     },
     Granted(Grant),
     Denied(DenyReason),
+    /// The checkout waits in its feature's queue at `position` (1 = next). `place` names
+    /// the wait; once served, a retry of the same request answers the grant or denial.
+    Queued {
+        place: u64,
+        position: u32,
+    },
     /// `lingering_until` is set when the seat stays counted for its last user.
     Released {
         lease: LeaseId,
@@ -273,6 +290,17 @@ pub enum Event {
     Removed {
         feature: String,
         lease: LeaseId,
+    },
+    Queued {
+        feature: String,
+        session: SessionId,
+        place: u64,
+    },
+    /// A wait ended without a grant (timeout, session gone, feature gone).
+    Dequeued {
+        feature: String,
+        place: u64,
+        reason: DenyReason,
     },
     LicenseLoaded {
         source: String,

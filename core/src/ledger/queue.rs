@@ -1,0 +1,236 @@
+//! The checkout queue: waits replicated in the log and served first come, first served.
+//!
+//! A checkout that finds no free seat and asked to wait gets a place, named by its
+//! entry's index. While a feature has waiters, no new checkout takes a fresh seat of it
+//! (it queues behind them, or is denied), so nobody overtakes; taking back one's own
+//! lingering seat or sharing one under `DUP_GROUP` charges nothing new and stays allowed.
+//! The leader proposes [`Op::ServeQueue`](super::Op::ServeQueue) when a waiter can be
+//! answered or a wait has ended; each such entry grants to at most one waiter, whose
+//! lease id is that entry's index. A waiter's answer replaces the `Queued` reply kept for
+//! its request, so the client's retry of the same request learns the outcome from any
+//! leader, after any failover.
+
+use serde::{Deserialize, Serialize};
+
+use super::{DenyReason, Event, Ledger, Reply, RequestId, SessionId, TimeMs};
+use crate::license::{DupGroup, Version};
+
+/// Most ended waits answered per entry, so one entry never does unbounded work.
+const TIMEOUTS_PER_ENTRY: usize = 1_000;
+
+/// One queued checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub req: RequestId,
+    pub session: SessionId,
+    pub feature: String,
+    pub version: Version,
+    pub count: u32,
+    pub queued_ms: TimeMs,
+    /// When the wait ends unanswered; `None`: it lasts as long as the session.
+    pub deadline_ms: Option<TimeMs>,
+}
+
+impl Ledger {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct for it would only rename the fields"
+    )]
+    pub(super) fn enqueue(
+        &mut self,
+        place: u64,
+        req: RequestId,
+        session: SessionId,
+        feature: &str,
+        version: &super::Version,
+        count: u32,
+        wait_ms: u64,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
+        let now = self.st.now_ms;
+        let deadline_ms = (wait_ms > 0).then(|| now.saturating_add(wait_ms));
+        self.st.queue.insert(
+            place,
+            Waiter {
+                req,
+                session,
+                feature: feature.to_owned(),
+                version: version.clone(),
+                count,
+                queued_ms: now,
+                deadline_ms,
+            },
+        );
+        self.ix
+            .queues
+            .entry(feature.to_owned())
+            .or_default()
+            .insert(place);
+        if let Some(d) = deadline_ms {
+            self.ix.queue_deadlines.insert((d, place));
+        }
+        ev.push(Event::Queued {
+            feature: feature.to_owned(),
+            session,
+            place,
+        });
+        Reply::Queued {
+            place,
+            position: self.queue_position(place).unwrap_or(1),
+        }
+    }
+
+    /// Answers ended waits, then serves the earliest waiter that can be answered now.
+    pub(super) fn serve_queue(&mut self, index: u64, ev: &mut Vec<Event>) -> Reply {
+        let now = self.st.now_ms;
+        let mut affected = 0;
+        while let Some(&(deadline, place)) = self.ix.queue_deadlines.first() {
+            if deadline > now || affected as usize >= TIMEOUTS_PER_ENTRY {
+                break;
+            }
+            let waited_ms = self
+                .st
+                .queue
+                .get(&place)
+                .map_or(0, |w| now.saturating_sub(w.queued_ms));
+            self.settle(
+                place,
+                Reply::Denied(DenyReason::QueueTimeout { waited_ms }),
+                ev,
+            );
+            affected += 1;
+        }
+        if let Some(place) = self.answerable_head(now) {
+            if let Some(w) = self.st.queue.get(&place).cloned() {
+                let reply = match self
+                    .try_checkout(index, w.session, &w.feature, &w.version, w.count, true)
+                {
+                    Ok(grant) => {
+                        ev.push(Event::Granted {
+                            feature: w.feature.clone(),
+                            session: w.session,
+                            grant: grant.clone(),
+                        });
+                        Reply::Granted(grant)
+                    }
+                    Err(reason) => Reply::Denied(reason),
+                };
+                self.settle(place, reply, ev);
+                affected += 1;
+            }
+        }
+        Reply::Done { affected }
+    }
+
+    /// Ends a wait with its answer: the waiter leaves the queue, and the answer replaces
+    /// the `Queued` reply kept for its request (if the client's reply window still holds it).
+    fn settle(&mut self, place: u64, reply: Reply, ev: &mut Vec<Event>) {
+        let Some(w) = self.st.queue.remove(&place) else {
+            return;
+        };
+        if let Some(places) = self.ix.queues.get_mut(&w.feature) {
+            places.remove(&place);
+            if places.is_empty() {
+                self.ix.queues.remove(&w.feature);
+            }
+        }
+        if let Some(d) = w.deadline_ms {
+            self.ix.queue_deadlines.remove(&(d, place));
+        }
+        if let Reply::Denied(reason) = &reply {
+            ev.push(Event::Dequeued {
+                feature: w.feature.clone(),
+                place,
+                reason: reason.clone(),
+            });
+        }
+        if let Some(kept) = self
+            .st
+            .clients
+            .get_mut(&w.req.client)
+            .and_then(|rec| rec.replies.get_mut(&w.req.seq))
+        {
+            *kept = reply;
+        }
+    }
+
+    /// A session ended: its waits end too. O(queue length), which is short in practice:
+    /// people wait for seats, not by the thousand.
+    pub(super) fn drop_waiters_of(&mut self, session: SessionId, ev: &mut Vec<Event>) {
+        let places: Vec<u64> = self
+            .st
+            .queue
+            .iter()
+            .filter(|(_, w)| w.session == session)
+            .map(|(p, _)| *p)
+            .collect();
+        for place in places {
+            self.settle(place, Reply::Denied(DenyReason::UnknownSession), ev);
+        }
+    }
+
+    /// The earliest-queued head of any feature's queue that can be answered at `now`:
+    /// seats are free for it, its own seat lingers, or it can never be served any more
+    /// (the license was unloaded or expired), which is an answer too.
+    fn answerable_head(&self, now: TimeMs) -> Option<u64> {
+        self.ix
+            .queues
+            .values()
+            .filter_map(|places| places.first().copied())
+            .filter(|place| self.head_answerable(*place, now))
+            .min()
+    }
+
+    fn head_answerable(&self, place: u64, now: TimeMs) -> bool {
+        let Some(w) = self.st.queue.get(&place) else {
+            return true;
+        };
+        let Some(pool) = self.ix.pools.get(&w.feature) else {
+            return true;
+        };
+        match pool.admit(now, &w.version, w.count) {
+            Err(DenyReason::NoSeats { .. }) => {
+                let key = self.dup_key(pool.dup_group, w.session);
+                let shared = pool.dup_group != DupGroup::None;
+                self.reusable_seat(&w.feature, &key, &w.version, w.count, shared)
+                    .is_some()
+            }
+            _ => true,
+        }
+    }
+
+    // ---- Queries ----
+
+    /// Whether [`Op::ServeQueue`](super::Op::ServeQueue) would do anything at `now`: a
+    /// wait has ended, or a waiter can be answered. What the leader polls.
+    pub fn queue_due(&self, now: TimeMs) -> bool {
+        self.ix
+            .queue_deadlines
+            .first()
+            .is_some_and(|(d, _)| *d <= now)
+            || self.answerable_head(now).is_some()
+    }
+
+    /// 1-based position of a place in its feature's queue; `None` once answered.
+    pub fn queue_position(&self, place: u64) -> Option<u32> {
+        let w = self.st.queue.get(&place)?;
+        let places = self.ix.queues.get(&w.feature)?;
+        u32::try_from(places.range(..=place).count()).ok()
+    }
+
+    /// Whether anyone waits for `feature`.
+    pub fn has_waiters(&self, feature: &str) -> bool {
+        self.ix.queues.contains_key(feature)
+    }
+
+    /// Every waiter, earliest first.
+    pub fn waiters(&self) -> impl Iterator<Item = (u64, &Waiter)> {
+        self.st.queue.iter().map(|(p, w)| (*p, w))
+    }
+
+    /// The answer kept for a client request, if it is still in the client's window: how a
+    /// queued checkout learns it was served.
+    pub fn reply_for(&self, req: RequestId) -> Option<&Reply> {
+        self.st.clients.get(&req.client)?.replies.get(&req.seq)
+    }
+}

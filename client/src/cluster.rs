@@ -80,6 +80,11 @@ struct Nodes {
 }
 
 /// Turns `host:port`, `http://host:port` or `grpc://host:port` into the URI tonic dials.
+///
+/// ```
+/// assert_eq!(tally_client::normalise("grpc://tally1:27000").unwrap(), "http://tally1:27000");
+/// assert!(tally_client::normalise("tally1").is_err());
+/// ```
 pub fn normalise(endpoint: &str) -> Result<String, Error> {
     let e = endpoint.trim();
     let rest = e

@@ -4,6 +4,20 @@
 use thiserror::Error;
 
 /// Everything a call to the cluster can end in, other than success.
+///
+/// ```no_run
+/// # async fn demo(client: tally_client::Client) {
+/// use tally_client::{proto::v1::DenialReason, Error};
+/// match client.checkout("solid_modeler", Default::default()).await {
+///     Ok(_seat) => {}
+///     Err(Error::Denied { reason: DenialReason::NoSeats, in_use, available, .. }) => {
+///         eprintln!("all {available} seats are taken ({in_use} in use); try --wait")
+///     }
+///     Err(e) if e.is_retryable() => eprintln!("license servers unreachable, retrying: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Error)]
 pub enum Error {
     /// No endpoint was given, or one could not be understood.

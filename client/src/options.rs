@@ -84,6 +84,20 @@ fn host_name() -> String {
 }
 
 /// How to check out.
+///
+/// ```
+/// use std::time::Duration;
+/// use tally_client::{CheckoutOptions, Wait};
+///
+/// // Two seats of version 2026.1 or later, queueing up to five minutes for them.
+/// let opts = CheckoutOptions {
+///     count: 2,
+///     version: "2026.1".into(),
+///     wait: Wait::For(Duration::from_secs(300)),
+/// };
+/// assert_eq!(CheckoutOptions::default().count, 1);
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone)]
 pub struct CheckoutOptions {
     /// Seats to take, all or none.
@@ -107,6 +121,11 @@ impl Default for CheckoutOptions {
 /// Waiting for a seat. The queue lives in the cluster, replicated: waiters are served
 /// first come, first served, and a failover keeps the order. Nobody who arrives later
 /// takes a free seat past a waiter.
+///
+/// ```
+/// use tally_client::Wait;
+/// assert_eq!(Wait::default(), Wait::No);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
     /// Denied at once when no seat is free.

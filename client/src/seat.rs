@@ -10,6 +10,20 @@ use crate::Error;
 
 /// Seats of one feature, held until [`Seat::checkin`] or drop. Holding a seat keeps the
 /// session's heartbeat running even if the [`Client`](crate::Client) itself was dropped.
+///
+/// ```no_run
+/// # async fn demo(client: tally_client::Client) -> Result<(), tally_client::Error> {
+/// let seat = client.checkout("fea_solver", Default::default()).await?;
+/// // Hand the token to a shared resource (a solver farm, a license-aware file server):
+/// // it can refuse any holder whose token is older than one it has already seen.
+/// let token = seat.fencing_token();
+/// # let _ = token;
+/// match seat.checkin().await? {
+///     Some(until_ms) => println!("the seat lingers for this user until {until_ms}"),
+///     None => println!("the seat is back in the pool"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Seat {
     core: Arc<Core>,

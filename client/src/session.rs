@@ -16,6 +16,23 @@ use crate::{CheckoutOptions, ClientOptions, Cluster, ConnectOptions, Error, Seat
 const LONG_POLL_BOUND: Duration = Duration::from_secs(30);
 
 /// How the session stands, as the heartbeat last found it.
+///
+/// ```no_run
+/// # async fn demo(client: tally_client::Client) {
+/// use tally_client::SessionState;
+/// let mut state = client.watch();
+/// while state.changed().await.is_ok() {
+///     match &*state.borrow_and_update() {
+///         SessionState::Healthy { .. } => {}
+///         SessionState::InDanger { error, .. } => eprintln!("license server unreachable: {error}"),
+///         SessionState::Lost { reason } => {
+///             eprintln!("license lost: {reason}; save your work");
+///             break;
+///         }
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionState {
     /// The last heartbeat was acknowledged; the cluster keeps the session at least until

@@ -109,7 +109,8 @@ impl Drop for Seat {
     /// Checks in from a background task when a runtime is there to run it; otherwise the
     /// seat is freed when the session expires.
     fn drop(&mut self) {
-        if self.released {
+        // A lost (or abandoned) session has nothing left to check in.
+        if self.released || self.core.check_alive().is_err() {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -75,8 +75,22 @@ impl Core {
         }
     }
 
+    /// Lost is final: the first reason stays.
     pub fn lose(&self, reason: String) {
-        self.state.send_replace(SessionState::Lost { reason });
+        self.set(SessionState::Lost { reason });
+    }
+
+    /// Publishes a new state unless the session is already lost. A heartbeat answer
+    /// arriving after `abandon` or `close` must not revive it: a revived state would make
+    /// the last handle's drop close a session the application walked away from.
+    pub fn set(&self, new: SessionState) {
+        self.state.send_if_modified(|st| {
+            if matches!(st, SessionState::Lost { .. }) || *st == new {
+                return false;
+            }
+            *st = new;
+            true
+        });
     }
 }
 
@@ -283,6 +297,14 @@ impl Client {
         }
     }
 
+    /// Stops heartbeating and walks away without closing the session, as a crashed
+    /// process would: the cluster expires the session after its TTL and its seats come
+    /// back after their linger. Seats of an abandoned session are not checked in when
+    /// dropped. For tests of crash recovery, and for a process about to `exec`.
+    pub fn abandon(self) {
+        self.core.lose("abandoned by the application".into());
+    }
+
     /// Closes the session: every seat it holds is released (lingering where the license
     /// says so) and the heartbeat stops. Returns how many leases were released.
     pub async fn close(self) -> Result<u32, Error> {
@@ -342,13 +364,8 @@ async fn heartbeat(core: Weak<Core>, mut deadline: Instant) {
             Ok(Some(s)) if s.state == pb::SessionState::Alive as i32 => {
                 // Measured from the send: the cluster renewed it no earlier than that.
                 deadline = sent + ttl;
-                core.state.send_if_modified(|st| {
-                    let new = SessionState::Healthy {
-                        deadline_ms: s.deadline_ms,
-                    };
-                    let changed = *st != new;
-                    *st = new;
-                    changed
+                core.set(SessionState::Healthy {
+                    deadline_ms: s.deadline_ms,
                 });
             }
             Ok(Some(s)) => {
@@ -370,7 +387,7 @@ async fn heartbeat(core: Weak<Core>, mut deadline: Instant) {
                     SessionState::Lost { .. } => 0,
                 };
                 tracing::warn!("heartbeat failed: {e}");
-                core.state.send_replace(SessionState::InDanger {
+                core.set(SessionState::InDanger {
                     deadline_ms,
                     error: e.to_string(),
                 });

@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::node::Shared;
 use crate::types::TallyNode;
 
+/// Most log records in one export page.
+const EXPORT_PAGE: u64 = 10_000;
+
 /// Largest license file accepted over the wire (the parser refuses more than 4 MiB).
 pub const MAX_ADMIN_MESSAGE: usize = 8 << 20;
 
@@ -437,6 +440,82 @@ impl admin_server::Admin for Admin {
         Err(Status::unimplemented(
             "history export arrives with the fault-tolerance harness",
         ))
+    }
+
+    type ExportLogStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::LogRecord, Status>>>;
+
+    /// One page of the applied log from `from_index` (at most [`EXPORT_PAGE`] records);
+    /// the caller asks again after the last index it got, until a page comes back empty.
+    async fn export_log(
+        &self,
+        req: Request<pb::ExportLogRequest>,
+    ) -> Result<Response<Self::ExportLogStream>, Status> {
+        use openraft::storage::RaftLogStorage as _;
+        use openraft::{EntryPayload, RaftLogReader as _};
+        let from = req.into_inner().from_index.max(1);
+        let mut log = self.shared.log.clone();
+        let state = log
+            .get_log_state()
+            .await
+            .map_err(|e| Status::internal(format!("reading the log state: {e}")))?;
+        if let Some(p) = state.last_purged_log_id {
+            if from <= p.index {
+                return Err(Status::failed_precondition(format!(
+                    "entries up to {} were purged after a snapshot; the log starts at {}",
+                    p.index,
+                    p.index + 1
+                )));
+            }
+        }
+        // Applied entries only: they are committed, so no later leader can replace them.
+        let applied = self
+            .shared
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let to = applied.min(from.saturating_add(EXPORT_PAGE - 1));
+        if from > to {
+            return Ok(Response::new(tokio_stream::iter(Vec::new())));
+        }
+        let entries = log
+            .try_get_log_entries(from..=to)
+            .await
+            .map_err(|e| Status::internal(format!("reading log entries {from}..={to}: {e}")))?;
+        let records = entries
+            .into_iter()
+            .map(|e| {
+                let entry_json = match e.payload {
+                    EntryPayload::Normal(cmd) => serde_json::to_vec(&tally_core::ledger::Entry {
+                        index: e.log_id.index,
+                        at_ms: cmd.at_ms,
+                        op: cmd.op,
+                    })
+                    .map_err(|err| Status::internal(format!("encoding entry: {err}")))?,
+                    _ => Vec::new(),
+                };
+                Ok(pb::LogRecord {
+                    index: e.log_id.index,
+                    term: e.log_id.leader_id.term,
+                    entry_json,
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(tokio_stream::iter(records)))
+    }
+
+    async fn ledger_digest(
+        &self,
+        _: Request<pb::LedgerDigestRequest>,
+    ) -> Result<Response<pb::LedgerDigestResponse>, Status> {
+        use sha2::Digest as _;
+        let sm = self.shared.sm.read();
+        Ok(Response::new(pb::LedgerDigestResponse {
+            node_id: self.shared.id,
+            applied_index: sm.ledger.last_applied(),
+            sha256: sha2::Sha256::digest(sm.ledger.snapshot()).to_vec(),
+        }))
     }
 
     async fn usage_report(

@@ -31,6 +31,10 @@ pub struct NodeConfig {
     /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from
     /// the log instead of needing the whole snapshot.
     pub keep_log_after_snapshot: u64,
+    /// Peer id → the address this node dials for it, instead of the peer's advertised
+    /// one: for NAT or a relay between nodes, and for the fault harness, which puts a
+    /// proxy on every link while clients use the advertised addresses.
+    pub dial: std::collections::BTreeMap<u64, String>,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +54,7 @@ impl Default for NodeConfig {
             vendor_keys: Vec::new(),
             snapshot_every: 10_000,
             keep_log_after_snapshot: 5_000,
+            dial: Default::default(),
         }
     }
 }
@@ -165,6 +170,9 @@ pub struct FileConfig {
     /// Vendor name to public key text (`tally-ed25519-public:...`) or to a file holding it.
     #[serde(default)]
     pub vendors: std::collections::BTreeMap<String, String>,
+    /// Peer id (as a string key) → the address to dial it at.
+    #[serde(default)]
+    pub dial: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -209,6 +217,15 @@ impl FileConfig {
                 .keep_log_after_snapshot
                 .unwrap_or(d.keep_log_after_snapshot),
             vendor_keys,
+            dial: self
+                .dial
+                .into_iter()
+                .map(|(id, addr)| {
+                    id.parse::<u64>()
+                        .map(|id| (id, addr))
+                        .map_err(|_| bad("dial", format!("\"{id}\" is not a node id")))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

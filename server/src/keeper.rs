@@ -4,7 +4,8 @@
 //!
 //! Only a leader keeps deadlines, and only once it has applied the first entry of its own
 //! term: then every session gets a fresh deadline from its checkpointed last heartbeat plus
-//! TTL plus the election timeout, so a failover never expires a live client, while the
+//! TTL plus the election timeout plus the checkpoint lag, so a failover never expires a
+//! session before TTL after a heartbeat any leader acknowledged, while the
 //! checkpoints (written at a bounded rate) keep repeated elections from keeping a dead
 //! session alive forever.
 
@@ -26,6 +27,9 @@ pub const BATCH: usize = 1_000;
 const TICK: Duration = Duration::from_millis(100);
 /// How often at most heartbeats are checkpointed into the log.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Bound on how far a checkpoint lags an acknowledged heartbeat beyond the TTL/4 rule:
+/// the checkpoint period plus a generous commit time.
+const CHECKPOINT_LAG_MS: u64 = 2_000;
 
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,12 +150,21 @@ impl Keeper {
         if !applied_own_term {
             return None;
         }
-        let grace = shared.cfg.election_max_ms;
+        // A heartbeat the old leader acknowledged may postdate the last checkpoint by up
+        // to the checkpoint lag (a beat is written once it moved by TTL/4, at most every
+        // CHECKPOINT_EVERY, plus commit time). Start from checkpoint + lag + election
+        // timeout, so no acknowledged heartbeat is cut short by a failover; the start is a
+        // fixed function of the checkpoint, so repeated elections cannot keep a dead
+        // session alive.
+        let election = shared.cfg.election_max_ms;
         let sm = shared.sm.read();
         st.beats = sm
             .ledger
             .sessions()
-            .map(|(id, s)| (id, s.last_heartbeat_ms.saturating_add(grace)))
+            .map(|(id, s)| {
+                let grace = election + s.ttl_ms / 4 + CHECKPOINT_LAG_MS;
+                (id, s.last_heartbeat_ms.saturating_add(grace))
+            })
             .collect();
         st.term = Some(m.current_term);
         tracing::info!(

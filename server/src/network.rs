@@ -33,6 +33,8 @@ pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Peer id → address to dial instead of the advertised one (`dial` in the config).
+    dial: Arc<std::collections::BTreeMap<NodeId, String>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -42,6 +44,13 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
+    pub fn with_dial(dial: std::collections::BTreeMap<NodeId, String>) -> Network {
+        Network {
+            dial: Arc::new(dial),
+            ..Network::default()
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut map = match self.channels.lock() {
             Ok(m) => m,
@@ -63,7 +72,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &TallyNode) -> Peer {
-        let client = self.channel(&node.addr).map(|ch| {
+        let addr = self.dial.get(&target).unwrap_or(&node.addr).clone();
+        let client = self.channel(&addr).map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)

@@ -27,6 +27,8 @@ pub struct Shared {
     pub id: u64,
     pub raft: Raft,
     pub sm: StateMachine,
+    /// Read-only use outside Raft: the admin log export.
+    pub log: store::LogStore,
     pub cfg: Arc<NodeConfig>,
     pub keeper: Arc<Keeper>,
     /// Fires when the node stops, so long-running calls (queued checkouts) end at once
@@ -127,12 +129,14 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     }
     let raft_config = Arc::new(cfg.raft_config()?);
     let (log, sm) = store::open(&cfg.data_dir)?;
-    let raft = Raft::new(cfg.id, raft_config, Network::default(), log, sm.clone()).await?;
+    let network = Network::with_dial(cfg.dial.clone());
+    let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let shared = Shared {
         id: cfg.id,
         raft,
         sm,
+        log,
         cfg: Arc::new(cfg),
         keeper: Arc::new(Keeper::default()),
         shutdown: shutdown.clone(),

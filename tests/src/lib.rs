@@ -2,7 +2,11 @@
 //! ports, and processes that are cleaned up by their ids however a test ends.
 //! [`proxy`] injects faults on a link; the history checker joins with the fault issue.
 
+pub mod checker;
+pub mod harness;
+pub mod nemesis;
 pub mod proxy;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,12 +23,14 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let dir = exe
+        // target/<profile>/deps/<test> (tests) or target/<profile>/<bin> (the soak).
+        let mut dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test executable is under target/<profile>/deps")
+            .expect("the executable is in a directory")
             .to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let newest_source = ["core", "proto", "server", "client", "cli"]
             .iter()

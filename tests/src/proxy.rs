@@ -17,6 +17,8 @@ pub enum Fault {
     /// Forward requests, but cut the connection instead of forwarding the next reply
     /// bytes, then go back to `None`: the node did the work, the client never hears.
     SwallowNextReply,
+    /// Forward both ways, each chunk held back this long (a slow or congested link).
+    Delay(std::time::Duration),
 }
 
 /// A running proxy; stops when dropped.
@@ -73,7 +75,10 @@ async fn pump(mut client: TcpStream, target: String, fault: Arc<watch::Sender<Fa
         tokio::select! {
             n = client.read(&mut a) => match n {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if server.write_all(&a[..n]).await.is_err() { return },
+                Ok(n) => {
+                    delay(&fault).await;
+                    if server.write_all(&a[..n]).await.is_err() { return }
+                }
             },
             n = server.read(&mut b) => match n {
                 Ok(0) | Err(_) => return,
@@ -86,10 +91,19 @@ async fn pump(mut client: TcpStream, target: String, fault: Arc<watch::Sender<Fa
                     if swallow {
                         return; // both sockets dropped: the reply never arrives
                     }
+                    delay(&fault).await;
                     if client.write_all(&b[..n]).await.is_err() { return }
                 }
             },
             _ = rx.changed() => if *rx.borrow() == Fault::Down { return },
         }
     }
+}
+
+async fn delay(fault: &watch::Sender<Fault>) {
+    let d = match *fault.borrow() {
+        Fault::Delay(d) => d,
+        _ => return,
+    };
+    tokio::time::sleep(d).await;
 }

@@ -1,0 +1,73 @@
+//! The long soak: many random nemesis schedules against real processes, a summary table
+//! at the end. Exits non-zero if any schedule found a violation (its seed is printed).
+//!
+//!     cargo run --release -p tally-tests --bin soak -- [SCHEDULES] [FAULTS] [CLIENTS] [FIRST_SEED]
+//!
+//! Defaults: 200 schedules of 4 faults with 6 clients, seeds from 1. Uses the `tallyd`
+//! and `tallyctl` next to this binary's profile (built first if missing or stale).
+
+use std::time::Instant;
+
+use tally_tests::nemesis;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!("arguments are numbers: SCHEDULES FAULTS CLIENTS FIRST_SEED ({e})")
+        })?;
+    let schedules = args.first().copied().unwrap_or(200);
+    let faults = args.get(1).copied().unwrap_or(4) as usize;
+    let clients = args.get(2).copied().unwrap_or(6) as usize;
+    let first = args.get(3).copied().unwrap_or(1);
+    let started = Instant::now();
+    let (mut ops, mut entries, mut injected, mut failed) = (0usize, 0usize, 0usize, Vec::new());
+    for seed in first..first + schedules {
+        let dir = tempfile::tempdir()?;
+        let r = nemesis::run(seed, dir.path(), faults, clients).await;
+        match r {
+            Ok(r) => {
+                ops += r.ops;
+                entries += r.entries;
+                injected += r.faults.len();
+                let status = if r.violations.is_empty() {
+                    "ok"
+                } else {
+                    "VIOLATIONS"
+                };
+                println!(
+                    "seed {seed:>5}  {status:<10} {:>5} ops  {:>5} entries  {}",
+                    r.ops,
+                    r.entries,
+                    r.faults.join("; ")
+                );
+                if !r.violations.is_empty() {
+                    for v in &r.violations {
+                        println!("    {v}");
+                    }
+                    println!("    logs kept in {}", dir.keep().display());
+                    failed.push(seed);
+                }
+            }
+            Err(e) => {
+                println!("seed {seed:>5}  RUN FAILED {e:#}");
+                failed.push(seed);
+            }
+        }
+    }
+    println!();
+    println!("| schedules | operations | log entries | faults injected | violations | time |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {schedules} | {ops} | {entries} | {injected} | {} | {:.0} s |",
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        anyhow::bail!("failing seeds (rerun one with TALLY_SEED=<seed> cargo test -p tally-tests --test faults schedules): {failed:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! A cluster of real `tallyd` processes for fault tests: temporary data, free ports, a
+//! fault proxy on every node-to-node link and in front of every node for clients, and
+//! the faults themselves: stop, kill -9, pause (SIGSTOP), restart, partitions, one-way
+//! loss, delay. Every process is killed by its id when the harness is dropped.
+//!
+//! Wiring: node j listens on a private port; it advertises its client proxy `C_j`
+//! (so clients, and leader redirects, always go through a proxy); node i reaches node j
+//! through the link proxy `L_ij` (the `dial` config). Cutting `L_ij` and `L_ji` cuts the
+//! pair both ways; cutting one of them is one-way loss.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tally_client::proto::v1::admin_client::AdminClient;
+use tally_client::proto::v1::{ClusterStatusRequest, LoadLicenseRequest};
+use tally_client::{Cluster, ConnectOptions};
+use tally_core::license::{sign_file, VendorSigningKey};
+
+use crate::bin;
+use crate::proxy::{Fault, Proxy};
+
+/// The license every harness cluster loads: small counts, so seats are contended.
+pub const LICENSE: &str = "\
+VENDOR demo
+FEATURE alpha demo 1.0 permanent 3 LINGER=2
+FEATURE beta demo 1.0 permanent 2
+FEATURE gamma demo 1.0 permanent 1 LINGER=1
+";
+
+/// The longest LINGER in [`LICENSE`].
+pub const MAX_LINGER_MS: u64 = 2_000;
+
+/// Seats per feature in [`LICENSE`] (none has overdraft).
+pub const SEATS: [(&str, u64); 3] = [("alpha", 3), ("beta", 2), ("gamma", 1)];
+
+/// One `tallyd` process and its proxies.
+#[derive(Debug)]
+struct Node {
+    listen: String,
+    client_proxy: Proxy,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster. See the module docs.
+#[derive(Debug)]
+pub struct Harness {
+    pub dir: PathBuf,
+    nodes: BTreeMap<u64, Node>,
+    links: BTreeMap<(u64, u64), Proxy>,
+    /// The client proxies' addresses: what clients connect to.
+    pub endpoints: Vec<String>,
+}
+
+/// What the nodes are told; fast timings so faults resolve within a test.
+pub const ELECTION_MIN_MS: u64 = 300;
+pub const ELECTION_MAX_MS: u64 = 600;
+
+impl Harness {
+    /// Starts `n` nodes with data under `dir`, forms the cluster, loads [`LICENSE`].
+    pub async fn start(dir: &Path, n: u64) -> anyhow::Result<Harness> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+        let key = VendorSigningKey::from_bytes(&secret);
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("vendor.pub"), key.public().to_text())?;
+
+        let listeners: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let listen: BTreeMap<u64, String> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Ok((i as u64 + 1, l.local_addr()?.to_string())))
+            .collect::<std::io::Result<_>>()?;
+        // Released just before the nodes bind them: a small race with other tests,
+        // acceptable on loopback's large ephemeral range.
+        drop(listeners);
+
+        let mut links = BTreeMap::new();
+        for from in 1..=n {
+            for to in 1..=n {
+                if from != to {
+                    links.insert((from, to), Proxy::start(&listen[&to]).await?);
+                }
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in &listen {
+            let client_proxy = Proxy::start(addr).await?;
+            let mut dial = String::new();
+            for to in 1..=n {
+                if to != *id {
+                    dial.push_str(&format!("{to} = \"{}\"\n", links[&(*id, to)].addr));
+                }
+            }
+            let config = dir.join(format!("node{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "id = {id}\nlisten = \"{addr}\"\nadvertise = \"{adv}\"\n\
+                     data_dir = \"node{id}\"\nelection_min_ms = {ELECTION_MIN_MS}\n\
+                     election_max_ms = {ELECTION_MAX_MS}\nheartbeat_ms = 50\n\
+                     min_ttl_ms = 1000\n\
+                     # Never purge: the checker exports the whole log.\n\
+                     snapshot_every = 100000000\n\n[vendors]\ndemo = \"vendor.pub\"\n\n[dial]\n{dial}",
+                    adv = client_proxy.addr,
+                ),
+            )?;
+            nodes.insert(
+                *id,
+                Node {
+                    listen: addr.clone(),
+                    client_proxy,
+                    config,
+                    log: dir.join(format!("node{id}.log")),
+                    child: None,
+                },
+            );
+        }
+        let endpoints = nodes
+            .values()
+            .map(|n| n.client_proxy.addr.clone())
+            .collect();
+        let mut h = Harness {
+            dir: dir.to_owned(),
+            nodes,
+            links,
+            endpoints,
+        };
+        let init = h
+            .nodes
+            .iter()
+            .map(|(id, n)| format!("{id}={}", n.client_proxy.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in 1..=n {
+            h.spawn(id, (id == 1).then_some(init.as_str()))?;
+        }
+        h.wait_leader(Duration::from_secs(20)).await?;
+        let text = sign_file(LICENSE, &key)?;
+        h.cluster(Duration::from_secs(20))?
+            .call("load license", |ch| {
+                let req = LoadLicenseRequest {
+                    source: "harness.lic".into(),
+                    text: text.clone(),
+                };
+                async move { AdminClient::new(ch).load_license(req).await }
+            })
+            .await?;
+        Ok(h)
+    }
+
+    fn spawn(&mut self, id: u64, init: Option<&str>) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let mut cmd = Command::new(bin("tallyd"));
+        cmd.arg("run").arg("--config").arg(&node.config);
+        if let Some(init) = init {
+            cmd.args(["--init", init]);
+        }
+        let child = cmd
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// A client connection to the cluster through the client proxies.
+    pub fn cluster(&self, retry_for: Duration) -> anyhow::Result<Cluster> {
+        Ok(Cluster::new(
+            &self.endpoints,
+            ConnectOptions {
+                retry_for,
+                request_timeout: Duration::from_secs(3),
+                connect_timeout: Duration::from_millis(500),
+            },
+        )?)
+    }
+
+    /// The leader as the nodes report it, once one is elected (asked directly, past the
+    /// proxies, so client faults do not hide it).
+    pub async fn wait_leader(&self, within: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        let direct = Cluster::new(
+            self.nodes.values().map(|n| n.listen.as_str()),
+            ConnectOptions {
+                retry_for: Duration::from_millis(200),
+                request_timeout: Duration::from_millis(500),
+                connect_timeout: Duration::from_millis(300),
+            },
+        )?;
+        loop {
+            for n in self.nodes.values() {
+                if n.child.is_none() {
+                    continue;
+                }
+                let r = direct
+                    .call_node(&n.listen, "status", |ch| async move {
+                        AdminClient::new(ch)
+                            .cluster_status(ClusterStatusRequest {})
+                            .await
+                    })
+                    .await;
+                if let Ok(s) = r {
+                    if s.leader_id != 0 && self.running(s.leader_id) {
+                        return Ok(s.leader_id);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "no leader within {within:?}; logs in {}",
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn running(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.child.is_some())
+    }
+
+    fn pid(&self, id: u64) -> Option<String> {
+        self.nodes
+            .get(&id)
+            .and_then(|n| n.child.as_ref())
+            .map(|c| c.id().to_string())
+    }
+
+    fn signal(&self, id: u64, sig: &str) {
+        if let Some(pid) = self.pid(id) {
+            let _ = Command::new("kill").args(["-s", sig, &pid]).status();
+        }
+    }
+
+    /// kill -9.
+    pub async fn kill(&mut self, id: u64) {
+        self.signal(id, "CONT"); // a paused process must not stay a paused zombie
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (SIGKILL after 10 s).
+    pub async fn stop(&mut self, id: u64) {
+        self.signal(id, "CONT");
+        self.signal(id, "TERM");
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            for _ in 0..100 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "CONT");
+    }
+
+    /// Starts a stopped or killed node again on its data.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.running(id) {
+            return Ok(());
+        }
+        self.spawn(id, None)
+    }
+
+    fn link(&self, from: u64, to: u64, f: Fault) {
+        if let Some(p) = self.links.get(&(from, to)) {
+            p.set(f);
+        }
+    }
+
+    /// Cuts every link between the groups (both ways); links inside a group stay.
+    pub fn partition(&self, groups: &[Vec<u64>]) {
+        for (a, g) in groups.iter().enumerate() {
+            for (b, h) in groups.iter().enumerate() {
+                if a != b {
+                    for from in g {
+                        for to in h {
+                            self.link(*from, *to, Fault::Down);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `id` neither hears nor is heard by anyone, clients included.
+    pub fn isolate(&self, id: u64) {
+        let others: Vec<u64> = self.ids().into_iter().filter(|x| *x != id).collect();
+        self.partition(&[vec![id], others]);
+        if let Some(n) = self.nodes.get(&id) {
+            n.client_proxy.set(Fault::Down);
+        }
+    }
+
+    /// Messages from `from` to `to` are lost; the other direction works.
+    pub fn one_way_loss(&self, from: u64, to: u64) {
+        self.link(from, to, Fault::Down);
+    }
+
+    /// Every link, clients' too, delays each chunk by `d`.
+    pub fn delay_all(&self, d: Duration) {
+        for p in self.links.values() {
+            p.set(Fault::Delay(d));
+        }
+        for n in self.nodes.values() {
+            n.client_proxy.set(Fault::Delay(d));
+        }
+    }
+
+    /// Every link and client proxy back to normal; paused nodes resumed.
+    pub fn heal(&self) {
+        for p in self.links.values() {
+            p.set(Fault::None);
+        }
+        for (id, n) in &self.nodes {
+            n.client_proxy.set(Fault::None);
+            self.resume(*id);
+        }
+    }
+
+    /// Directly (past the proxies) asks node `id`.
+    pub fn direct(&self, id: u64) -> anyhow::Result<(String, Cluster)> {
+        let n = self.nodes.get(&id).context("no such node")?;
+        let c = Cluster::new(
+            [n.listen.as_str()],
+            ConnectOptions {
+                retry_for: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_millis(500),
+            },
+        )?;
+        Ok((n.listen.clone(), c))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-s", "CONT", &c.id().to_string()])
+                    .status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}

@@ -184,6 +184,10 @@ impl Session {
 }
 
 async fn open(c: &mut LicensingClient<Channel>, user: &str, tag: u8) -> Session {
+    open_ttl(c, user, tag, 1_000).await
+}
+
+async fn open_ttl(c: &mut LicensingClient<Channel>, user: &str, tag: u8, ttl_ms: u64) -> Session {
     let secret = vec![tag; 32];
     let r = c
         .open_session(pb::OpenSessionRequest {
@@ -195,14 +199,14 @@ async fn open(c: &mut LicensingClient<Channel>, user: &str, tag: u8) -> Session 
             host: "ws1".into(),
             display: ":0".into(),
             pid: 1,
-            ttl_ms: 1_000,
+            ttl_ms,
             client_info: String::new(),
             secret: secret.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.ttl_ms, 1_000);
+    assert_eq!(r.ttl_ms, ttl_ms);
     Session {
         id: r.session_id,
         secret,
@@ -266,7 +270,8 @@ async fn a_checkout_is_on_every_node_and_survives_leader_failover() {
     let mut cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let mut c = cluster.client(leader).await;
-    let mut s = open(&mut c, "ann", 1).await;
+    // Short, but long enough that a loaded CI machine gets the failover done within it.
+    let mut s = open_ttl(&mut c, "ann", 1, 3_000).await;
     let g = granted(checkout(&mut c, &mut s).await);
     cluster.converge(g.lease_id).await;
     for n in cluster.nodes.values() {
@@ -310,7 +315,7 @@ async fn a_checkout_is_on_every_node_and_survives_leader_failover() {
     assert_ne!(new_leader, leader);
     let mut c = cluster.client(new_leader).await;
     // Well past the TTL, heartbeating every 300 ms: the session and its seat stay.
-    for _ in 0..10 {
+    for _ in 0..14 {
         assert_eq!(
             heartbeat(&mut c, &s).await.unwrap(),
             pb::SessionState::Alive
@@ -384,7 +389,7 @@ async fn a_full_cluster_restart_keeps_every_seat() {
     let mut cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let mut c = cluster.client(leader).await;
-    let mut s = open(&mut c, "ann", 1).await;
+    let mut s = open_ttl(&mut c, "ann", 1, 30_000).await;
     let g = granted(checkout(&mut c, &mut s).await);
     cluster.converge(g.lease_id).await;
     cluster.stop_all().await;
@@ -437,7 +442,8 @@ async fn a_wiped_follower_catches_up_from_a_snapshot() {
     std::fs::remove_dir_all(&cluster.dirs[&follower]).unwrap();
 
     let mut c = cluster.client(leader).await;
-    let mut s = open(&mut c, "ann", 1).await;
+    // No heartbeats during the churn: the TTL must outlast it on a loaded CI machine.
+    let mut s = open_ttl(&mut c, "ann", 1, 120_000).await;
     churn(&mut c, &mut s, 60).await;
     let held = granted(checkout(&mut c, &mut s).await);
     // The leader snapshots and purges in the background, and openraft postpones a purge
@@ -477,7 +483,7 @@ async fn a_node_added_at_runtime_catches_up_and_votes() {
     let mut cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let mut c = cluster.client(leader).await;
-    let mut s = open(&mut c, "ann", 1).await;
+    let mut s = open_ttl(&mut c, "ann", 1, 30_000).await;
     churn(&mut c, &mut s, 30).await;
     let held = granted(checkout(&mut c, &mut s).await);
 
@@ -528,7 +534,7 @@ async fn a_retried_checkout_gets_the_identical_grant_and_no_second_seat() {
     let mut cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let mut c = cluster.client(leader).await;
-    let mut s = open(&mut c, "ann", 1).await;
+    let mut s = open_ttl(&mut c, "ann", 1, 30_000).await;
     let req = pb::CheckoutRequest {
         request: s.req(),
         auth: s.auth(),

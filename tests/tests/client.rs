@@ -174,13 +174,15 @@ async fn seats_survive_a_leader_stop_without_the_application_noticing() {
 async fn a_cut_shorter_than_the_ttl_keeps_the_seats() {
     let (_d, c) = cluster().await;
     let proxy = Proxy::start(&c.endpoints[leader(&c)]).await.unwrap();
-    let client = Client::connect([&proxy.addr], opts(6)).await.unwrap();
+    // Heartbeats every 3 s: a whole round fails while the link is down, and the next
+    // round still has 3 s before the deadline once it is back.
+    let client = Client::connect([&proxy.addr], opts(9)).await.unwrap();
     let seen = record(&client);
     let seat = client.checkout("solid_modeler", count(1)).await.unwrap();
     proxy.set(Fault::Down);
     let mut rx = client.watch();
     tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         rx.wait_for(|s| matches!(s, SessionState::InDanger { .. })),
     )
     .await

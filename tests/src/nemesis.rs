@@ -29,9 +29,11 @@ pub enum Fault {
     Delay,
     RollingRestart,
     KillAll,
+    /// Every node alone: no majority anywhere, so nothing may be granted or expired.
+    PartitionAll,
 }
 
-const ALL: [Fault; 9] = [
+const ALL: [Fault; 10] = [
     Fault::KillLeader,
     Fault::KillRandom,
     Fault::PauseRandom,
@@ -41,6 +43,7 @@ const ALL: [Fault; 9] = [
     Fault::Delay,
     Fault::RollingRestart,
     Fault::KillAll,
+    Fault::PartitionAll,
 ];
 
 /// `len` faults drawn from `seed`.
@@ -110,6 +113,13 @@ pub async fn run(seed: u64, dir: &Path, faults: usize, clients: usize) -> anyhow
                 tokio::time::sleep(hold).await;
                 h.heal();
                 format!("partition leader {leader} from its peers for {hold:?}")
+            }
+            Fault::PartitionAll => {
+                let alone: Vec<Vec<u64>> = ids.iter().map(|id| vec![*id]).collect();
+                h.partition(&alone);
+                tokio::time::sleep(hold).await;
+                h.heal();
+                format!("every node cut from every other for {hold:?}")
             }
             Fault::OneWayLoss => {
                 // From the leader to a follower, or from a follower to the leader.

@@ -27,7 +27,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut ops, mut entries, mut injected, mut failed) = (0usize, 0usize, 0usize, Vec::new());
     for seed in first..first + schedules {
         let dir = tempfile::tempdir()?;
-        let r = nemesis::run(seed, dir.path(), faults, clients).await;
+        // On Ctrl-C or SIGTERM the run is dropped, and with it the harness, which kills
+        // its nodes: no orphaned tallyd is left behind.
+        let r = tokio::select! {
+            r = nemesis::run(seed, dir.path(), faults, clients) => r,
+            _ = interrupted() => anyhow::bail!("interrupted during seed {seed}"),
+        };
         match r {
             Ok(r) => {
                 ops += r.ops;
@@ -70,4 +75,15 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("failing seeds (rerun one with TALLY_SEED=<seed> cargo test -p tally-tests --test faults schedules): {failed:?}");
     }
     Ok(())
+}
+
+async fn interrupted() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

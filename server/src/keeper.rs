@@ -9,7 +9,7 @@
 //! checkpoints (written at a bounded rate) keep repeated elections from keeping a dead
 //! session alive forever.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,10 @@ use crate::node::Shared;
 /// Most sessions expired, or seats reclaimed, per proposed entry: a mass expiry becomes
 /// many small entries instead of one that stalls the log (etcd 8097/12105).
 pub const BATCH: usize = 1_000;
+/// Expiry batches proposed per tick at most: with [`BATCH`] and [`TICK`], 30,000
+/// sessions a second, so a million silent sessions are gone within a minute while the
+/// log still sees small entries.
+const EXPIRE_BATCHES_PER_TICK: usize = 3;
 /// How often the keeper looks for due work.
 const TICK: Duration = Duration::from_millis(100);
 /// How often at most heartbeats are checkpointed into the log.
@@ -40,6 +44,9 @@ pub enum Beat {
     },
     Unknown,
     BadSecret,
+    /// Its deadline passed: the expiry may not be committed yet, but the session is
+    /// dead, and a late heartbeat must not be acknowledged as if it were alive.
+    Expired,
     /// This node is not (or not surely) the leader.
     NotLeader,
 }
@@ -48,8 +55,38 @@ pub enum Beat {
 struct State {
     /// The term whose deadlines are loaded; `None` while not an established leader.
     term: Option<u64>,
-    /// Last heartbeat seen (or the derived fresh start) per session.
-    beats: HashMap<SessionId, TimeMs>,
+    /// Last heartbeat seen (or the derived fresh start) per session, with its TTL.
+    beats: HashMap<SessionId, (TimeMs, u64)>,
+    /// Every tracked session by deadline: what expires next is the front, so a tick
+    /// costs O(log n) per due session instead of a scan of all of them.
+    deadlines: BTreeSet<(TimeMs, SessionId)>,
+    /// Sessions whose beat moved since the last checkpoint pass.
+    dirty: HashSet<SessionId>,
+    /// The highest session id tracked: session ids are log indexes, so sessions opened
+    /// since are exactly those above it.
+    tracked_up_to: SessionId,
+}
+
+impl State {
+    /// Records a beat (never moving one back) and re-files the session's deadline.
+    fn touch(&mut self, id: SessionId, beat: TimeMs, ttl: u64) -> bool {
+        if let Some(&(old, old_ttl)) = self.beats.get(&id) {
+            if old >= beat {
+                return false;
+            }
+            self.deadlines.remove(&(old.saturating_add(old_ttl), id));
+        }
+        self.beats.insert(id, (beat, ttl));
+        self.deadlines.insert((beat.saturating_add(ttl), id));
+        true
+    }
+
+    fn forget(&mut self, id: SessionId) {
+        if let Some((beat, ttl)) = self.beats.remove(&id) {
+            self.deadlines.remove(&(beat.saturating_add(ttl), id));
+        }
+        self.dirty.remove(&id);
+    }
 }
 
 /// The keeper. One per node; active only on the leader.
@@ -79,12 +116,16 @@ impl Keeper {
         if !sure_leader(shared) {
             return Beat::NotLeader;
         }
-        let ttl_ms = {
+        let (ttl_ms, durable_ms) = {
             let sm = shared.sm.read();
             match sm.ledger.session(session) {
                 None => return Beat::Unknown,
                 Some(s) if s.secret != *secret => return Beat::BadSecret,
-                Some(s) => s.ttl_ms,
+                Some(s) => (
+                    s.ttl_ms,
+                    fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg)
+                        .saturating_add(s.ttl_ms),
+                ),
             }
         };
         let mut st = self.lock();
@@ -92,9 +133,19 @@ impl Keeper {
             return Beat::NotLeader;
         }
         let now = now_ms();
-        st.beats.insert(session, now);
+        if let Some(&(beat, ttl)) = st.beats.get(&session) {
+            if beat.saturating_add(ttl) <= now {
+                return Beat::Expired;
+            }
+        }
+        if st.touch(session, now, ttl_ms) {
+            st.dirty.insert(session);
+        }
+        // Promise only what a successor would honour: a new leader starts from the
+        // checkpoint, so until this beat is checkpointed (within a second or so) the
+        // promise is capped there. This node itself keeps the session until now + TTL.
         Beat::Alive {
-            deadline_ms: now + ttl_ms,
+            deadline_ms: now.saturating_add(ttl_ms).min(durable_ms),
             ttl_ms,
         }
     }
@@ -102,7 +153,11 @@ impl Keeper {
     /// The keeper's loop: runs until shutdown, doing work only while leader.
     pub async fn run(self: Arc<Self>, shared: Shared, mut shutdown: broadcast::Receiver<()>) {
         let mut tick = tokio::time::interval(TICK);
-        let mut last_checkpoint = tokio::time::Instant::now();
+        // Checkpoint on the first tick of a leadership: the successor's clock starts from
+        // checkpoints, so the sooner they are fresh, the fuller the promises (see
+        // `heartbeat`).
+        let start = tokio::time::Instant::now();
+        let mut last_checkpoint = start.checked_sub(CHECKPOINT_EVERY).unwrap_or(start);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -116,6 +171,7 @@ impl Keeper {
                 last_checkpoint = tokio::time::Instant::now();
             }
             async {
+                self.track_new(&shared);
                 self.expire_due(&shared).await;
                 reclaim_due(&shared).await;
                 serve_queue(&shared).await;
@@ -156,16 +212,16 @@ impl Keeper {
         // timeout, so no acknowledged heartbeat is cut short by a failover; the start is a
         // fixed function of the checkpoint, so repeated elections cannot keep a dead
         // session alive.
-        let election = shared.cfg.election_max_ms;
         let sm = shared.sm.read();
-        st.beats = sm
-            .ledger
-            .sessions()
-            .map(|(id, s)| {
-                let grace = election + s.ttl_ms / 4 + CHECKPOINT_LAG_MS;
-                (id, s.last_heartbeat_ms.saturating_add(grace))
-            })
-            .collect();
+        *st = State::default();
+        for (id, s) in sm.ledger.sessions() {
+            st.touch(
+                id,
+                fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg),
+                s.ttl_ms,
+            );
+            st.tracked_up_to = st.tracked_up_to.max(id);
+        }
         st.term = Some(m.current_term);
         tracing::info!(
             term = m.current_term,
@@ -175,60 +231,97 @@ impl Keeper {
         st.term
     }
 
-    async fn expire_due(&self, shared: &Shared) {
-        let now = now_ms();
-        let due: Vec<SessionId> = {
-            let sm = shared.sm.read();
-            let st = self.lock();
-            sm.ledger
-                .sessions()
-                .filter(|(id, s)| {
-                    let beat = st.beats.get(id).copied().unwrap_or(s.last_heartbeat_ms);
-                    beat.max(s.last_heartbeat_ms).saturating_add(s.ttl_ms) <= now
-                })
-                .map(|(id, _)| id)
-                .take(BATCH)
-                .collect()
-        };
-        if due.is_empty() {
-            return;
-        }
-        tracing::info!(
-            count = due.len(),
-            sessions = ?&due[..due.len().min(10)],
-            "expiring sessions that missed their deadline"
-        );
-        if let Err(e) = shared
-            .propose(Op::ExpireSessions {
-                sessions: due.clone(),
-            })
-            .await
-        {
-            tracing::warn!("proposing expiry: {}", e.message());
-            return;
-        }
+    /// Starts tracking sessions opened since the last look (from their open time, which
+    /// the ledger records as their first checkpoint).
+    fn track_new(&self, shared: &Shared) {
+        let sm = shared.sm.read();
         let mut st = self.lock();
-        for id in due {
-            st.beats.remove(&id);
+        let from = st.tracked_up_to.saturating_add(1);
+        let new: Vec<(SessionId, TimeMs, u64)> = sm
+            .ledger
+            .sessions_from(from)
+            .map(|(id, s)| (id, s.last_heartbeat_ms, s.ttl_ms))
+            .collect();
+        for (id, beat, ttl) in new {
+            st.touch(id, beat, ttl);
+            st.tracked_up_to = st.tracked_up_to.max(id);
         }
     }
 
-    /// Writes heartbeats that moved since their last checkpoint, so a future leader's
-    /// fresh deadlines start from a recent time.
+    /// Proposes the expiry of sessions past their deadline, a bounded number of batches
+    /// per tick: a mass expiry becomes a steady stream of entries, not one huge one.
+    async fn expire_due(&self, shared: &Shared) {
+        for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            let now = now_ms();
+            let due: Vec<SessionId> = {
+                let sm = shared.sm.read();
+                let mut st = self.lock();
+                let front: Vec<SessionId> = st
+                    .deadlines
+                    .iter()
+                    .take_while(|(d, _)| *d <= now)
+                    .map(|(_, id)| *id)
+                    .take(BATCH)
+                    .collect();
+                let mut due = Vec::with_capacity(front.len());
+                for id in front {
+                    match sm.ledger.session(id) {
+                        // Closed or expired already: nothing to track.
+                        None => st.forget(id),
+                        // The ledger refuses an expiry before checkpoint + TTL; a
+                        // checkpoint newer than our beat (a previous leader's) wins.
+                        Some(s) if s.last_heartbeat_ms.saturating_add(s.ttl_ms) > now => {
+                            st.touch(id, s.last_heartbeat_ms, s.ttl_ms);
+                        }
+                        Some(_) => due.push(id),
+                    }
+                }
+                due
+            };
+            if due.is_empty() {
+                return;
+            }
+            tracing::info!(
+                count = due.len(),
+                sessions = ?&due[..due.len().min(10)],
+                "expiring sessions that missed their deadline"
+            );
+            if let Err(e) = shared
+                .propose(Op::ExpireSessions {
+                    sessions: due.clone(),
+                })
+                .await
+            {
+                tracing::warn!("proposing expiry: {}", e.message());
+                return;
+            }
+            let mut st = self.lock();
+            for id in due {
+                st.forget(id);
+            }
+        }
+    }
+
+    /// Writes heartbeats that moved by more than TTL/4 since their last checkpoint, so a
+    /// future leader's fresh deadlines start from a recent time. Only sessions that beat
+    /// since the last pass are looked at.
     async fn checkpoint(&self, shared: &Shared) {
         let beats: Vec<(SessionId, TimeMs)> = {
             let sm = shared.sm.read();
-            let st = self.lock();
-            st.beats
-                .iter()
-                .filter(|(id, beat)| {
-                    sm.ledger
-                        .session(**id)
-                        .is_some_and(|s| **beat > s.last_heartbeat_ms + s.ttl_ms / 4)
-                })
-                .map(|(id, beat)| (*id, (*beat).min(now_ms())))
-                .take(BATCH * 10)
-                .collect()
+            let mut st = self.lock();
+            let now = now_ms();
+            let dirty: Vec<SessionId> = st.dirty.iter().copied().take(BATCH * 10).collect();
+            let mut out = Vec::new();
+            for id in dirty {
+                st.dirty.remove(&id);
+                let (Some(&(beat, _)), Some(s)) = (st.beats.get(&id), sm.ledger.session(id)) else {
+                    continue;
+                };
+                if beat > s.last_heartbeat_ms + s.ttl_ms / 4 {
+                    out.push((id, beat.min(now)));
+                }
+            }
+            out
         };
         if !beats.is_empty() {
             if let Err(e) = shared.propose(Op::CheckpointHeartbeats { beats }).await {
@@ -265,6 +358,12 @@ async fn serve_queue(shared: &Shared) {
     }
 }
 
+/// Where a new leader starts a session's clock: its checkpointed heartbeat plus the
+/// election timeout plus the checkpoint lag. The deadline is this plus the TTL.
+fn fresh_start(checkpoint_ms: TimeMs, ttl_ms: u64, cfg: &crate::config::NodeConfig) -> TimeMs {
+    checkpoint_ms.saturating_add(cfg.election_max_ms + ttl_ms / 4 + CHECKPOINT_LAG_MS)
+}
+
 /// Leader, and acknowledged by a quorum more recently than any other node could have
 /// started an election.
 pub fn sure_leader(shared: &Shared) -> bool {
@@ -272,4 +371,31 @@ pub fn sure_leader(shared: &Shared) -> bool {
     m.state == ServerState::Leader
         && m.millis_since_quorum_ack
             .is_some_and(|ms| ms < shared.cfg.election_min_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn deadlines_follow_beats_forward_only_and_forget_cleans_up() {
+        let mut st = State::default();
+        assert!(st.touch(7, 1_000, 3_000));
+        assert!(st.touch(8, 500, 3_000));
+        // Earliest deadline first.
+        assert_eq!(st.deadlines.first(), Some(&(3_500, 8)));
+        assert!(st.touch(8, 2_000, 3_000));
+        assert_eq!(st.deadlines.first(), Some(&(4_000, 7)));
+        // A stale beat never moves a deadline back.
+        assert!(!st.touch(8, 1_500, 3_000));
+        assert_eq!(st.beats[&8], (2_000, 3_000));
+        assert_eq!(st.deadlines.len(), 2, "one deadline per session");
+        st.dirty.insert(7);
+        st.forget(7);
+        assert!(!st.beats.contains_key(&7) && st.dirty.is_empty());
+        assert_eq!(
+            st.deadlines.iter().copied().collect::<Vec<_>>(),
+            vec![(5_000, 8)]
+        );
+    }
 }

@@ -264,6 +264,7 @@ impl licensing_server::Licensing for Licensing {
                         ttl_ms,
                     } => (pb::SessionState::Alive, deadline_ms, ttl_ms),
                     Beat::Unknown => (pb::SessionState::Unknown, 0, 0),
+                    Beat::Expired => (pb::SessionState::Expired, 0, 0),
                     Beat::BadSecret => (pb::SessionState::BadSecret, 0, 0),
                     Beat::NotLeader => {
                         let m = self.shared.raft.metrics().borrow().clone();

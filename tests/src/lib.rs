@@ -22,6 +22,10 @@ use std::sync::OnceLock;
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // An explicit directory (a long soak pinned to one build) is used as is.
+        if let Some(d) = std::env::var_os("TALLY_BIN_DIR") {
+            return PathBuf::from(d);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> (tests) or target/<profile>/<bin> (the soak).
         let mut dir = exe

@@ -437,6 +437,12 @@ impl Ledger {
         self.st.sessions.iter().map(|(id, s)| (*id, s))
     }
 
+    /// Sessions with an id of at least `from`, in id order. Ids are log indexes, so this
+    /// is "sessions opened since": what the leader's keeper starts tracking each tick.
+    pub fn sessions_from(&self, from: SessionId) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.st.sessions.range(from..).map(|(id, s)| (*id, s))
+    }
+
     pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
         self.st.leases.get(&id)
     }

@@ -6,6 +6,7 @@
 //! denied; 5 a license or key file is invalid (bad syntax, bad signature, wrong key).
 
 mod admin;
+mod bench;
 mod checkout;
 mod license;
 mod listing;
@@ -64,6 +65,9 @@ enum Cmd {
     /// Cluster membership: add a node (as a learner, caught up), then make it vote.
     #[command(subcommand)]
     Node(admin::NodeCmd),
+    /// Load generators against a running cluster; the last line printed is one JSON object.
+    #[command(subcommand)]
+    Bench(bench::Cmd),
 }
 
 /// What the whole tool needs to talk to a cluster.
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
+            Cmd::Bench(c) => bench::run(&ctx, c).await,
         }
     });
     match result {

@@ -122,7 +122,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         ConnectOptions {
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
-            ..ctx.connect_options()
+            ..ctx.connect_options()?
         },
     )?;
     let mut asks = Vec::new();

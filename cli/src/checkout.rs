@@ -35,7 +35,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut opts = ClientOptions {
         client_info: format!("tallyctl {}", env!("CARGO_PKG_VERSION")),
         ttl: Duration::from_secs(a.ttl.unwrap_or(0)),
-        connect: ctx.connect_options(),
+        connect: ctx.connect_options()?,
         ..ClientOptions::default()
     };
     if let Some(u) = a.user {

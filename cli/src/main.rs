@@ -10,12 +10,14 @@ mod bench;
 mod checkout;
 mod license;
 mod listing;
+mod pki;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tally_client::{Cluster, ConnectOptions};
+use tally_client::{Cluster, ConnectOptions, Tls};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +35,19 @@ struct Cli {
     /// Seconds to keep looking for a leader (elections, unreachable nodes) before giving up.
     #[arg(long, env = "TALLY_TIMEOUT", default_value_t = 15.0, global = true)]
     timeout: f64,
+    /// The site CA's certificate (PEM): dial the cluster over TLS, trusting only it.
+    #[arg(long, env = "TALLY_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Your certificate (PEM): role admin for admin commands, client for checkouts.
+    #[arg(long, env = "TALLY_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "TALLY_KEY", global = true)]
+    key: Option<PathBuf>,
+    /// A file of TALLY_*=VALUE lines (like the tally.env three-nodes.sh and `tallyd dev`
+    /// write) for settings given neither as flags nor in the environment.
+    #[arg(long, env = "TALLY_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -68,6 +83,9 @@ enum Cmd {
     /// Load generators against a running cluster; the last line printed is one JSON object.
     #[command(subcommand)]
     Bench(bench::Cmd),
+    /// A site CA and certificates for nodes, administrators and client hosts (offline).
+    #[command(subcommand)]
+    Pki(pki::Cmd),
 }
 
 /// What the whole tool needs to talk to a cluster.
@@ -76,19 +94,54 @@ pub struct Ctx {
     endpoints: Vec<String>,
     pub json: bool,
     retry_for: Duration,
+    /// TLS from --ca/--cert/--key: read when a command first connects, so offline
+    /// commands do not trip over a stale TALLY_CA.
+    tls: (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
 }
 
 impl Ctx {
-    pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
+    pub fn connect_options(&self) -> Result<ConnectOptions, tally_client::Error> {
+        let (ca, cert, key) = &self.tls;
+        Ok(ConnectOptions {
             retry_for: self.retry_for,
+            tls: Tls::from_paths(ca.as_deref(), cert.as_deref(), key.as_deref())?,
             ..ConnectOptions::default()
-        }
+        })
     }
 
     pub fn cluster(&self) -> anyhow::Result<Cluster> {
-        Ok(Cluster::new(&self.endpoints, self.connect_options())?)
+        Ok(Cluster::new(&self.endpoints, self.connect_options()?)?)
     }
+}
+
+/// Sets each `TALLY_*=VALUE` of a config file that the environment does not already
+/// set, so flags beat the environment, which beats the file. Lines may start with
+/// `export`; `#` starts a comment.
+fn apply_config_file(path: &Path, explicit: bool) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => anyhow::bail!("reading the config file {}: {e}", path.display()),
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim();
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!("{}:{}: expected TALLY_NAME=VALUE", path.display(), n + 1);
+        };
+        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+        if !k.starts_with("TALLY_") || k == "TALLY_CONFIG" {
+            anyhow::bail!("{}:{}: unknown setting {k:?}", path.display(), n + 1);
+        }
+        if std::env::var_os(k).is_none() {
+            // Still single-threaded: no runtime has started.
+            std::env::set_var(k, v);
+        }
+    }
+    Ok(())
 }
 
 /// A denial is not an error of the tool but its answer; it has its own exit code.
@@ -107,7 +160,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<tally_client::Error>() {
         return match c {
             tally_client::Error::Unavailable { .. } => 3,
-            tally_client::Error::Endpoint { .. } => 2,
+            tally_client::Error::Endpoint { .. } | tally_client::Error::Tls { .. } => 2,
             tally_client::Error::Denied { .. } => 4,
             tally_client::Error::Refused { .. }
             | tally_client::Error::SessionLost { .. }
@@ -126,18 +179,35 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn hint(e: &anyhow::Error) -> &'static str {
     match e.downcast_ref::<tally_client::Error>() {
         Some(tally_client::Error::Unavailable { .. }) => {
-            " (is the cluster running, and are --endpoints / TALLY_ENDPOINTS right?)"
+            " (is the cluster running, are --endpoints / TALLY_ENDPOINTS right, and if it speaks TLS, is --ca / TALLY_CA given?)"
         }
         _ => "",
     }
 }
 
 fn main() -> ExitCode {
+    let first = Cli::parse();
+    // Settings from a config file count as environment, under flags and the real
+    // environment; parse again once they are in place.
+    let (config, explicit) = match first.config {
+        Some(p) => (Some(p), true),
+        None => (
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/tally/tally.env")),
+            false,
+        ),
+    };
+    if let Some(path) = config {
+        if let Err(e) = apply_config_file(&path, explicit) {
+            eprintln!("tallyctl: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     let ctx = Ctx {
         endpoints: cli.endpoints,
         json: cli.json,
         retry_for: Duration::try_from_secs_f64(cli.timeout).unwrap_or(Duration::from_secs(15)),
+        tls: (cli.ca, cli.cert, cli.key),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -160,6 +230,7 @@ fn main() -> ExitCode {
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
             Cmd::Bench(c) => bench::run(&ctx, c).await,
+            Cmd::Pki(c) => pki::run(c),
         }
     });
     match result {

@@ -15,7 +15,7 @@ use tally_proto::LEADER_ADDR_METADATA;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
-use crate::Error;
+use crate::{Error, Tls};
 
 /// How a [`Cluster`] connects and how long it keeps trying.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Longest wait for one node's answer to one attempt.
     pub request_timeout: Duration,
+    /// The cluster's CA and this caller's certificate, for a cluster that speaks TLS (the
+    /// documented deployment does); `None` dials plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ConnectOptions {
@@ -36,7 +39,39 @@ impl Default for ConnectOptions {
             retry_for: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+}
+
+impl ConnectOptions {
+    /// A tonic endpoint for one node (`host:port`, `http://host:port`...), over TLS when
+    /// [`ConnectOptions::tls`] is set, with these options' connect timeout. For callers
+    /// that manage their own channels, like load generators.
+    ///
+    /// ```
+    /// let ep = tally_client::ConnectOptions::default().endpoint("127.0.0.1:27000").unwrap();
+    /// assert_eq!(ep.uri().to_string(), "http://127.0.0.1:27000/");
+    /// ```
+    pub fn endpoint(&self, node: &str) -> Result<Endpoint, Error> {
+        let uri = normalise(node)?;
+        let dial = match &self.tls {
+            Some(_) => uri.replacen("http://", "https://", 1),
+            None => uri.clone(),
+        };
+        let mut ep = Endpoint::from_shared(dial)
+            .map_err(|e| Error::Endpoint {
+                endpoint: uri.clone(),
+                problem: e.to_string(),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.client_config()).map_err(|e| Error::Tls {
+                problem: format!("for {}: {e}", strip(&uri)),
+            })?;
+        }
+        Ok(ep)
     }
 }
 
@@ -189,14 +224,7 @@ impl Cluster {
         if let Some(ch) = &n.channels[i] {
             return Ok((uri, ch.clone()));
         }
-        let ep = Endpoint::from_shared(uri.clone())
-            .map_err(|e| Error::Endpoint {
-                endpoint: uri.clone(),
-                problem: e.to_string(),
-            })?
-            .connect_timeout(self.inner.opts.connect_timeout)
-            .tcp_nodelay(true);
-        let ch = ep.connect_lazy();
+        let ch = self.inner.opts.endpoint(&uri)?.connect_lazy();
         n.channels[i] = Some(ch.clone());
         Ok((uri, ch))
     }
@@ -266,14 +294,7 @@ impl Cluster {
                     }
                     status.message().to_owned()
                 }
-                Ok(Err(status)) => {
-                    return Err(Error::Refused {
-                        what: what.to_owned(),
-                        endpoint: strip(&uri),
-                        code: status.code(),
-                        message: status.message().to_owned(),
-                    })
-                }
+                Ok(Err(status)) => return Err(self.refused(what, &uri, &status)),
                 Err(_) => {
                     self.rotate(i);
                     format!(
@@ -300,6 +321,29 @@ impl Cluster {
                 tokio::time::sleep(pause.min(left)).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
+        }
+    }
+
+    /// A refusal, or, when a plaintext call met a TLS listener (the node hung up on what
+    /// it took for a bad handshake), a TLS error saying so.
+    fn refused(&self, what: &str, uri: &str, status: &Status) -> Error {
+        if self.inner.opts.tls.is_none()
+            && status.code() == Code::Internal
+            && status.message().contains("h2 protocol error")
+        {
+            return Error::Tls {
+                problem: format!(
+                    "{} did not answer plaintext gRPC ({}); the cluster probably speaks TLS: give its CA (--ca / TALLY_CA)",
+                    strip(uri),
+                    status.message()
+                ),
+            };
+        }
+        Error::Refused {
+            what: what.to_owned(),
+            endpoint: strip(uri),
+            code: status.code(),
+            message: status.message().to_owned(),
         }
     }
 
@@ -331,12 +375,7 @@ impl Cluster {
                 endpoint: strip(&uri),
                 last: s.message().to_owned(),
             }),
-            Ok(Err(s)) => Err(Error::Refused {
-                what: what.to_owned(),
-                endpoint: strip(&uri),
-                code: s.code(),
-                message: s.message().to_owned(),
-            }),
+            Ok(Err(s)) => Err(self.refused(what, &uri, &s)),
             Err(_) => Err(Error::Unavailable {
                 what: what.to_owned(),
                 attempts: 1,

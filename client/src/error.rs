@@ -24,6 +24,10 @@ pub enum Error {
     #[error("bad endpoint {endpoint:?}: {problem}")]
     Endpoint { endpoint: String, problem: String },
 
+    /// The TLS settings are incomplete, or a certificate or key file is unusable.
+    #[error("TLS settings: {problem}")]
+    Tls { problem: String },
+
     /// No node answered as leader before the retry budget ran out: the cluster may be
     /// electing, partitioned, or down. Retrying later may succeed.
     #[error("{what}: no leader answered after {attempts} attempt(s) over {elapsed_ms} ms; last from {endpoint}: {last}")]

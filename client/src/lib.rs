@@ -40,6 +40,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A cluster that speaks TLS (the documented deployment) needs its CA, and perhaps a
+//! client certificate: set [`ConnectOptions::tls`], for instance from `TALLY_CA`,
+//! `TALLY_CERT` and `TALLY_KEY` with [`Tls::from_env`].
+//!
 //! Every write carries a request id fixed before its first attempt, so retries across a
 //! broken connection or a leader change never take a second seat. [`Cluster`] is the
 //! connection underneath, usable on its own for the `Admin` service.
@@ -49,6 +53,7 @@ mod error;
 mod options;
 mod seat;
 mod session;
+mod tls;
 
 pub use cluster::{normalise, Cluster, ConnectOptions};
 pub use error::Error;
@@ -56,3 +61,4 @@ pub use options::{CheckoutOptions, ClientOptions, Wait};
 pub use seat::Seat;
 pub use session::{Client, SessionState};
 pub use tally_proto as proto;
+pub use tls::Tls;

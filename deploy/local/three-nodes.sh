@@ -13,6 +13,11 @@
 # its data in DIR/nodeN (fsync on every log append: Tally has no way to turn it off),
 # logs in DIR/nodeN.log and its process id in DIR/nodeN.pid.
 #
+# TLS: every node listens and dials its peers over TLS. A site CA is made in DIR/pki on
+# first start (tallyctl pki), with a peer certificate per node and an administrator's
+# certificate; DIR/tally.env holds the TALLY_* variables (endpoints, CA, the admin's
+# certificate and key) that give tallyctl admin access once sourced: `. DIR/tally.env`.
+#
 # Binaries: $TALLY_BIN_DIR if set (it must hold tallyd and tallyctl), else the
 # workspace's target/release, built first if missing.
 #
@@ -26,6 +31,9 @@ usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
+mkdir -p "$dir" 2>/dev/null || true
+# Absolute, so tally.env works from anywhere.
+dir=$(cd "$dir" 2>/dev/null && pwd) || die "cannot use directory $2"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 
 bins() {
@@ -50,6 +58,29 @@ alive() {
   [ ! -r "/proc/$pid/stat" ] || ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$pid/stat"
 }
 
+# tallyctl with this cluster's admin credentials.
+ctl() {
+  TALLY_CONFIG="$dir/tally.env" "$bin/tallyctl" "$@"
+}
+
+# The site CA and certificates, made once; tally.env written every start.
+pki() {
+  local p=$dir/pki
+  if [ ! -f "$p/ca.key" ]; then
+    "$bin/tallyctl" pki init "$p" --site "three-nodes $dir" >&2
+  fi
+  for n in 1 2 3; do
+    [ -f "$p/node$n.crt" ] || "$bin/tallyctl" pki issue "$p" --role peer --name "node$n" >&2
+  done
+  [ -f "$p/admin.crt" ] || "$bin/tallyctl" pki issue "$p" --role admin --name admin >&2
+  cat >"$dir/tally.env" <<ENV
+export TALLY_ENDPOINTS=$(endpoints)
+export TALLY_CA=$p/ca.crt
+export TALLY_CERT=$p/admin.crt
+export TALLY_KEY=$p/admin.key
+ENV
+}
+
 endpoints() {
   echo "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
 }
@@ -70,13 +101,14 @@ start_node() {
   fi
   "$bin/tallyd" run --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
     --vendor-key "$(vendor_name)=$dir/vendor.pub" "${init[@]}" \
+    --tls-cert "$dir/pki/node$n.crt" --tls-key "$dir/pki/node$n.key" --tls-ca "$dir/pki/ca.crt" \
     >>"$dir/node$n.log" 2>&1 </dev/null &
   echo $! >"$dir/node$n.pid"
 }
 
 wait_leader() {
   local deadline=$((SECONDS + 30))
-  until "$bin/tallyctl" --endpoints "$(endpoints)" --json status 2>/dev/null \
+  until ctl --json status 2>/dev/null \
       | grep -q '"leader_id":[1-9]'; do
     [ $SECONDS -lt $deadline ] || die "no leader elected within 30 s; see $dir/node*.log"
     for n in 1 2 3; do
@@ -92,8 +124,8 @@ case $cmd in
     [[ $base =~ ^[0-9]+$ ]] && [ "$base" -gt 0 ] && [ "$base" -le 65533 ] \
       || die "BASE_PORT must be a number from 1 to 65533, not '$base'"
     bins
-    mkdir -p "$dir"
     echo "$base" >"$dir/base_port"
+    pki
     if [ ! -f "$dir/vendor.pub" ]; then
       "$bin/tallyctl" license keygen --out "$dir" >&2
     fi
@@ -110,7 +142,7 @@ case $cmd in
       "$bin/tallyctl" license sign "$dir/demo.unsigned" --key "$dir/vendor.key" --out "$dir/demo.lic"
       lic=$dir/demo.lic
     fi
-    "$bin/tallyctl" --endpoints "$(endpoints)" license load "$lic" >&2
+    ctl license load "$lic" >&2
     echo "three nodes up, data in $dir, pids $(cat "$dir"/node{1,2,3}.pid | tr '\n' ' ')" >&2
     endpoints
     ;;

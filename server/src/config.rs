@@ -35,6 +35,52 @@ pub struct NodeConfig {
     /// one: for NAT or a relay between nodes, and for the fault harness, which puts a
     /// proxy on every link while clients use the advertised addresses.
     pub dial: std::collections::BTreeMap<u64, String>,
+    /// This node's certificate and key and the CA it trusts. Required unless
+    /// `insecure_plaintext` is set: every listener and every peer link speaks TLS.
+    pub tls: Option<TlsFiles>,
+    /// Refuse `Licensing` calls from clients without a certificate from the CA (role
+    /// `client` or `admin`). Peers and administrators always need theirs.
+    pub require_client_cert: bool,
+    /// No TLS and no roles at all: anyone who reaches the port may do anything. Only for
+    /// a test bench on loopback; logged loudly at start.
+    pub insecure_plaintext: bool,
+    pub limits: Limits,
+}
+
+/// PEM files of one node's TLS identity (paths, read at start).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed the nodes', admins' and clients' certificates.
+    pub ca: PathBuf,
+}
+
+/// What one host or session may ask of a node, so one misbehaving host cannot starve the
+/// others. Zero switches a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// `Licensing` calls per second from one IP address (bursts of twice that). High
+    /// enough for a terminal server or a render farm's gateway; a client stuck in a retry
+    /// loop without backoff hits it.
+    pub per_address_rps: u32,
+    /// Checkouts, checkins and closes per second of one session (bursts of twice that).
+    /// Each is a log entry on every node; heartbeats are cheap and not counted here.
+    pub per_session_rps: u32,
+    /// Live sessions one client id (one client process) may hold.
+    pub sessions_per_client: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_address_rps: 100_000,
+            per_session_rps: 1_000,
+            sessions_per_client: 64,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -55,6 +101,10 @@ impl Default for NodeConfig {
             snapshot_every: 10_000,
             keep_log_after_snapshot: 5_000,
             dial: Default::default(),
+            tls: None,
+            require_client_cert: false,
+            insecure_plaintext: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -122,6 +172,24 @@ impl NodeConfig {
         if self.snapshot_every == 0 {
             return Err(bad("snapshot_every", "must be at least 1"));
         }
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => {
+                return Err(bad(
+                    "tls",
+                    "no certificate configured: set [tls] cert, key and ca (deploy/README.md shows how to make them), or insecure_plaintext = true for a test bench",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(bad(
+                    "insecure_plaintext",
+                    "set together with [tls]: choose one",
+                ))
+            }
+            _ => {}
+        }
+        if self.require_client_cert && self.tls.is_none() {
+            return Err(bad("require_client_cert", "needs [tls]"));
+        }
         Ok(())
     }
 
@@ -173,6 +241,11 @@ pub struct FileConfig {
     /// Peer id (as a string key) → the address to dial it at.
     #[serde(default)]
     pub dial: std::collections::BTreeMap<String, String>,
+    /// Paths relative to the config file's directory.
+    pub tls: Option<TlsFiles>,
+    pub require_client_cert: Option<bool>,
+    pub insecure_plaintext: Option<bool>,
+    pub limits: Option<Limits>,
 }
 
 impl FileConfig {
@@ -217,6 +290,14 @@ impl FileConfig {
                 .keep_log_after_snapshot
                 .unwrap_or(d.keep_log_after_snapshot),
             vendor_keys,
+            tls: self.tls.map(|t| TlsFiles {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+                ca: base.join(t.ca),
+            }),
+            require_client_cert: self.require_client_cert.unwrap_or(d.require_client_cert),
+            insecure_plaintext: self.insecure_plaintext.unwrap_or(d.insecure_plaintext),
+            limits: self.limits.unwrap_or(d.limits),
             dial: self
                 .dial
                 .into_iter()
@@ -236,17 +317,37 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_mistakes_name_their_key() {
-        NodeConfig::default().validate().unwrap();
+        let e = NodeConfig::default().validate().unwrap_err();
+        assert_eq!(
+            e.key, "tls",
+            "TLS is on unless plaintext is asked for by name"
+        );
+        let ok = NodeConfig {
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        };
+        ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 5] = [
+        let cases: [(Breaker, &str); 7] = [
             (|c| c.id = 0, "id"),
             (|c| c.heartbeat_ms = 200, "heartbeat_ms"),
             (|c| c.election_max_ms = 100, "election_max_ms"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
+            (|c| c.require_client_cert = true, "require_client_cert"),
+            (
+                |c| {
+                    c.tls = Some(TlsFiles {
+                        cert: "n.crt".into(),
+                        key: "n.key".into(),
+                        ca: "ca.crt".into(),
+                    })
+                },
+                "insecure_plaintext",
+            ),
         ];
         for (break_it, key) in cases {
-            let mut c = NodeConfig::default();
+            let mut c = ok.clone();
             break_it(&mut c);
             assert_eq!(c.validate().unwrap_err().key, key);
         }

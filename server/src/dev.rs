@@ -10,9 +10,10 @@ use tally_core::ledger::{Op, Reply};
 use tally_core::license::{parse, sign_file, verify_file, VendorSigningKey};
 use tokio::net::TcpListener;
 
-use crate::config::NodeConfig;
+use crate::config::{Limits, NodeConfig, TlsFiles};
 use crate::node::{self, NodeHandle};
 use crate::types::TallyNode;
+use tally_pki::Role;
 
 /// The demo license: a few features, with linger, grouping, overdraft and a term line.
 pub const DEMO_LICENSE: &str = "\
@@ -40,9 +41,75 @@ impl DevCluster {
     }
 }
 
+/// The dev cluster's certificates under `dir/pki`: a throwaway site CA (kept if `dir` is
+/// reused, so a restarted dev cluster keeps its identity), a peer certificate per node and
+/// an administrator's, and `dir/tally.env` for `tallyctl`. Returns each node's TLS files.
+fn dev_pki(dir: &Path, endpoints: &[String]) -> anyhow::Result<Vec<TlsFiles>> {
+    let pki = dir.join("pki");
+    let ca = if pki.join(tally_pki::CA_KEY).exists() {
+        tally_pki::load_dir(&pki)?
+    } else {
+        tally_pki::init_dir(&pki, "tally dev", 30)?
+    };
+    let mut files = Vec::new();
+    for i in 1..=endpoints.len() {
+        let (cert, key) =
+            tally_pki::issue_into(&ca, &pki, Role::Peer, &format!("node{i}"), &[], 30)?;
+        files.push(TlsFiles {
+            cert,
+            key,
+            ca: pki.join(tally_pki::CA_CERT),
+        });
+    }
+    // A workstation's certificate, for trying `require_client_cert`.
+    tally_pki::issue_into(&ca, &pki, Role::Client, "dev-client", &[], 30)?;
+    let (cert, key) = tally_pki::issue_into(&ca, &pki, Role::Admin, "dev-admin", &[], 30)?;
+    write_env(
+        &dir.join("tally.env"),
+        &endpoints.join(","),
+        Some((&pki.join(tally_pki::CA_CERT), &cert, &key)),
+    )?;
+    Ok(files)
+}
+
+/// Writes the `TALLY_*` variables that give `tallyctl` admin access once sourced.
+fn write_env(
+    path: &Path,
+    endpoints: &str,
+    tls: Option<(&Path, &Path, &Path)>,
+) -> anyhow::Result<()> {
+    let mut text = format!("export TALLY_ENDPOINTS={endpoints}\n");
+    if let Some((ca, cert, key)) = tls {
+        text += &format!(
+            "export TALLY_CA={}\nexport TALLY_CERT={}\nexport TALLY_KEY={}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// How a dev cluster differs from the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DevOptions {
+    /// No TLS and no roles (`tallyd dev --insecure-plaintext`).
+    pub plaintext: bool,
+    /// Refuse Licensing calls without a client certificate (dev issues `dev-client`).
+    pub require_client_cert: bool,
+    pub limits: Limits,
+}
+
 /// Starts three nodes on `127.0.0.1:base_port..base_port+2` (0: any free ports) with data
-/// under `data_dir`, forms the cluster, and loads the signed demo license.
-pub async fn start(base_port: u16, data_dir: &Path) -> anyhow::Result<DevCluster> {
+/// under `data_dir`, forms the cluster, and loads the signed demo license. TLS with a
+/// throwaway CA in `data_dir/pki` unless plaintext; either way `data_dir/tally.env` says
+/// how to connect as an administrator.
+pub async fn start(
+    base_port: u16,
+    data_dir: &Path,
+    opts: DevOptions,
+) -> anyhow::Result<DevCluster> {
+    let plaintext = opts.plaintext;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| anyhow::anyhow!("no randomness for the dev key: {e}"))?;
@@ -67,6 +134,13 @@ pub async fn start(base_port: u16, data_dir: &Path) -> anyhow::Result<DevCluster
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<Result<_, _>>()?;
+    let mut tls = if plaintext {
+        write_env(&data_dir.join("tally.env"), &endpoints.join(","), None)?;
+        Vec::new()
+    } else {
+        dev_pki(data_dir, &endpoints)?
+    }
+    .into_iter();
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
@@ -74,6 +148,10 @@ pub async fn start(base_port: u16, data_dir: &Path) -> anyhow::Result<DevCluster
             id,
             data_dir: data_dir.join(format!("node{id}")),
             vendor_keys: vec![("demo".into(), key.public())],
+            tls: tls.next(),
+            insecure_plaintext: plaintext,
+            require_client_cert: opts.require_client_cert,
+            limits: opts.limits,
             ..NodeConfig::default()
         };
         nodes.push(node::start(cfg, l).await?);

@@ -8,6 +8,7 @@ pub mod keeper;
 pub mod licensing;
 pub mod network;
 pub mod node;
+pub mod security;
 pub mod store;
 pub mod types;
 

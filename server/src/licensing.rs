@@ -13,6 +13,8 @@ use tonic::{Request, Response, Status};
 
 use crate::keeper::{now_ms, Beat};
 use crate::node::{not_leader, Shared};
+use crate::security::RateLimiter;
+use std::sync::Arc;
 
 /// Largest request a client may send; real ones are a few hundred bytes.
 pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
@@ -25,11 +27,44 @@ const MAX_BATCH: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Licensing {
     shared: Shared,
+    /// Writes (checkout, checkin, close) per session: each is a log entry on every node,
+    /// so one session in a loop must not crowd out everyone else's.
+    per_session: Option<Arc<RateLimiter<u64>>>,
 }
 
 impl Licensing {
     pub fn new(shared: Shared) -> Self {
-        Self { shared }
+        let per_session = RateLimiter::new(shared.cfg.limits.per_session_rps);
+        Self {
+            shared,
+            per_session,
+        }
+    }
+
+    fn session_rate(&self, session: u64) -> Result<(), Status> {
+        match &self.per_session {
+            Some(l) if !l.allow(session) => Err(Status::resource_exhausted(format!(
+                "rate limit: session {session} sent more than {} checkouts, checkins and closes per second; slow down (limits.per_session_rps)",
+                l.rate
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a new session past `limits.sessions_per_client`; a retry of an open that
+    /// was already applied is let through, to get its first answer.
+    fn sessions_per_client(&self, req: RequestId) -> Result<(), Status> {
+        let max = self.shared.cfg.limits.sessions_per_client;
+        if max == 0 {
+            return Ok(());
+        }
+        let sm = self.shared.sm.read();
+        if sm.ledger.reply_for(req).is_some() || sm.ledger.live_sessions_of(&req.client) < max {
+            return Ok(());
+        }
+        Err(Status::resource_exhausted(format!(
+            "this client id already holds {max} live sessions (limits.sessions_per_client); close some first"
+        )))
     }
 }
 
@@ -209,6 +244,7 @@ impl licensing_server::Licensing for Licensing {
                 r.secret.len()
             )));
         }
+        self.sessions_per_client(req_id)?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
             user: r.user,
@@ -294,6 +330,7 @@ impl licensing_server::Licensing for Licensing {
         let req_id = request_id(r.request)?;
         let auth = auth(r.auth)?;
         tracing::Span::current().record("session", auth.session);
+        self.session_rate(auth.session)?;
         name("feature", &r.feature, true)?;
         let version = if r.version.is_empty() {
             Version(vec![0])
@@ -365,6 +402,7 @@ impl licensing_server::Licensing for Licensing {
     ) -> Result<Response<pb::CheckinResponse>, Status> {
         let r = req.into_inner();
         let auth = auth(r.auth)?;
+        self.session_rate(auth.session)?;
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
@@ -391,12 +429,18 @@ impl licensing_server::Licensing for Licensing {
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let r = req.into_inner();
+        let auth = auth(r.auth)?;
+        let session = auth.session;
+        self.session_rate(session)?;
         let op = Op::CloseSession {
             req: request_id(r.request)?,
-            auth: auth(r.auth)?,
+            auth,
         };
         match self.shared.propose(op).await?.reply {
             Reply::SessionClosed { released, .. } => {
+                if let Some(l) = &self.per_session {
+                    l.forget(&session);
+                }
                 Ok(Response::new(pb::CloseSessionResponse { released }))
             }
             Reply::Denied(d) => Err(refusal(&d)),

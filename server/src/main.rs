@@ -25,9 +25,13 @@ enum Cmd {
         /// on exit).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// No TLS and no roles: anyone on this machine may do anything. For debugging
+        /// with plain gRPC tools only.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// Run one node of a cluster, from a TOML config file and/or flags (flags win).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the demo license, unsigned (sign it with `tallyctl license sign`).
     DemoLicense,
 }
@@ -56,6 +60,22 @@ struct RunArgs {
     /// Give it to one node of a fresh cluster only; restarted nodes rejoin by themselves.
     #[arg(long)]
     init: Option<String>,
+    /// This node's TLS certificate (role peer), PEM. With --tls-key and --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM.
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The site CA's certificate: who may be a peer, an admin or a client.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Refuse Licensing calls from clients without a certificate from the site CA.
+    #[arg(long)]
+    require_client_cert: bool,
+    /// No TLS, no roles: anyone who reaches the port may do anything, including join
+    /// the cluster. For a loopback test bench only; logged loudly.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 async fn run_node(a: RunArgs) -> anyhow::Result<()> {
@@ -86,6 +106,11 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     if let Some(d) = a.data {
         cfg.data_dir = d;
     }
+    if let (Some(cert), Some(key), Some(ca)) = (a.tls_cert, a.tls_key, a.tls_ca) {
+        cfg.tls = Some(tally_server::config::TlsFiles { cert, key, ca });
+    }
+    cfg.require_client_cert |= a.require_client_cert;
+    cfg.insecure_plaintext |= a.insecure_plaintext;
     for vk in &a.vendor_keys {
         let (name, path) = vk.split_once('=').context("--vendor-key takes NAME=FILE")?;
         let text =
@@ -158,7 +183,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging(cli.log_json);
     match cli.cmd {
-        Cmd::Dev { base_port, data } => {
+        Cmd::Dev {
+            base_port,
+            data,
+            insecure_plaintext,
+        } => {
             let (dir, _temp) = match data {
                 Some(d) => (d, None),
                 None => {
@@ -166,14 +195,27 @@ async fn main() -> anyhow::Result<()> {
                     (t.clone(), Some(RemoveOnDrop(t)))
                 }
             };
-            let cluster = tally_server::dev::start(base_port, &dir).await?;
+            let cluster = tally_server::dev::start(
+                base_port,
+                &dir,
+                tally_server::dev::DevOptions {
+                    plaintext: insecure_plaintext,
+                    ..Default::default()
+                },
+            )
+            .await?;
             let eps = cluster.endpoints.join(",");
             println!(
                 "Tally dev cluster is up: three nodes, one process, data in {}",
                 dir.display()
             );
+            let scheme = if insecure_plaintext {
+                "grpc (PLAINTEXT)"
+            } else {
+                "grpcs (TLS, throwaway CA in pki/)"
+            };
             for (i, e) in cluster.endpoints.iter().enumerate() {
-                println!("  node {}: grpc://{e}", i + 1);
+                println!("  node {}: {e}  {scheme}", i + 1);
             }
             println!(
                 "Demo license loaded (signed with a throwaway key, {}/vendor.pub):",
@@ -181,8 +223,8 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("  solid_modeler 10 seats (linger 30 s, DUP_GROUP=U, overdraft 1), fea_solver 2, viewer uncounted");
             println!("Endpoints for clients: TALLY_ENDPOINTS={eps}");
-            println!("Try, in another terminal:");
-            println!("  export TALLY_ENDPOINTS={eps}");
+            println!("Try, in another terminal (tally.env holds the endpoints, CA and an admin certificate):");
+            println!("  . {}", dir.join("tally.env").display());
             println!("  cargo run --release --bin tallyctl -- status");
             println!("  cargo run --release --bin tallyctl -- license list");
             println!("Press Ctrl-C to stop.");
@@ -191,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
             cluster.stop().await;
             Ok(())
         }
-        Cmd::Run(a) => run_node(a).await,
+        Cmd::Run(a) => run_node(*a).await,
         Cmd::DemoLicense => {
             print!("{}", tally_server::dev::DEMO_LICENSE);
             Ok(())

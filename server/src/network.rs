@@ -18,7 +18,7 @@ use openraft::{AnyError, Snapshot};
 use tally_proto::v1::raft_client::RaftClient;
 use tally_proto::v1::raft_server;
 use tally_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::types::{NodeId, Raft, SnapshotMeta, TallyNode, TypeConfig, Vote};
@@ -35,6 +35,9 @@ pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Peer id → address to dial instead of the advertised one (`dial` in the config).
     dial: Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// Set unless the cluster runs `insecure_plaintext`: peers are dialled over TLS,
+    /// trusting only the site CA and presenting this node's certificate.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl std::fmt::Debug for Network {
@@ -44,9 +47,13 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    pub fn with_dial(dial: std::collections::BTreeMap<NodeId, String>) -> Network {
+    pub fn new(
+        dial: std::collections::BTreeMap<NodeId, String>,
+        tls: Option<ClientTlsConfig>,
+    ) -> Network {
         Network {
             dial: Arc::new(dial),
+            tls,
             ..Network::default()
         }
     }
@@ -59,10 +66,16 @@ impl Network {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad peer address {addr}: {e}"))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            ep = ep
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for peer {addr}: {e}"))?;
+        }
+        let ch = ep.connect_lazy();
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }

@@ -12,12 +12,14 @@ use tally_proto::v1::raft_server::RaftServer;
 use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 use tracing::Instrument as _;
 
 use crate::config::NodeConfig;
 use crate::keeper::{now_ms, Keeper};
 use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE};
+use crate::security::{Guard, RateLimiter, Service, TlsMaterial};
 use crate::store::{self, StateMachine};
 use crate::types::{Command, Raft, TallyNode};
 
@@ -128,8 +130,16 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         cfg.advertise = addr.clone();
     }
     let raft_config = Arc::new(cfg.raft_config()?);
+    let tls = cfg.tls.as_ref().map(TlsMaterial::load).transpose()?;
+    if tls.is_none() {
+        tracing::warn!(
+            node = cfg.id,
+            "INSECURE: plaintext gRPC, no TLS, no roles (insecure_plaintext): anyone who reaches {} may do anything, including join the cluster",
+            cfg.listen
+        );
+    }
     let (log, sm) = store::open(&cfg.data_dir)?;
-    let network = Network::with_dial(cfg.dial.clone());
+    let network = Network::new(cfg.dial.clone(), tls.as_ref().map(TlsMaterial::peer_client));
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let shared = Shared {
@@ -152,20 +162,41 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .instrument(node_span.clone()),
     );
 
-    let raft_svc = RaftServer::new(RaftService {
-        raft: shared.raft.clone(),
-    })
-    .max_decoding_message_size(MAX_RAFT_MESSAGE)
-    .max_encoding_message_size(MAX_RAFT_MESSAGE);
-    let licensing = LicensingServer::new(crate::licensing::Licensing::new(shared.clone()))
-        .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE);
-    let admin = AdminServer::new(crate::admin::Admin::new(shared.clone()))
-        .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE);
+    let secure = tls.is_some();
+    let require_cert = shared.cfg.require_client_cert;
+    let guard = |service| Guard::new(service, secure, require_cert, None);
+    let raft_svc = InterceptedService::new(
+        RaftServer::new(RaftService {
+            raft: shared.raft.clone(),
+        })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        guard(Service::Raft),
+    );
+    let licensing = InterceptedService::new(
+        LicensingServer::new(crate::licensing::Licensing::new(shared.clone()))
+            .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE),
+        Guard::new(
+            Service::Licensing,
+            secure,
+            require_cert,
+            RateLimiter::new(shared.cfg.limits.per_address_rps),
+        ),
+    );
+    let admin = InterceptedService::new(
+        AdminServer::new(crate::admin::Admin::new(shared.clone()))
+            .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE),
+        guard(Service::Admin),
+    );
     let mut rx = shutdown.subscribe();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let id = shared.id;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        builder = builder.tls_config(t.server())?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             // One span per request, naming the node and the call; handlers record the
             // session and lease they act on into it.
             .trace_fn(move |req| {
@@ -185,7 +216,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             })
             .instrument(node_span),
     );
-    tracing::info!(node = shared.id, %addr, "tallyd node serving");
+    tracing::info!(node = shared.id, %addr, tls = secure, "tallyd node serving");
     Ok(NodeHandle {
         shared,
         addr,

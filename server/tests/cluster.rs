@@ -37,6 +37,8 @@ fn cfg(id: u64, dir: PathBuf) -> NodeConfig {
         election_max_ms: 600,
         min_ttl_ms: 900,
         default_ttl_ms: 1_500,
+        // These tests are about consensus and the ledger; TLS has its own (tests/tls.rs).
+        insecure_plaintext: true,
         ..NodeConfig::default()
     }
 }

@@ -106,6 +106,8 @@ impl Harness {
                      data_dir = \"node{id}\"\nelection_min_ms = {ELECTION_MIN_MS}\n\
                      election_max_ms = {ELECTION_MAX_MS}\nheartbeat_ms = 50\n\
                      min_ttl_ms = 1000\n\
+                     # The fault harness tests consensus; TLS has its own tests (tls.rs).\n\
+                     insecure_plaintext = true\n\
                      # Never purge: the checker exports the whole log.\n\
                      snapshot_every = 100000000\n\n[vendors]\ndemo = \"vendor.pub\"\n\n[dial]\n{dial}",
                     adv = client_proxy.addr,
@@ -185,6 +187,7 @@ impl Harness {
                 retry_for,
                 request_timeout: Duration::from_secs(3),
                 connect_timeout: Duration::from_millis(500),
+                tls: None,
             },
         )?)
     }
@@ -199,6 +202,7 @@ impl Harness {
                 retry_for: Duration::from_millis(200),
                 request_timeout: Duration::from_millis(500),
                 connect_timeout: Duration::from_millis(300),
+                tls: None,
             },
         )?;
         loop {
@@ -356,6 +360,7 @@ impl Harness {
                 retry_for: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_millis(500),
+                tls: None,
             },
         )?;
         Ok((n.listen.clone(), c))

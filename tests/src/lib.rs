@@ -101,21 +101,48 @@ pub fn free_ports(count: u16) -> u16 {
     }
 }
 
-/// Runs `tallyctl` with `args` against `endpoints`.
-pub fn tallyctl(endpoints: &str, args: &[&str]) -> Output {
-    Command::new(bin("tallyctl"))
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .output()
-        .expect("running tallyctl")
+/// What `tallyctl` is pointed at: plain endpoints (a plaintext cluster, or none for
+/// offline commands), or a [`ThreeNodes`] cluster with its TLS admin credentials.
+pub trait Target {
+    fn apply(&self, cmd: &mut Command);
+}
+
+impl Target for &str {
+    fn apply(&self, cmd: &mut Command) {
+        cmd.arg("--endpoints").arg(self);
+    }
+}
+
+impl Target for &ThreeNodes {
+    fn apply(&self, cmd: &mut Command) {
+        // The tally.env three-nodes.sh wrote: endpoints, CA, the admin's certificate.
+        cmd.env("TALLY_CONFIG", self.dir.join("tally.env"));
+    }
+}
+
+/// Runs `tallyctl` with `args` against `target`.
+pub fn tallyctl(target: impl Target, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("tallyctl"));
+    // Nothing from the caller's environment or home directory leaks into a test.
+    for v in [
+        "TALLY_ENDPOINTS",
+        "TALLY_CA",
+        "TALLY_CERT",
+        "TALLY_KEY",
+        "TALLY_CONFIG",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", "/nonexistent");
+    target.apply(&mut cmd);
+    cmd.args(args).output().expect("running tallyctl")
 }
 
 /// `tallyctl --json ARGS`, parsed; panics with tallyctl's stderr if it failed.
-pub fn tallyctl_json(endpoints: &str, args: &[&str]) -> serde_json::Value {
+pub fn tallyctl_json(target: impl Target, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let out = tallyctl(endpoints, &all);
+    let out = tallyctl(target, &all);
     assert!(
         out.status.success(),
         "tallyctl {args:?} failed: {}",

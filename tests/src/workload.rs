@@ -163,6 +163,7 @@ impl Worker {
                     retry_for: Duration::from_secs(5),
                     request_timeout: Duration::from_secs(2),
                     connect_timeout: Duration::from_millis(500),
+                    tls: None,
                 },
                 ..ClientOptions::default()
             };

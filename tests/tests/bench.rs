@@ -9,10 +9,10 @@ use serde_json::Value;
 use tally_tests::{tallyctl, tallyctl_json, ThreeNodes};
 
 /// Runs a bench and returns its last stdout line, parsed and checked against the contract.
-fn bench(eps: &str, args: &[&str], workload: &str) -> Value {
+fn bench(cluster: &ThreeNodes, args: &[&str], workload: &str) -> Value {
     let mut all = vec!["bench"];
     all.extend_from_slice(args);
-    let out = tallyctl(eps, &all);
+    let out = tallyctl(cluster, &all);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench {args:?} failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -34,12 +34,11 @@ fn bench(eps: &str, args: &[&str], workload: &str) -> Value {
 fn bench_cycle_and_heartbeat_print_one_json_line() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = ThreeNodes::start(dir.path());
-    let eps = cluster.endpoints.as_str();
     let key = dir.path().join("vendor.key");
     let key = key.to_str().unwrap();
 
     let cycle = bench(
-        eps,
+        &cluster,
         &[
             "cycle",
             "--clients",
@@ -58,7 +57,7 @@ fn bench_cycle_and_heartbeat_print_one_json_line() {
         (Some(4), Some(2))
     );
     // The bench license is loaded, and every seat the run took was given back.
-    let features = tallyctl_json(eps, &["features"]);
+    let features = tallyctl_json(&cluster, &["features"]);
     for name in ["bench0", "bench1"] {
         let f = features
             .as_array()
@@ -70,7 +69,7 @@ fn bench_cycle_and_heartbeat_print_one_json_line() {
     }
 
     let hb = bench(
-        eps,
+        &cluster,
         &[
             "heartbeat",
             "--clients",

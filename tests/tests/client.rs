@@ -16,7 +16,17 @@ use tally_tests::proxy::{Fault, Proxy};
 
 async fn cluster() -> (tempfile::TempDir, DevCluster) {
     let dir = tempfile::tempdir().unwrap();
-    let c = dev::start(0, dir.path()).await.unwrap();
+    // Plaintext: these tests are about the client's behaviour; tls.rs runs it over TLS.
+    let c = dev::start(
+        0,
+        dir.path(),
+        dev::DevOptions {
+            plaintext: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     (dir, c)
 }
 

@@ -20,9 +20,10 @@ impl Drop for Holder {
     }
 }
 
-fn hold(eps: &str, feature: &str, user: &str) -> (Holder, serde_json::Value) {
+fn hold(cluster: &ThreeNodes, feature: &str, user: &str) -> (Holder, serde_json::Value) {
     let mut child = Command::new(bin("tallyctl"))
-        .args(["--endpoints", eps, "--json", "checkout", feature])
+        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .args(["--json", "checkout", feature])
         .args(["--user", user, "--hold", "120"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -47,11 +48,10 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cluster = ThreeNodes::start(d);
-    let eps = cluster.endpoints.as_str();
     let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
 
     // status: the scripting contract.
-    let st = tallyctl_json(eps, &["status"]);
+    let st = tallyctl_json(&cluster, &["status"]);
     assert!(st["leader_id"].as_u64().unwrap() >= 1, "{st}");
     let nodes = st["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
@@ -67,7 +67,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     )
     .unwrap();
     let sign = tallyctl(
-        eps,
+        &cluster,
         &[
             "license",
             "sign",
@@ -79,9 +79,9 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         ],
     );
     assert!(sign.status.success(), "{}", stderr(&sign));
-    let load = tallyctl(eps, &["license", "load", &path("cad.lic")]);
+    let load = tallyctl(&cluster, &["license", "load", &path("cad.lic")]);
     assert!(load.status.success(), "{}", stderr(&load));
-    let list = tallyctl_json(eps, &["license", "list"]);
+    let list = tallyctl_json(&cluster, &["license", "list"]);
     let sources: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -91,10 +91,10 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     assert_eq!(sources, ["cad.lic", "demo.lic"]);
 
     // Check out, and see it in every listing.
-    let (holder, grant) = hold(eps, "cad", "ann");
+    let (holder, grant) = hold(&cluster, "cad", "ann");
     let lease = grant["lease_id"].as_u64().unwrap();
     assert!(grant["fencing_token"].as_u64().unwrap() >= lease);
-    let features = tallyctl_json(eps, &["features"]);
+    let features = tallyctl_json(&cluster, &["features"]);
     let cad = features
         .as_array()
         .unwrap()
@@ -106,7 +106,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         (Some(2), Some(1))
     );
     assert_eq!(cad["lingering"], 0);
-    let leases = tallyctl_json(eps, &["leases", "--feature", "cad"]);
+    let leases = tallyctl_json(&cluster, &["leases", "--feature", "cad"]);
     let l = &leases[0];
     assert_eq!(
         (
@@ -120,7 +120,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     );
     assert_eq!(l["session"], grant["session_id"]);
     assert!(l["host"].as_str().is_some_and(|h| !h.is_empty()));
-    let table = tallyctl(eps, &["features"]);
+    let table = tallyctl(&cluster, &["features"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains("Users of cad:  (Total of 2 licenses issued;  Total of 1 license in use)"),
@@ -130,22 +130,25 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         text.contains("ann ") && text.contains(&format!("lease {lease}")),
         "{text}"
     );
-    let table = tallyctl(eps, &["leases", "--user", "ann"]);
+    let table = tallyctl(&cluster, &["leases", "--user", "ann"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("LEASE") && text.contains("cad"), "{text}");
 
     // No seats left for three more: exit code 4 and the reason.
-    let denied = tallyctl(eps, &["checkout", "cad", "--count", "2", "--hold", "1"]);
+    let denied = tallyctl(
+        &cluster,
+        &["checkout", "cad", "--count", "2", "--hold", "1"],
+    );
     assert_eq!(denied.status.code(), Some(4), "{}", stderr(&denied));
     assert!(
         stderr(&denied).contains("denied: 2 seat(s) of \"cad\" requested, but 1 of 2 are in use")
     );
 
     // The admin removes the lease: the seat is free at once, without linger.
-    let rm = tallyctl(eps, &["remove", &lease.to_string()]);
+    let rm = tallyctl(&cluster, &["remove", &lease.to_string()]);
     assert!(rm.status.success(), "{}", stderr(&rm));
     assert_eq!(
-        tallyctl_json(eps, &["leases", "--feature", "cad"]),
+        tallyctl_json(&cluster, &["leases", "--feature", "cad"]),
         serde_json::json!([])
     );
     drop(holder);
@@ -154,7 +157,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let text = std::fs::read_to_string(path("cad.lic")).unwrap();
     std::fs::write(path("bad.lic"), text.replace(" 2 ", " 20 ")).unwrap();
     let verify = tallyctl(
-        eps,
+        &cluster,
         &[
             "license",
             "verify",
@@ -166,7 +169,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     assert_eq!(verify.status.code(), Some(5));
     assert!(stderr(&verify).contains("line 2 (FEATURE/INCREMENT cad): signature does not match"));
     let ok = tallyctl(
-        eps,
+        &cluster,
         &[
             "license",
             "verify",
@@ -176,14 +179,14 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         ],
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
-    let refused = tallyctl(eps, &["license", "load", &path("bad.lic")]);
+    let refused = tallyctl(&cluster, &["license", "load", &path("bad.lic")]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         stderr(&refused).contains("signature does not match"),
         "{}",
         stderr(&refused)
     );
-    let features = tallyctl_json(eps, &["features"]);
+    let features = tallyctl_json(&cluster, &["features"]);
     assert!(features
         .as_array()
         .unwrap()

@@ -12,10 +12,10 @@ use serde_json::Value;
 use tally_tests::{alive, tallyctl, tallyctl_json, three_nodes_script, ThreeNodes};
 
 /// Polls `tallyctl status` until `ok` holds, for up to 20 s.
-fn wait_status(eps: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+fn wait_status(cluster: &ThreeNodes, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = tallyctl(eps, &["--json", "status"]);
+        let out = tallyctl(cluster, &["--json", "status"]);
         if out.status.success() {
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
             if ok(&v) {
@@ -81,10 +81,10 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
     ] {
         assert!(d.join(f).exists(), "{f} missing");
     }
-    let lic = tallyctl_json(&eps, &["license", "list"]);
+    let lic = tallyctl_json(&cluster, &["license", "list"]);
     assert_eq!(lic[0]["source"], "demo.lic", "{lic}");
     let verify = tallyctl(
-        &eps,
+        &cluster,
         &[
             "license",
             "verify",
@@ -95,26 +95,26 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
     );
     assert!(verify.status.success());
 
-    let st = wait_status(&eps, "three healthy nodes", |v| healthy(v) == 3);
+    let st = wait_status(&cluster, "three healthy nodes", |v| healthy(v) == 3);
     let leader = st["leader_id"].as_u64().unwrap();
     let killed = cluster.pid(leader);
     Command::new("kill")
         .args(["-9", killed.trim()])
         .status()
         .unwrap();
-    let st = wait_status(&eps, "a new leader", |v| {
+    let st = wait_status(&cluster, "a new leader", |v| {
         let l = v["leader_id"].as_u64().unwrap();
         l != 0 && l != leader && healthy(v) == 2
     });
     assert!(!alive(&killed));
     // A write while the old leader is down, so it restarts behind and must catch up.
     let load = tallyctl(
-        &eps,
+        &cluster,
         &["license", "load", d.join("demo.lic").to_str().unwrap()],
     );
     assert!(load.status.success(), "{load:?}");
     let before = max_applied(&st).unwrap();
-    let behind = wait_status(&eps, "the write is applied", |v| {
+    let behind = wait_status(&cluster, "the write is applied", |v| {
         max_applied(v).unwrap() > before
     });
 
@@ -126,7 +126,7 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
     );
     assert_ne!(cluster.pid(leader), killed);
     // The restarted node catches up from its own log and the leader.
-    let caught_up = wait_status(&eps, "the restarted node catches up", |v| {
+    let caught_up = wait_status(&cluster, "the restarted node catches up", |v| {
         let nodes = v["nodes"].as_array().unwrap();
         healthy(v) == 3
             && nodes
@@ -173,10 +173,9 @@ fn trusts_a_given_vendor_key_and_loads_the_given_license() {
     ]);
 
     let cluster = ThreeNodes::start(d);
-    let eps = cluster.endpoints.as_str();
     // It trusted the given key: no secret key was made next to it.
     assert!(!d.join("vendor.key").exists());
-    let lic = tallyctl_json(eps, &["license", "list"]);
+    let lic = tallyctl_json(&cluster, &["license", "list"]);
     assert_eq!(lic[0]["source"], "license.lic", "{lic}");
     assert_eq!(lic[0]["lines"][0]["feature"], "rocket", "{lic}");
     assert_eq!(lic[0]["lines"][0]["count"], "7", "{lic}");

@@ -94,7 +94,7 @@ pub async fn connect(ctx: &Ctx, n: usize) -> anyhow::Result<Vec<Client>> {
         let eps = ctx.endpoints.clone();
         let opts = ClientOptions {
             client_info: format!("tallyctl bench client {c}"),
-            connect: ctx.connect_options(),
+            connect: ctx.connect_options()?,
             ..ClientOptions::default()
         };
         tasks.push(tokio::spawn(

@@ -32,6 +32,7 @@ pub enum Cmd {
 }
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
+    raw::set_base_options(ctx.connect_options()?);
     match cmd {
         Cmd::Cycle(a) => cycle::run(ctx, a).await,
         Cmd::Heartbeat(a) => heartbeat::run(ctx, a).await,

@@ -8,7 +8,20 @@ use anyhow::Context as _;
 use tally_client::proto::v1 as pb;
 use tally_client::proto::v1::licensing_client::LicensingClient;
 use tally_client::{Cluster, ConnectOptions};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+/// The connection options of this run (TLS above all), set once by `bench::run`: every
+/// load-generating task of the process dials the same way, and a global spares threading
+/// them through each workload's helpers.
+static BASE: std::sync::OnceLock<ConnectOptions> = std::sync::OnceLock::new();
+
+pub fn set_base_options(opts: ConnectOptions) {
+    let _ = BASE.set(opts);
+}
+
+fn base() -> ConnectOptions {
+    BASE.get().cloned().unwrap_or_default()
+}
 
 /// One session as the bench keeps it: compact, so a million fit in little memory.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +76,7 @@ pub async fn find_leader(endpoints: &[String], retry_for: Duration) -> anyhow::R
         ConnectOptions {
             retry_for,
             request_timeout: Duration::from_secs(5),
-            ..ConnectOptions::default()
+            ..base()
         },
     )?;
     let req = pb::HeartbeatRequest {
@@ -83,10 +96,11 @@ pub async fn find_leader(endpoints: &[String], retry_for: Duration) -> anyhow::R
 
 /// `n` separate HTTP/2 connections to `uri`.
 pub async fn connect(uri: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let ep = Endpoint::from_shared(uri.to_owned())
-        .with_context(|| format!("bad endpoint {uri}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
+    let ep = ConnectOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..base()
+    }
+    .endpoint(uri)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(

@@ -235,6 +235,7 @@ async fn failover(ctx: &Ctx, dir: &Path, fleet: &Fleet) -> anyhow::Result<(u64, 
             retry_for: Duration::from_millis(100),
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
+            ..ctx.connect_options()?
         },
     )?;
     let (client, secret) = fleet.ids.of(u64::MAX);

@@ -233,4 +233,10 @@ impl Ledger {
     pub fn reply_for(&self, req: RequestId) -> Option<&Reply> {
         self.st.clients.get(&req.client)?.replies.get(&req.seq)
     }
+
+    /// Live sessions opened by one client id: the server's per-client limit reads it
+    /// before proposing an open.
+    pub fn live_sessions_of(&self, client: &super::ClientId) -> u32 {
+        self.st.clients.get(client).map_or(0, |c| c.live_sessions)
+    }
 }

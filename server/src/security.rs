@@ -1,0 +1,275 @@
+//! Who may call what. TLS material is loaded from the config here, and [`Guard`] is the
+//! one place a caller's role and rate are checked: one tonic interceptor per service, so
+//! no handler has to remember to.
+//!
+//! Roles come from the certificate the caller presented during the TLS handshake (its
+//! chain to the site CA already verified by rustls): the subject's OU is `peer`, `admin`
+//! or `client` (see `tally-pki`). Administrators are identified by certificate only, not
+//! by a bearer token: a token is a password that ends up in shell histories and process
+//! listings, while a key stays in a file and a certificate expires by itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tally_pki::Role;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+use crate::config::{ConfigError, TlsFiles};
+
+/// A node's TLS identity and the CA it trusts, read from the configured files.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    identity: Identity,
+    ca: Certificate,
+}
+
+fn read(key: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key,
+        problem: format!("reading {}: {e}", path.display()),
+    })
+}
+
+impl TlsMaterial {
+    /// Reads and checks the files: the certificate must be a node's (role `peer`), or the
+    /// other nodes would refuse this one on its first Raft message.
+    pub fn load(files: &TlsFiles) -> Result<TlsMaterial, ConfigError> {
+        let cert = read("tls.cert", &files.cert)?;
+        let key = read("tls.key", &files.key)?;
+        let ca = read("tls.ca", &files.ca)?;
+        let bad = |key, problem: String| ConfigError { key, problem };
+        let der = tally_pki::pem_to_der(&cert)
+            .map_err(|e| bad("tls.cert", format!("{}: {e}", files.cert.display())))?;
+        match tally_pki::role_of(&der) {
+            Ok(Role::Peer) => {}
+            Ok(r) => {
+                return Err(bad(
+                    "tls.cert",
+                    format!(
+                        "{} has role {r}; a node needs a peer certificate (tallyctl pki issue --role peer)",
+                        files.cert.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(bad("tls.cert", format!("{}: {e}", files.cert.display()))),
+        }
+        tally_pki::pem_to_der(&ca)
+            .map_err(|e| bad("tls.ca", format!("{}: {e}", files.ca.display())))?;
+        if !key.contains("PRIVATE KEY-----") {
+            return Err(bad(
+                "tls.key",
+                format!("{} holds no PEM private key", files.key.display()),
+            ));
+        }
+        Ok(TlsMaterial {
+            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(ca),
+        })
+    }
+
+    /// The listener's side: our certificate, and client certificates verified against
+    /// the CA when presented. They are optional at the TLS layer so that a caller without
+    /// one gets a status naming what is missing from [`Guard`], not a bare handshake
+    /// failure.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+            .client_auth_optional(true)
+    }
+
+    /// Dialling a peer: trust only the site CA, and present our node certificate.
+    pub fn peer_client(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+    }
+}
+
+/// The services, by who may call them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Raft: other nodes only.
+    Raft,
+    /// Admin: administrators only.
+    Admin,
+    /// Licensing: clients (with a certificate if the cluster requires one) and admins.
+    Licensing,
+}
+
+/// The interceptor. Cheap to clone; clones share the rate limiter.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    service: Service,
+    /// False only under `insecure_plaintext`: nothing is checked but rates.
+    tls: bool,
+    require_client_cert: bool,
+    per_address: Option<Arc<RateLimiter<IpAddr>>>,
+}
+
+impl Guard {
+    pub fn new(
+        service: Service,
+        tls: bool,
+        require_client_cert: bool,
+        per_address: Option<Arc<RateLimiter<IpAddr>>>,
+    ) -> Guard {
+        Guard {
+            service,
+            tls,
+            require_client_cert,
+            per_address,
+        }
+    }
+
+    fn role(&self, req: &Request<()>) -> Result<Option<(Role, String)>, Status> {
+        let Some(certs) = req.peer_certs() else {
+            return Ok(None);
+        };
+        let Some(leaf) = certs.first() else {
+            return Ok(None);
+        };
+        let role = tally_pki::role_of(leaf).map_err(|e| {
+            Status::permission_denied(format!("your certificate is not usable here: {e}"))
+        })?;
+        let name = tally_pki::common_name(leaf).unwrap_or_else(|| "(no CN)".into());
+        Ok(Some((role, name)))
+    }
+
+    fn check_role(&self, req: &Request<()>) -> Result<(), Status> {
+        let who = self.role(req)?;
+        let (allowed, need): (&[Role], &str) = match self.service {
+            Service::Raft => (&[Role::Peer], "a cluster node's certificate (role peer)"),
+            Service::Admin => (
+                &[Role::Admin],
+                "an administrator's certificate (role admin): give tallyctl --cert and --key, or TALLY_CERT and TALLY_KEY",
+            ),
+            Service::Licensing => (
+                &[Role::Client, Role::Admin],
+                "a client certificate (role client) from the site CA: give --cert and --key, or TALLY_CERT and TALLY_KEY",
+            ),
+        };
+        match who {
+            None if self.service == Service::Licensing && !self.require_client_cert => Ok(()),
+            None => Err(Status::unauthenticated(format!(
+                "no client certificate was presented; this call needs {need}"
+            ))),
+            Some((role, _)) if allowed.contains(&role) => Ok(()),
+            Some((role, name)) => Err(Status::permission_denied(format!(
+                "certificate \"{name}\" has role {role}; this call needs {need}"
+            ))),
+        }
+    }
+}
+
+impl Interceptor for Guard {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if self.tls {
+            self.check_role(&req)?;
+        }
+        if let (Some(limiter), Some(addr)) = (&self.per_address, req.remote_addr()) {
+            if !limiter.allow(addr.ip()) {
+                return Err(Status::resource_exhausted(format!(
+                    "rate limit: more than {} calls per second from {}; slow down and retry (limits.per_address_rps)",
+                    limiter.rate,
+                    addr.ip()
+                )));
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// Token buckets by key: `rate` per second, bursts of twice that.
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    pub rate: u32,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Buckets kept before idle ones are dropped, so a scan of many addresses or sessions
+/// cannot grow the table without bound.
+const MAX_BUCKETS: usize = 100_000;
+
+impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
+    /// None when `rate` is 0 (the limit is off).
+    pub fn new(rate: u32) -> Option<Arc<RateLimiter<K>>> {
+        (rate > 0).then(|| {
+            Arc::new(RateLimiter {
+                rate,
+                buckets: Mutex::new(HashMap::new()),
+            })
+        })
+    }
+
+    /// Takes one token for `key` if it has one.
+    pub fn allow(&self, key: K) -> bool {
+        self.allow_at(key, Instant::now())
+    }
+
+    fn allow_at(&self, key: K, now: Instant) -> bool {
+        let rate = f64::from(self.rate);
+        let burst = rate * 2.0;
+        let mut map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
+            // A full bucket is the same as no bucket: forget those.
+            map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops `key`'s bucket (its session ended).
+    pub fn forget(&self, key: &K) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_allow_a_burst_then_the_rate_and_keep_keys_apart() {
+        let l = RateLimiter::<u8>::new(10).unwrap();
+        let t0 = Instant::now();
+        let allowed = (0..50).filter(|_| l.allow_at(1, t0)).count();
+        assert_eq!(allowed, 20, "a burst of twice the rate");
+        assert!(l.allow_at(2, t0), "another key has its own bucket");
+        assert!(!l.allow_at(1, t0));
+        let later = t0 + Duration::from_millis(500);
+        let refilled = (0..50).filter(|_| l.allow_at(1, later)).count();
+        assert_eq!(refilled, 5, "half a second at 10/s");
+        assert!(
+            RateLimiter::<u8>::new(0).is_none(),
+            "0 switches the limit off"
+        );
+    }
+}

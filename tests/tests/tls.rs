@@ -1,0 +1,421 @@
+//! TLS, roles and limits against a real in-process cluster (`tallyd dev`'s, with its
+//! throwaway CA): every refusal of the security issue, each with a status naming what is
+//! wrong and changing nothing, and the normal flows over TLS, failover included.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tally_client::proto::v1 as pb;
+use tally_client::proto::v1::admin_client::AdminClient;
+use tally_client::proto::v1::licensing_client::LicensingClient;
+use tally_client::proto::v1::raft_client::RaftClient;
+use tally_client::{CheckoutOptions, Client, ClientOptions, Cluster, ConnectOptions, Error, Tls};
+use tally_server::config::Limits;
+use tally_server::dev::{self, DevCluster, DevOptions};
+use tonic::Code;
+
+async fn cluster(opts: DevOptions) -> (tempfile::TempDir, DevCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dev::start(0, dir.path(), opts).await.unwrap();
+    (dir, c)
+}
+
+/// Trust the dev CA, presenting `who`'s certificate (`dev-admin`, `dev-client`, `node1`).
+fn tls(dir: &Path, who: Option<&str>) -> Tls {
+    let pki = dir.join("pki");
+    let files: Option<(PathBuf, PathBuf)> =
+        who.map(|w| (pki.join(format!("{w}.crt")), pki.join(format!("{w}.key"))));
+    Tls::from_files(
+        &pki.join("ca.crt"),
+        files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .unwrap()
+}
+
+fn opts(tls: Tls) -> ConnectOptions {
+    ConnectOptions {
+        retry_for: Duration::from_secs(10),
+        tls: Some(tls),
+        ..Default::default()
+    }
+}
+
+fn client_opts(connect: ConnectOptions) -> ClientOptions {
+    ClientOptions {
+        user: "ann".into(),
+        host: "ws1".into(),
+        ttl: Duration::from_secs(10),
+        connect,
+        ..Default::default()
+    }
+}
+
+async fn status(c: &Cluster) -> Result<pb::ClusterStatusResponse, Error> {
+    c.call("status", |ch| async move {
+        AdminClient::new(ch)
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+    })
+    .await
+}
+
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, Error>, code: Code, text: &str) {
+    match r {
+        Err(Error::Refused {
+            code: c, message, ..
+        }) => {
+            assert_eq!(c, code, "{message}");
+            assert!(message.contains(text), "{message:?} should say {text:?}");
+        }
+        other => panic!("expected a {code:?} refusal saying {text:?}, got {other:?}"),
+    }
+}
+
+fn request(client: u8, seq: u64) -> Option<pb::RequestId> {
+    Some(pb::RequestId {
+        client_id: vec![client; 16],
+        seq,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn roles_secrets_and_sizes_are_enforced_with_clear_refusals() {
+    let (d, c) = cluster(DevOptions {
+        require_client_cert: true,
+        ..Default::default()
+    })
+    .await;
+    let (dir, eps) = (d.path(), c.endpoints.clone());
+    let as_who = |who| Cluster::new(&eps, opts(tls(dir, who))).unwrap();
+
+    // Admin: an administrator's certificate only.
+    assert!(status(&as_who(Some("dev-admin"))).await.is_ok());
+    assert_refused(
+        status(&as_who(Some("dev-client"))).await,
+        Code::PermissionDenied,
+        "has role client; this call needs an administrator's certificate",
+    );
+    assert_refused(
+        status(&as_who(None)).await,
+        Code::Unauthenticated,
+        "no client certificate was presented",
+    );
+    assert_refused(
+        status(&as_who(Some("node1"))).await,
+        Code::PermissionDenied,
+        "has role peer",
+    );
+
+    // Licensing: this cluster requires a client certificate.
+    let r = Client::connect(&eps, client_opts(opts(tls(dir, None)))).await;
+    assert_refused(r, Code::Unauthenticated, "needs a client certificate");
+    let client = Client::connect(&eps, client_opts(opts(tls(dir, Some("dev-client")))))
+        .await
+        .unwrap();
+    let seat = client
+        .checkout("solid_modeler", CheckoutOptions::default())
+        .await
+        .unwrap();
+
+    // Raft: nodes only. A client's certificate is refused by role; a "peer" certificate
+    // from another CA does not even complete the handshake.
+    let leader_ep = client_leader(&as_who(Some("dev-admin"))).await;
+    let raft_call = |tls: Tls| {
+        let ep = leader_ep.clone();
+        async move {
+            let ch = opts(tls).endpoint(&ep).unwrap().connect().await;
+            match ch {
+                Err(e) => Err(tonic::Status::unavailable(format!("connect: {e}"))),
+                Ok(ch) => RaftClient::new(ch)
+                    .vote(pb::RaftRequest { payload: vec![] })
+                    .await
+                    .map(|_| ()),
+            }
+        }
+    };
+    let s = raft_call(tls(dir, Some("dev-client"))).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message().contains("a cluster node's certificate"),
+        "{s:?}"
+    );
+    let other = tally_pki::Ca::generate("intruder", 1).unwrap();
+    let fake = other.issue(tally_pki::Role::Peer, "node9", &[], 1).unwrap();
+    let ca = std::fs::read_to_string(dir.join("pki/ca.crt")).unwrap();
+    let s = raft_call(Tls::from_pem(ca).with_identity(fake.cert_pem, fake.key_pem))
+        .await
+        .unwrap_err();
+    assert_ne!(s.code(), Code::Ok);
+    assert!(
+        !matches!(s.code(), Code::InvalidArgument | Code::Internal),
+        "the handshake must fail before any Raft message is read: {s:?}"
+    );
+
+    // Session secrets: a wrong one renews nothing and releases nothing.
+    let cluster = as_who(Some("dev-client"));
+    let wrong = pb::SessionAuth {
+        session_id: client.session_id(),
+        secret: vec![9; 32],
+    };
+    let w = wrong.clone();
+    let hb = cluster
+        .call("heartbeat", |ch| {
+            let w = w.clone();
+            async move {
+                LicensingClient::new(ch)
+                    .heartbeat(pb::HeartbeatRequest { sessions: vec![w] })
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(hb.sessions[0].state, pb::SessionState::BadSecret as i32);
+    let lease = seat.lease_id();
+    let r = cluster
+        .call("checkin", |ch| {
+            let w = wrong.clone();
+            async move {
+                LicensingClient::new(ch)
+                    .checkin(pb::CheckinRequest {
+                        request: request(77, 1),
+                        auth: Some(w),
+                        lease_id: lease,
+                    })
+                    .await
+            }
+        })
+        .await;
+    assert_refused(r, Code::PermissionDenied, "secret does not match");
+
+    // An oversized message is refused before it is decoded.
+    let r = cluster
+        .call("heartbeat", |ch| async move {
+            LicensingClient::new(ch)
+                .heartbeat(pb::HeartbeatRequest {
+                    sessions: vec![pb::SessionAuth {
+                        session_id: 1,
+                        secret: vec![0; 2 << 20],
+                    }],
+                })
+                .await
+        })
+        .await;
+    match r {
+        Err(Error::Refused { code, message, .. }) => {
+            assert!(
+                matches!(code, Code::OutOfRange | Code::ResourceExhausted),
+                "{code:?}: {message}"
+            );
+            assert!(message.contains("too large"), "{message}");
+        }
+        other => panic!("an oversized message was not refused: {other:?}"),
+    }
+
+    // None of it touched the seat: the real holder still checks it in.
+    seat.checkin().await.unwrap();
+    client.close().await.unwrap();
+    c.stop().await;
+}
+
+/// The leader's endpoint, from an admin's view of the cluster.
+async fn client_leader(admin: &Cluster) -> String {
+    let st = status(admin).await.unwrap();
+    st.nodes
+        .iter()
+        .find(|n| n.id == st.leader_id)
+        .unwrap()
+        .grpc_addr
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkouts_admin_and_failover_work_over_tls() {
+    let (d, mut c) = cluster(DevOptions::default()).await;
+    let dir = d.path();
+    // No client certificate needed on this cluster; the CA is.
+    let client = Client::connect(&c.endpoints, client_opts(opts(tls(dir, None))))
+        .await
+        .unwrap();
+    let first = client
+        .checkout("fea_solver", CheckoutOptions::default())
+        .await
+        .unwrap();
+    let admin = Cluster::new(&c.endpoints, opts(tls(dir, Some("dev-admin")))).unwrap();
+    let leader = status(&admin).await.unwrap().leader_id;
+    let i = c.nodes.iter().position(|n| n.shared.id == leader).unwrap();
+    c.nodes.remove(i).stop().await;
+
+    // The new leader, found over TLS, serves checkouts, admin reads and checkins.
+    let second = client
+        .checkout("fea_solver", CheckoutOptions::default())
+        .await
+        .unwrap();
+    let leases = admin
+        .call("leases", |ch| async move {
+            AdminClient::new(ch)
+                .list_leases(pb::ListLeasesRequest::default())
+                .await
+        })
+        .await
+        .unwrap();
+    let mine: Vec<u64> = leases
+        .leases
+        .iter()
+        .filter(|l| l.session_id == client.session_id())
+        .map(|l| l.lease_id)
+        .collect();
+    assert_eq!(mine.len(), 2, "{leases:?}");
+    assert!(mine.contains(&first.lease_id()) && mine.contains(&second.lease_id()));
+    first.checkin().await.unwrap();
+    second.checkin().await.unwrap();
+    client.close().await.unwrap();
+
+    // A client that dials plaintext is told the cluster probably speaks TLS.
+    let plain = Cluster::new(
+        &c.endpoints,
+        ConnectOptions {
+            retry_for: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = status(&plain).await.unwrap_err().to_string();
+    assert!(e.contains("TLS") || e.contains("no leader answered"), "{e}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_stop_a_flood_and_others_keep_working() {
+    let (d, c) = cluster(DevOptions {
+        limits: Limits {
+            per_address_rps: 100,
+            per_session_rps: 5,
+            sessions_per_client: 2,
+        },
+        ..Default::default()
+    })
+    .await;
+    let cluster = Cluster::new(&c.endpoints, opts(tls(d.path(), None))).unwrap();
+    let open = |client: u8, seq: u64| {
+        let cluster = cluster.clone();
+        async move {
+            cluster
+                .call("open", |ch| async move {
+                    LicensingClient::new(ch)
+                        .open_session(pb::OpenSessionRequest {
+                            request: request(client, seq),
+                            user: "ann".into(),
+                            host: "ws1".into(),
+                            secret: vec![client; 32],
+                            ttl_ms: 10_000,
+                            ..Default::default()
+                        })
+                        .await
+                })
+                .await
+        }
+    };
+
+    // Sessions per client id: two, then a clear refusal; a retry of an applied open
+    // still gets its first answer.
+    let s1 = open(1, 1).await.unwrap();
+    open(1, 2).await.unwrap();
+    assert_refused(
+        open(1, 3).await,
+        Code::ResourceExhausted,
+        "limits.sessions_per_client",
+    );
+    assert_eq!(open(1, 1).await.unwrap().session_id, s1.session_id);
+
+    // One session's flood of writes is cut off; another session's checkout goes through.
+    let auth = pb::SessionAuth {
+        session_id: s1.session_id,
+        secret: vec![1; 32],
+    };
+    let mut limited = 0;
+    for seq in 10..40 {
+        let a = auth.clone();
+        let r = cluster
+            .call("checkin", |ch| {
+                let a = a.clone();
+                async move {
+                    LicensingClient::new(ch)
+                        .checkin(pb::CheckinRequest {
+                            request: request(1, seq),
+                            auth: Some(a),
+                            lease_id: 424_242,
+                        })
+                        .await
+                }
+            })
+            .await;
+        if let Err(Error::Refused { code, message, .. }) = &r {
+            if *code == Code::ResourceExhausted {
+                assert!(message.contains("limits.per_session_rps"), "{message}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        limited > 0,
+        "30 writes at once from one session were all let through"
+    );
+    let other = Client::connect(&c.endpoints, client_opts(opts(tls(d.path(), None))))
+        .await
+        .unwrap();
+    other
+        .checkout("solid_modeler", CheckoutOptions::default())
+        .await
+        .unwrap();
+
+    // One address's flood (from 127.0.0.2) is cut off; 127.0.0.1 is still served.
+    let leader = client_leader_plain(&c);
+    let flood = opts(tls(d.path(), None))
+        .endpoint(&leader)
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for _ in 0..1_000 {
+        let r = LicensingClient::new(flood.clone())
+            .heartbeat(pb::HeartbeatRequest::default())
+            .await;
+        if let Err(s) = r {
+            assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+            assert!(s.message().contains("from 127.0.0.2"), "{s:?}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "1000 calls at once from one address were all let through"
+    );
+    let hb = cluster
+        .call("heartbeat", |ch| async move {
+            LicensingClient::new(ch)
+                .heartbeat(pb::HeartbeatRequest::default())
+                .await
+        })
+        .await;
+    assert!(hb.is_ok(), "127.0.0.1 was starved: {hb:?}");
+    other.close().await.unwrap();
+    c.stop().await;
+}
+
+/// The leader's address, read from the nodes themselves.
+fn client_leader_plain(c: &DevCluster) -> String {
+    let id = c.nodes[0].shared.raft.metrics().borrow().current_leader;
+    c.nodes
+        .iter()
+        .find(|n| Some(n.shared.id) == id)
+        .unwrap()
+        .addr
+        .clone()
+}

@@ -3,14 +3,18 @@
 //!
 //! ```sh
 //! cargo run --release --bin tallyd -- dev          # in one terminal
-//! cargo run -p tally-client --example cad_app      # in another
+//! . /tmp/tally-dev-PID/tally.env                    # in another: what tallyd dev printed
+//! cargo run -p tally-client --example cad_app
 //! ```
 //!
-//! Endpoints come from `TALLY_ENDPOINTS` (default: the dev cluster's ports).
+//! Endpoints come from `TALLY_ENDPOINTS` (default: the dev cluster's ports), TLS from
+//! `TALLY_CA`, `TALLY_CERT` and `TALLY_KEY`.
 
 use std::time::Duration;
 
-use tally_client::{CheckoutOptions, Client, ClientOptions, Error, SessionState, Wait};
+use tally_client::{
+    CheckoutOptions, Client, ClientOptions, ConnectOptions, Error, SessionState, Tls, Wait,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,6 +24,10 @@ async fn main() -> Result<(), Error> {
         endpoints.split(','),
         ClientOptions {
             client_info: "cad_app example 1.0".into(),
+            connect: ConnectOptions {
+                tls: Tls::from_env()?,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )

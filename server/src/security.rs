@@ -80,6 +80,8 @@ impl TlsMaterial {
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
             .client_auth_optional(true)
+            // A connection that never finishes its handshake must not hold a slot.
+            .timeout(std::time::Duration::from_secs(10))
     }
 
     /// Dialling a peer: trust only the site CA, and present our node certificate.

@@ -1,8 +1,8 @@
 //! A fleet of raw sessions for `bench scale`: opened with bounded concurrency over a few
 //! connections to the leader, each taking one seat, and kept alive by batched heartbeats
 //! (many sessions per call, as a gateway for many processes would send them) every TTL/3,
-//! following the leader when it changes. Sessions the cluster no longer knows are
-//! dropped from the fleet and counted as lost.
+//! following the leader when it changes, while opening as well as while renewing.
+//! Sessions the cluster no longer knows are dropped from the fleet and counted as lost.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -23,6 +23,11 @@ use super::Latencies;
 const BATCH: usize = 5_000;
 /// Longest wait for one heartbeat call before the leader is looked for again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one open or checkout: a stopped or partitioned leader must not hold
+/// an opener forever.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening one session keeps retrying across leader changes before giving up.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(120);
 
 /// One completed heartbeat round: every session in the fleet was renewed or found lost.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +37,22 @@ pub struct Round {
     pub lost_total: u64,
 }
 
+/// The connections to the leader as last found, and which finding that was: a task that
+/// saw them fail looks for the leader again only if nobody has since.
+#[derive(Debug, Default)]
+struct Channels {
+    generation: u64,
+    list: Vec<Channel>,
+}
+
 #[derive(Debug)]
 pub struct Fleet {
     endpoints: Vec<String>,
     connections: usize,
-    channels: Mutex<Vec<Channel>>,
+    channels: Mutex<Channels>,
+    /// Held while looking for the leader, so hundreds of openers that fail together make
+    /// one search, not hundreds.
+    relead: tokio::sync::Mutex<()>,
     sessions: Mutex<Vec<Session>>,
     lost: AtomicU64,
     pub ids: Ids,
@@ -60,28 +76,37 @@ impl Fleet {
         let f = Fleet {
             endpoints: endpoints.to_vec(),
             connections,
-            channels: Mutex::new(Vec::new()),
+            channels: Mutex::new(Channels::default()),
+            relead: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
             lost: AtomicU64::new(0),
             ids: Ids::new()?,
             opener,
             feature,
         };
-        f.relead().await?;
+        f.relead(0).await?;
         Ok(Arc::new(f))
     }
 
-    /// Finds the leader (waiting out an election) and reconnects to it.
-    async fn relead(&self) -> anyhow::Result<String> {
+    /// Finds the leader (waiting out an election) and reconnects to it, unless that was
+    /// done since the connections of `seen` failed. The leader's URI if it looked.
+    async fn relead(&self, seen: u64) -> anyhow::Result<Option<String>> {
+        let _one = self.relead.lock().await;
+        if lock(&self.channels).generation != seen {
+            return Ok(None);
+        }
         let uri = raw::find_leader(&self.endpoints, Duration::from_secs(60)).await?;
-        let chs = raw::connect(&uri, self.connections).await?;
-        *lock(&self.channels) = chs;
-        Ok(uri)
+        let list = raw::connect(&uri, self.connections).await?;
+        let mut chs = lock(&self.channels);
+        chs.generation += 1;
+        chs.list = list;
+        Ok(Some(uri))
     }
 
-    fn channel(&self, i: usize) -> Channel {
+    /// Connection `i` (modulo their number), and the generation it belongs to.
+    fn channel(&self, i: usize) -> (u64, Channel) {
         let chs = lock(&self.channels);
-        chs[i % chs.len()].clone()
+        (chs.generation, chs.list[i % chs.list.len()].clone())
     }
 
     pub fn count(&self) -> usize {
@@ -138,31 +163,64 @@ impl Fleet {
         Ok(lat)
     }
 
+    /// Opens session `i` and checks out its seat, following the leader through
+    /// elections. Retries carry the same client id and sequence numbers, so the cluster
+    /// answers a retry of an applied request with its first answer: no second session,
+    /// no second seat.
     async fn open_one(&self, i: u64) -> anyhow::Result<Session> {
-        let ch = self.channel(i as usize);
-        let s = self
-            .opener
-            .open(ch.clone(), &self.ids, i)
-            .await
-            .with_context(|| format!("opening session {i}"))?;
+        let give_up = Instant::now() + OPEN_RETRY_FOR;
+        let s = loop {
+            let (generation, ch) = self.channel(i as usize);
+            let r = tokio::time::timeout(OPEN_TIMEOUT, self.opener.open(ch, &self.ids, i)).await;
+            match r {
+                Ok(Ok(s)) => break s,
+                Ok(Err(st)) if !raw::leader_gone(&st) || Instant::now() > give_up => {
+                    anyhow::bail!("opening session {i}: {}: {}", st.code(), st.message())
+                }
+                _ => self.after_failure(generation, give_up, i).await?,
+            }
+        };
         let (client, _) = self.ids.of(i);
-        let r = LicensingClient::new(ch)
-            .checkout(pb::CheckoutRequest {
-                request: Some(raw::request(client, 2)),
-                auth: Some(s.auth()),
-                feature: self.feature.clone(),
-                version: String::new(),
-                count: 1,
-                wait: false,
-                wait_timeout_ms: 0,
-            })
-            .await
-            .with_context(|| format!("checkout for session {i}"))?
-            .into_inner();
+        let req = pb::CheckoutRequest {
+            request: Some(raw::request(client, 2)),
+            auth: Some(s.auth()),
+            feature: self.feature.clone(),
+            version: String::new(),
+            count: 1,
+            wait: false,
+            wait_timeout_ms: 0,
+        };
+        let r = loop {
+            let (generation, ch) = self.channel(i as usize);
+            let mut client = LicensingClient::new(ch);
+            match tokio::time::timeout(OPEN_TIMEOUT, client.checkout(req.clone())).await {
+                Ok(Ok(r)) => break r.into_inner(),
+                Ok(Err(st)) if !raw::leader_gone(&st) || Instant::now() > give_up => {
+                    anyhow::bail!("checkout for session {i}: {}: {}", st.code(), st.message())
+                }
+                _ => self.after_failure(generation, give_up, i).await?,
+            }
+        };
         match r.result {
             Some(pb::checkout_response::Result::Granted(_)) => Ok(s),
             other => anyhow::bail!("checkout of {} for session {i}: {other:?}", self.feature),
         }
+    }
+
+    /// After a call to the leader of `generation` failed for want of a leader: pause
+    /// (an election takes a few hundred milliseconds; a new leader's keeper needs a tick
+    /// more), then look for the leader unless another task already did.
+    async fn after_failure(&self, generation: u64, give_up: Instant, i: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "session {i}: no leader answered for {} s",
+            OPEN_RETRY_FOR.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(uri) = self.relead(generation).await? {
+            eprintln!("bench scale: opening met a leader change; the leader is now {uri}");
+        }
+        Ok(())
     }
 
     /// Heartbeats every session every `every` until `stop` turns true; publishes each
@@ -202,7 +260,10 @@ impl Fleet {
             .collect();
         let mut dead = HashSet::new();
         while !pending.is_empty() {
-            let chs = lock(&self.channels).clone();
+            let (generation, chs) = {
+                let c = lock(&self.channels);
+                (c.generation, c.list.clone())
+            };
             let mut per_channel: Vec<Vec<Range<usize>>> = vec![Vec::new(); chs.len()];
             for (k, r) in pending.drain(..).enumerate() {
                 per_channel[k % chs.len()].push(r);
@@ -222,11 +283,12 @@ impl Fleet {
                 // A new leader answers the probe in `relead` before its lease keeper has
                 // loaded deadlines, and refuses heartbeats until then: do not spin.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let uri = self.relead().await?;
-                eprintln!(
-                    "bench scale: {} heartbeat batch(es) failed; the leader is now {uri}",
-                    failed.len()
-                );
+                if let Some(uri) = self.relead(generation).await? {
+                    eprintln!(
+                        "bench scale: {} heartbeat batch(es) failed; the leader is now {uri}",
+                        failed.len()
+                    );
+                }
                 pending = failed;
             }
         }

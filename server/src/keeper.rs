@@ -109,45 +109,51 @@ impl Keeper {
         }
     }
 
-    /// Renews a session if this node is surely the leader: it is leader, its deadlines
-    /// are loaded for its term, and a quorum acknowledged it within the minimum election
-    /// timeout (so no other leader can have been elected since).
-    pub fn heartbeat(&self, shared: &Shared, session: SessionId, secret: &SecretDigest) -> Beat {
+    /// Renews sessions (id and secret digest each) if this node is surely the leader: it
+    /// is leader, its deadlines are loaded for its term, and a quorum acknowledged it
+    /// within the minimum election timeout (so no other leader can have been elected
+    /// since). One answer per session, in order. A batch is checked for leadership once
+    /// and takes each lock once: per session, those were most of a heartbeat's cost.
+    pub fn heartbeat(&self, shared: &Shared, sessions: &[(SessionId, SecretDigest)]) -> Vec<Beat> {
         if !sure_leader(shared) {
-            return Beat::NotLeader;
+            return vec![Beat::NotLeader; sessions.len()];
         }
-        let (ttl_ms, durable_ms) = {
-            let sm = shared.sm.read();
-            match sm.ledger.session(session) {
-                None => return Beat::Unknown,
-                Some(s) if s.secret != *secret => return Beat::BadSecret,
-                Some(s) => (
-                    s.ttl_ms,
-                    fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg)
-                        .saturating_add(s.ttl_ms),
-                ),
-            }
-        };
+        let sm = shared.sm.read();
         let mut st = self.lock();
         if st.term.is_none() {
-            return Beat::NotLeader;
+            return vec![Beat::NotLeader; sessions.len()];
         }
         let now = now_ms();
-        if let Some(&(beat, ttl)) = st.beats.get(&session) {
-            if beat.saturating_add(ttl) <= now {
-                return Beat::Expired;
-            }
-        }
-        if st.touch(session, now, ttl_ms) {
-            st.dirty.insert(session);
-        }
-        // Promise only what a successor would honour: a new leader starts from the
-        // checkpoint, so until this beat is checkpointed (within a second or so) the
-        // promise is capped there. This node itself keeps the session until now + TTL.
-        Beat::Alive {
-            deadline_ms: now.saturating_add(ttl_ms).min(durable_ms),
-            ttl_ms,
-        }
+        sessions
+            .iter()
+            .map(|(session, secret)| {
+                let (ttl_ms, durable_ms) = match sm.ledger.session(*session) {
+                    None => return Beat::Unknown,
+                    Some(s) if s.secret != *secret => return Beat::BadSecret,
+                    Some(s) => (
+                        s.ttl_ms,
+                        fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg)
+                            .saturating_add(s.ttl_ms),
+                    ),
+                };
+                if let Some(&(beat, ttl)) = st.beats.get(session) {
+                    if beat.saturating_add(ttl) <= now {
+                        return Beat::Expired;
+                    }
+                }
+                if st.touch(*session, now, ttl_ms) {
+                    st.dirty.insert(*session);
+                }
+                // Promise only what a successor would honour: a new leader starts from
+                // the checkpoint, so until this beat is checkpointed (within a second or
+                // so) the promise is capped there. This node itself keeps the session
+                // until now + TTL.
+                Beat::Alive {
+                    deadline_ms: now.saturating_add(ttl_ms).min(durable_ms),
+                    ttl_ms,
+                }
+            })
+            .collect()
     }
 
     /// The keeper's loop: runs until shutdown, doing work only while leader.
@@ -211,8 +217,11 @@ impl Keeper {
         // CHECKPOINT_EVERY, plus commit time). Start from checkpoint + lag + election
         // timeout, so no acknowledged heartbeat is cut short by a failover; the start is a
         // fixed function of the checkpoint, so repeated elections cannot keep a dead
-        // session alive.
+        // session alive. The ledger is locked before the keeper, in the order heartbeats
+        // take them, so the two can never wait on each other.
+        drop(st);
         let sm = shared.sm.read();
+        let mut st = self.lock();
         *st = State::default();
         for (id, s) in sm.ledger.sessions() {
             st.touch(
@@ -367,7 +376,10 @@ fn fresh_start(checkpoint_ms: TimeMs, ttl_ms: u64, cfg: &crate::config::NodeConf
 /// Leader, and acknowledged by a quorum more recently than any other node could have
 /// started an election.
 pub fn sure_leader(shared: &Shared) -> bool {
-    let m = shared.raft.metrics().borrow().clone();
+    // Borrowed, not cloned: this runs for every heartbeat call, and the metrics hold the
+    // membership and replication maps.
+    let metrics = shared.raft.metrics();
+    let m = metrics.borrow();
     m.state == ServerState::Leader
         && m.millis_since_quorum_ack
             .is_some_and(|ms| ms < shared.cfg.election_min_ms)

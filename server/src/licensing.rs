@@ -285,31 +285,41 @@ impl licensing_server::Licensing for Licensing {
                 "at most {MAX_BATCH} sessions per heartbeat"
             )));
         }
-        let mut out = Vec::with_capacity(r.sessions.len());
-        for a in r.sessions {
-            let id = a.session_id;
-            let state = match auth(Some(a)) {
-                Err(_) => (pb::SessionState::BadSecret, 0, 0),
-                Ok(a) => match self
-                    .shared
-                    .keeper
-                    .heartbeat(&self.shared, a.session, &a.secret)
-                {
-                    Beat::Alive {
-                        deadline_ms,
-                        ttl_ms,
-                    } => (pb::SessionState::Alive, deadline_ms, ttl_ms),
-                    Beat::Unknown => (pb::SessionState::Unknown, 0, 0),
-                    Beat::Expired => (pb::SessionState::Expired, 0, 0),
-                    Beat::BadSecret => (pb::SessionState::BadSecret, 0, 0),
-                    Beat::NotLeader => {
-                        let m = self.shared.raft.metrics().borrow().clone();
-                        let leader = m.current_leader.filter(|l| *l != self.shared.id);
-                        let node = leader
-                            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-                        return Err(not_leader(leader.zip(node.as_ref())));
-                    }
-                },
+        // Well-formed entries are renewed together; a malformed secret is answered
+        // BadSecret in its place.
+        let ids: Vec<u64> = r.sessions.iter().map(|a| a.session_id).collect();
+        let parsed: Vec<Option<(u64, SecretDigest)>> = r
+            .sessions
+            .into_iter()
+            .map(|a| auth(Some(a)).ok().map(|a| (a.session, a.secret)))
+            .collect();
+        let wanted: Vec<(u64, SecretDigest)> = parsed.iter().flatten().copied().collect();
+        let mut beats = self
+            .shared
+            .keeper
+            .heartbeat(&self.shared, &wanted)
+            .into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, p) in ids.into_iter().zip(&parsed) {
+            let beat = match p {
+                None => None,
+                Some(_) => beats.next(),
+            };
+            let state = match beat {
+                None | Some(Beat::BadSecret) => (pb::SessionState::BadSecret, 0, 0),
+                Some(Beat::Alive {
+                    deadline_ms,
+                    ttl_ms,
+                }) => (pb::SessionState::Alive, deadline_ms, ttl_ms),
+                Some(Beat::Unknown) => (pb::SessionState::Unknown, 0, 0),
+                Some(Beat::Expired) => (pb::SessionState::Expired, 0, 0),
+                Some(Beat::NotLeader) => {
+                    let m = self.shared.raft.metrics().borrow().clone();
+                    let leader = m.current_leader.filter(|l| *l != self.shared.id);
+                    let node =
+                        leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                    return Err(not_leader(leader.zip(node.as_ref())));
+                }
             };
             out.push(pb::SessionStatus {
                 session_id: id,

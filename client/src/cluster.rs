@@ -319,7 +319,9 @@ impl Cluster {
                 tried_since_pause = 0;
                 let left = self.inner.opts.retry_for.saturating_sub(elapsed);
                 tokio::time::sleep(pause.min(left)).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
+                // Capped low: an election takes 0.3-0.6 s, and a pause that grew past it
+                // would add itself to every failover the application sees.
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
         }
     }

@@ -38,11 +38,18 @@ impl Proxy {
         let fault = Arc::new(watch::channel(Fault::None).0);
         let (f, target) = (fault.clone(), target.to_owned());
         let task = tokio::spawn(async move {
+            // The connections belong to this task: aborting it (on drop) drops the set,
+            // which aborts every connection. A connection that outlived its proxy could
+            // deliver held-back bytes to whatever process binds the target port next:
+            // in a soak, a node of the next cluster (seen: a node of a fresh cluster
+            // panicked on an AppendEntries from the previous schedule's leader).
+            let mut pumps = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                while pumps.try_join_next().is_some() {}
                 if *f.borrow() == Fault::Down {
                     continue; // dropped: closed at once
                 }
-                tokio::spawn(pump(client, target.clone(), f.clone()));
+                pumps.spawn(pump(client, target.clone(), f.clone()));
             }
         });
         Ok(Proxy { addr, fault, task })

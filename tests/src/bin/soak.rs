@@ -6,9 +6,12 @@
 //! Defaults: 200 schedules of 4 faults with 6 clients, seeds from 1. Uses the `tallyd`
 //! and `tallyctl` next to this binary's profile (built first if missing or stale).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tally_tests::nemesis;
+
+/// Longest one schedule may run (they take about 20 s) before it is called stuck.
+const SCHEDULE_LIMIT: Duration = Duration::from_secs(180);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,8 +32,18 @@ async fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         // On Ctrl-C or SIGTERM the run is dropped, and with it the harness, which kills
         // its nodes: no orphaned tallyd is left behind.
+        // A schedule takes about 20 s. One that is still running after SCHEDULE_LIMIT is
+        // stuck (a node that stopped answering, say) and counts as a failure with its
+        // logs kept, instead of holding up the soak forever.
         let r = tokio::select! {
-            r = nemesis::run(seed, dir.path(), faults, clients) => r,
+            r = tokio::time::timeout(SCHEDULE_LIMIT, nemesis::run(seed, dir.path(), faults, clients)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(anyhow::anyhow!(
+                    "still running after {} s; logs kept in {}",
+                    SCHEDULE_LIMIT.as_secs(),
+                    dir.path().display()
+                )),
+            },
             _ = interrupted() => anyhow::bail!("interrupted during seed {seed}"),
         };
         match r {
@@ -59,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Err(e) => {
                 println!("seed {seed:>5}  RUN FAILED {e:#}");
+                if e.to_string().contains("logs kept in") {
+                    let _ = dir.keep();
+                }
                 failed.push(seed);
             }
         }

@@ -1,17 +1,17 @@
 //! The Raft log and vote in redb. One database file per node, shared with the snapshot
 //! store.
 //!
-//! Appends use group commit. `append` does no I/O: the entries join an in-memory queue
-//! (readers see them at once: openraft replicates from the log right after appending)
-//! with their flush callback, and a flusher writes everything queued in one
-//! `Durability::Immediate` transaction and only then tells openraft those entries are
-//! flushed. openraft takes no new request until `append` returns, so an append that
-//! waited for its own disk write made every request wait for the one before it; now the
-//! requests that arrive during one fsync share the next. An entry is reported flushed
-//! only once it is on disk, so an acknowledged entry survives a crash; a crash loses only
-//! queued entries, which nobody was told of. Truncation, purge and vote writes drain the
-//! queue first, so flush reports keep their order relative to them exactly as if every
-//! append had been synchronous.
+//! Appends use group commit. An append is written at once without an fsync
+//! (`Durability::None`: readable right away, which openraft needs to replicate it), and
+//! its flush callback joins a queue; a flusher makes everything queued durable with one
+//! `Durability::Immediate` commit (redb persists every earlier non-durable commit with
+//! it) and only then tells openraft the entries are flushed. While one fsync runs, the
+//! appends of the next requests pile up and share the next one, instead of each request
+//! waiting for its own: openraft does not take a new request until `append` returns.
+//! An entry is reported flushed only once it is on disk, so an acknowledged entry
+//! survives a crash; a crash loses only unflushed entries, which nobody was told of.
+//! Truncation, purge and vote writes first drain the queue, so flush reports keep their
+//! order relative to them exactly as if every append had been synchronous.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -32,6 +32,8 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
+/// Written by each group commit (its content does not matter).
+const FLUSHED: &str = "flushed";
 
 /// The log store. Cheap to clone: clones share the database and the flush queue.
 #[derive(Clone)]
@@ -40,29 +42,13 @@ pub struct LogStore {
     group: Arc<Group>,
 }
 
-/// Appended entries not yet on disk, and their flush callbacks in append order.
-#[derive(Default)]
-struct Pending {
-    entries: std::collections::BTreeMap<u64, Entry>,
-    callbacks: Vec<LogFlushed<TypeConfig>>,
-}
-
+/// Appends written but not yet durable, with their flush callbacks, in append order.
 #[derive(Default)]
 struct Group {
-    pending: std::sync::Mutex<Pending>,
+    pending: std::sync::Mutex<Vec<LogFlushed<TypeConfig>>>,
     /// One flusher at a time (tokio's mutex is fair): batches are taken and reported in
     /// the order they were queued.
     flushing: tokio::sync::Mutex<()>,
-}
-
-impl Group {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // Every holder leaves `Pending` whole (inserts, takes, a split), so a poisoned
-        // lock is still usable.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// What a background flush needs. The database is held weakly, so a stopped node's file
@@ -73,41 +59,32 @@ struct Flusher {
 }
 
 impl Flusher {
-    /// Writes every queued entry durably in one transaction and reports each append, in
-    /// order. The entries stay readable from the queue until they are on disk.
+    /// Makes every queued append durable with one commit and reports each, in order.
     async fn flush(&self) -> Result<(), StorageError> {
         let _one_at_a_time = self.group.flushing.lock().await;
-        let (entries, batch) = {
-            let mut p = self.group.lock();
-            let entries: Vec<Entry> = p.entries.values().cloned().collect();
-            (entries, std::mem::take(&mut p.callbacks))
-        };
-        if batch.is_empty() && entries.is_empty() {
+        let batch = std::mem::take(
+            &mut *self
+                .group
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if batch.is_empty() {
             return Ok(());
         }
-        let Some(db) = self.db.upgrade() else {
+        let result = match self.db.upgrade() {
             // The store is gone (the node stopped): nothing is left to tell.
-            return Ok(());
+            None => return Ok(()),
+            Some(db) => {
+                write(db, Durability::Immediate, |txn| {
+                    // A durable commit persists every earlier non-durable one; it needs
+                    // something to write.
+                    txn.open_table(META)?.insert(FLUSHED, &[][..])?;
+                    Ok(())
+                })
+                .await
+            }
         };
-        let last = entries.last().map(|e| e.log_id.index);
-        let result = write(db, Durability::Immediate, move |txn| {
-            let mut table = txn.open_table(LOG)?;
-            for e in &entries {
-                let bytes = serde_json::to_vec(e).map_err(|e| {
-                    redb::Error::Io(std::io::Error::other(format!("encoding an entry: {e}")))
-                })?;
-                table.insert(e.log_id.index, bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await;
-        if result.is_ok() {
-            if let Some(last) = last {
-                // Later appends may have queued more; only what was written leaves.
-                let mut p = self.group.lock();
-                p.entries = p.entries.split_off(&(last + 1));
-            }
-        }
         for cb in batch {
             cb.log_io_completed(
                 result
@@ -216,27 +193,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        // The queue first: an entry the flusher writes meanwhile is then found on disk
-        // too, and the queue's copy (the same entry) wins.
-        let queued: Vec<Entry> = self
-            .group
-            .lock()
-            .entries
-            .range(range.clone())
-            .map(|(_, e)| e.clone())
-            .collect();
         let txn = self.db.begin_read().map_err(io_read)?;
         let table = txn.open_table(LOG).map_err(io_read)?;
-        let first_queued = queued.first().map_or(u64::MAX, |e| e.log_id.index);
         let mut out = Vec::new();
         for item in table.range(range).map_err(io_read)? {
-            let (k, v) = item.map_err(io_read)?;
-            if k.value() >= first_queued {
-                break;
-            }
+            let (_, v) = item.map_err(io_read)?;
             out.push(serde_json::from_slice(v.value()).map_err(io_read)?);
         }
-        out.extend(queued);
         Ok(out)
     }
 }
@@ -246,12 +209,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta(PURGED)?;
-        let queued = self
-            .group
-            .lock()
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id);
         let last = {
             let txn = self.db.begin_read().map_err(io_read)?;
             let table = txn.open_table(LOG).map_err(io_read)?;
@@ -268,7 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         Ok(LogState {
             last_purged_log_id,
-            last_log_id: queued.or(last).or(last_purged_log_id),
+            last_log_id: last.or(last_purged_log_id),
         })
     }
 
@@ -311,13 +268,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
-            let mut p = self.group.lock();
-            for e in entries {
-                p.entries.insert(e.log_id.index, e);
-            }
-            p.callbacks.push(callback);
+        let mut encoded = Vec::new();
+        for e in entries {
+            encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?));
         }
+        // Readable at once, durable with the next group commit (see the module docs).
+        let written = write(self.db.clone(), Durability::None, move |txn| {
+            let mut table = txn.open_table(LOG)?;
+            for (index, bytes) in &encoded {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = written {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(e);
+        }
+        self.group
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(callback);
         let flusher = self.flusher();
         tokio::spawn(async move {
             if let Err(e) = flusher.flush().await {

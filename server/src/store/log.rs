@@ -1,17 +1,7 @@
 //! The Raft log and vote in redb. One database file per node, shared with the snapshot
-//! store.
-//!
-//! Appends use group commit. An append is written at once without an fsync
-//! (`Durability::None`: readable right away, which openraft needs to replicate it), and
-//! its flush callback joins a queue; a flusher makes everything queued durable with one
-//! `Durability::Immediate` commit (redb persists every earlier non-durable commit with
-//! it) and only then tells openraft the entries are flushed. While one fsync runs, the
-//! appends of the next requests pile up and share the next one, instead of each request
-//! waiting for its own: openraft does not take a new request until `append` returns.
-//! An entry is reported flushed only once it is on disk, so an acknowledged entry
-//! survives a crash; a crash loses only unflushed entries, which nobody was told of.
-//! Truncation, purge and vote writes first drain the queue, so flush reports keep their
-//! order relative to them exactly as if every append had been synchronous.
+//! store. Every append is one write transaction committed with `Durability::Immediate`
+//! on a blocking thread, and openraft is told the entries are flushed only after the
+//! commit returned: an acknowledged entry is on disk.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -32,86 +22,11 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
-/// Written by each group commit (its content does not matter).
-const FLUSHED: &str = "flushed";
 
-/// The log store. Cheap to clone: clones share the database and the flush queue.
+/// The log store. Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
-    group: Arc<Group>,
-}
-
-/// Appends written but not yet durable, with their flush callbacks, in append order.
-#[derive(Default)]
-struct Group {
-    pending: std::sync::Mutex<Vec<LogFlushed<TypeConfig>>>,
-    /// One flusher at a time (tokio's mutex is fair): batches are taken and reported in
-    /// the order they were queued.
-    flushing: tokio::sync::Mutex<()>,
-}
-
-/// What a background flush needs. The database is held weakly, so a stopped node's file
-/// closes even while a late flush task is still queued.
-struct Flusher {
-    db: std::sync::Weak<Database>,
-    group: Arc<Group>,
-}
-
-impl Flusher {
-    /// Makes every queued append durable with one commit and reports each, in order.
-    async fn flush(&self) -> Result<(), StorageError> {
-        let _one_at_a_time = self.group.flushing.lock().await;
-        let batch = std::mem::take(
-            &mut *self
-                .group
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = match self.db.upgrade() {
-            // The store is gone (the node stopped): nothing is left to tell.
-            None => return Ok(()),
-            Some(db) => {
-                write(db, Durability::Immediate, |txn| {
-                    // A durable commit persists every earlier non-durable one; it needs
-                    // something to write.
-                    txn.open_table(META)?.insert(FLUSHED, &[][..])?;
-                    Ok(())
-                })
-                .await
-            }
-        };
-        for cb in batch {
-            cb.log_io_completed(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string())),
-            );
-        }
-        result
-    }
-}
-
-/// Runs `f` in one write transaction on a blocking thread, committed with `durability`.
-async fn write<F>(db: Arc<Database>, durability: Durability, f: F) -> Result<(), StorageError>
-where
-    F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(durability).map_err(redb::Error::from)?;
-        f(&txn)?;
-        txn.commit()?;
-        Ok(())
-    })
-    .await
-    .map_err(io_write)?
-    .map_err(io_write)
 }
 
 impl Debug for LogStore {
@@ -137,17 +52,7 @@ impl LogStore {
         txn.open_table(LOG).map_err(io_write)?;
         txn.open_table(META).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
-        Ok(Self {
-            db,
-            group: Arc::default(),
-        })
-    }
-
-    fn flusher(&self) -> Flusher {
-        Flusher {
-            db: Arc::downgrade(&self.db),
-            group: self.group.clone(),
-        }
+        Ok(Self { db })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -162,15 +67,25 @@ impl LogStore {
         }
     }
 
-    /// Runs `f` in one write transaction committed with `Durability::Immediate`, after
-    /// the queued appends are flushed and reported: on disk, in order, when this returns.
-    /// Every write of the log store but appends goes through here.
+    /// Runs `f` in one write transaction on a blocking thread, committed with
+    /// `Durability::Immediate`: on disk when this returns. Every write of the log store
+    /// goes through here.
     async fn durably<F>(&self, f: F) -> Result<(), StorageError>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
-        self.flusher().flush().await?;
-        write(self.db.clone(), Durability::Immediate, f).await
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb::Error::from)?;
+            f(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(io_write)?
+        .map_err(io_write)
     }
 
     /// Writes a meta record durably.
@@ -248,11 +163,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // written without its own fsync: the next durable append carries it to disk, and a
         // crash before that leaves an older mark, which is still true.
         let bytes = serde_json::to_vec(&committed).map_err(io_write)?;
-        write(self.db.clone(), Durability::None, move |txn| {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)
+                .map_err(redb::Error::from)?;
             txn.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
+            txn.commit()?;
             Ok(())
         })
         .await
+        .map_err(io_write)?
+        .map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -272,31 +194,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io_write)?));
         }
-        // Readable at once, durable with the next group commit (see the module docs).
-        let written = write(self.db.clone(), Durability::None, move |txn| {
-            let mut table = txn.open_table(LOG)?;
-            for (index, bytes) in &encoded {
-                table.insert(*index, bytes.as_slice())?;
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = written {
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(e);
-        }
-        self.group
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(callback);
-        let flusher = self.flusher();
-        tokio::spawn(async move {
-            if let Err(e) = flusher.flush().await {
-                tracing::error!("log flush failed: {e}");
-            }
-        });
-        Ok(())
+        // One transaction for the whole batch: one fsync however many entries. openraft
+        // hears the entries are flushed only after the commit returned.
+        let result = self
+            .durably(move |txn| {
+                let mut table = txn.open_table(LOG)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
+                }
+                Ok(())
+            })
+            .await;
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        result
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -58,6 +58,11 @@ alive() {
   [ ! -r "/proc/$pid/stat" ] || ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$pid/stat"
 }
 
+# A name of this cluster's own, the same on every start: derived from DIR.
+cluster_name() {
+  echo "local-$(printf %s "$dir" | cksum | cut -d' ' -f1)"
+}
+
 # tallyctl with this cluster's admin credentials.
 ctl() {
   TALLY_CONFIG="$dir/tally.env" "$bin/tallyctl" "$@"
@@ -99,7 +104,7 @@ start_node() {
   if [ "$n" = 1 ] && [ "${2:-}" = fresh ]; then
     init=(--init "1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))")
   fi
-  "$bin/tallyd" run --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
+  "$bin/tallyd" run --cluster-name "$(cluster_name)" --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
     --vendor-key "$(vendor_name)=$dir/vendor.pub" "${init[@]}" \
     --tls-cert "$dir/pki/node$n.crt" --tls-key "$dir/pki/node$n.key" --tls-ca "$dir/pki/ca.crt" \
     >>"$dir/node$n.log" 2>&1 </dev/null &

@@ -25,6 +25,10 @@ pub const LEADER_ADDR_METADATA: &str = "x-tally-leader-addr";
 /// Metadata key carrying the leader's node id on a not-leader answer.
 pub const LEADER_ID_METADATA: &str = "x-tally-leader-id";
 
+/// Metadata key carrying the sender's cluster name on every `Raft` call; a node refuses
+/// calls from any other cluster.
+pub const CLUSTER_METADATA: &str = "x-tally-cluster";
+
 #[cfg(test)]
 mod tests {
     use super::v1;

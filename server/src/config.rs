@@ -7,6 +7,12 @@ use thiserror::Error;
 /// Everything one `tallyd` node needs to know.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// Names the cluster, like etcd's initial-cluster-token: every Raft message carries
+    /// it and a node refuses messages of any other cluster, and the data directory is
+    /// bound to it on first start. Two clusters under one site CA, or a node dialling an
+    /// address that now belongs to another cluster, then fail loudly instead of mixing
+    /// their logs.
+    pub cluster_name: String,
     pub id: u64,
     /// Where the gRPC port listens (`127.0.0.1:27000`).
     pub listen: String,
@@ -86,6 +92,7 @@ impl Default for Limits {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
+            cluster_name: "tally".into(),
             id: 1,
             listen: "127.0.0.1:27000".into(),
             advertise: String::new(),
@@ -124,6 +131,22 @@ fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Longest cluster name: it travels in a header of every Raft message.
+pub const MAX_CLUSTER_NAME: usize = 64;
+
+/// A cluster name is 1-64 of `A-Z a-z 0-9 . _ -`, so it is a valid gRPC header value and
+/// reads the same in every log.
+pub fn check_cluster_name(name: &str) -> Result<(), ConfigError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > MAX_CLUSTER_NAME || !name.chars().all(ok) {
+        return Err(bad(
+            "cluster_name",
+            format!("\"{}\" is not a cluster name: use 1-{MAX_CLUSTER_NAME} letters, digits, '.', '_' or '-'", name.escape_debug()),
+        ));
+    }
+    Ok(())
+}
+
 impl NodeConfig {
     /// The address to advertise to peers and clients.
     pub fn advertised(&self) -> &str {
@@ -138,6 +161,7 @@ impl NodeConfig {
         if self.id == 0 {
             return Err(bad("id", "node ids start at 1"));
         }
+        check_cluster_name(&self.cluster_name)?;
         if self.election_min_ms == 0 || self.election_max_ms <= self.election_min_ms {
             return Err(bad(
                 "election_max_ms",
@@ -204,7 +228,7 @@ impl NodeConfig {
 
     pub(crate) fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         let c = openraft::Config {
-            cluster_name: "tally".into(),
+            cluster_name: self.cluster_name.clone(),
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_min_ms,
             election_timeout_max: self.election_max_ms,
@@ -222,6 +246,7 @@ impl NodeConfig {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub cluster_name: Option<String>,
     pub id: Option<u64>,
     pub listen: Option<String>,
     pub advertise: Option<String>,
@@ -274,6 +299,7 @@ impl FileConfig {
             vendor_keys.push((vendor, k));
         }
         Ok(NodeConfig {
+            cluster_name: self.cluster_name.unwrap_or(d.cluster_name),
             id: self.id.unwrap_or(d.id),
             listen: self.listen.unwrap_or(d.listen),
             advertise: self.advertise.unwrap_or(d.advertise),
@@ -328,8 +354,11 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 7] = [
+        let cases: [(Breaker, &str); 10] = [
             (|c| c.id = 0, "id"),
+            (|c| c.cluster_name.clear(), "cluster_name"),
+            (|c| c.cluster_name = "site a".into(), "cluster_name"),
+            (|c| c.cluster_name = "x".repeat(65), "cluster_name"),
             (|c| c.heartbeat_ms = 200, "heartbeat_ms"),
             (|c| c.election_max_ms = 100, "election_max_ms"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),

@@ -41,6 +41,10 @@ struct RunArgs {
     /// TOML config file (keys as in deploy/README.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The cluster's name: every node of one cluster must give the same (default
+    /// "tally"); Raft calls from another cluster are refused.
+    #[arg(long)]
+    cluster_name: Option<String>,
     /// This node's id (from 1).
     #[arg(long)]
     id: Option<u64>,
@@ -94,6 +98,9 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         None => (Default::default(), PathBuf::from(".")),
     };
     let mut cfg = file.into_config(&base)?;
+    if let Some(name) = a.cluster_name {
+        cfg.cluster_name = name;
+    }
     if let Some(id) = a.id {
         cfg.id = id;
     }

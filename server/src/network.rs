@@ -18,9 +18,12 @@ use openraft::{AnyError, Snapshot};
 use tally_proto::v1::raft_client::RaftClient;
 use tally_proto::v1::raft_server;
 use tally_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
+use tally_proto::CLUSTER_METADATA;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::ConfigError;
 use crate::types::{NodeId, Raft, SnapshotMeta, TallyNode, TypeConfig, Vote};
 
 /// Snapshot data is sent in pieces of this size, so no single message nears gRPC limits.
@@ -30,7 +33,7 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
 /// Creates peer clients, sharing one lazily connected channel per peer address.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Peer id → address to dial instead of the advertised one (`dial` in the config).
@@ -38,6 +41,9 @@ pub struct Network {
     /// Set unless the cluster runs `insecure_plaintext`: peers are dialled over TLS,
     /// trusting only the site CA and presenting this node's certificate.
     tls: Option<ClientTlsConfig>,
+    /// This node's cluster name, stamped on every outgoing call: a node of another
+    /// cluster that now owns a peer's address refuses it instead of taking our entries.
+    cluster: MetadataValue<Ascii>,
 }
 
 impl std::fmt::Debug for Network {
@@ -47,15 +53,23 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
+    /// `cluster` must be a checked cluster name (`config::check_cluster_name`), which is
+    /// always a valid header value.
     pub fn new(
+        cluster: &str,
         dial: std::collections::BTreeMap<NodeId, String>,
         tls: Option<ClientTlsConfig>,
-    ) -> Network {
-        Network {
+    ) -> Result<Network, ConfigError> {
+        let cluster = cluster.parse().map_err(|_| ConfigError {
+            key: "cluster_name",
+            problem: format!("\"{}\" cannot travel in a header", cluster.escape_debug()),
+        })?;
+        Ok(Network {
+            channels: Default::default(),
             dial: Arc::new(dial),
             tls,
-            ..Network::default()
-        }
+            cluster,
+        })
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -91,7 +105,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)
         });
-        Peer { target, client }
+        Peer {
+            target,
+            client,
+            cluster: self.cluster.clone(),
+        }
     }
 }
 
@@ -100,6 +118,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    cluster: MetadataValue<Ascii>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable {
@@ -141,6 +160,8 @@ impl Peer {
             serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = Request::new(RaftRequest { payload });
         req.set_timeout(option.hard_ttl());
+        req.metadata_mut()
+            .insert(CLUSTER_METADATA, self.cluster.clone());
         let reply = if vote {
             client.vote(req).await
         } else {
@@ -201,6 +222,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         }));
         let mut req = Request::new(tokio_stream_iter(chunks));
         req.set_timeout(option.hard_ttl().max(std::time::Duration::from_secs(30)));
+        req.metadata_mut()
+            .insert(CLUSTER_METADATA, self.cluster.clone());
         let reply = tokio::select! {
             r = client.install_full_snapshot(req) => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),

@@ -139,7 +139,22 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         );
     }
     let (log, sm) = store::open(&cfg.data_dir)?;
-    let network = Network::new(cfg.dial.clone(), tls.as_ref().map(TlsMaterial::peer_client));
+    if let Some(bound) = log.claim_cluster(&cfg.cluster_name)? {
+        return Err(crate::config::ConfigError {
+            key: "cluster_name",
+            problem: format!(
+                "the data in {} belongs to cluster \"{bound}\", not \"{}\": wrong data directory, or set cluster_name = \"{bound}\"",
+                cfg.data_dir.display(),
+                cfg.cluster_name
+            ),
+        }
+        .into());
+    }
+    let network = Network::new(
+        &cfg.cluster_name,
+        cfg.dial.clone(),
+        tls.as_ref().map(TlsMaterial::peer_client),
+    )?;
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let shared = Shared {
@@ -164,7 +179,8 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
 
     let secure = tls.is_some();
     let require_cert = shared.cfg.require_client_cert;
-    let guard = |service| Guard::new(service, secure, require_cert, None);
+    let cluster: Arc<str> = shared.cfg.cluster_name.as_str().into();
+    let guard = |service| Guard::new(service, cluster.clone(), secure, require_cert, None);
     let raft_svc = InterceptedService::new(
         RaftServer::new(RaftService {
             raft: shared.raft.clone(),
@@ -178,6 +194,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE),
         Guard::new(
             Service::Licensing,
+            cluster.clone(),
             secure,
             require_cert,
             RateLimiter::new(shared.cfg.limits.per_address_rps),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tally_pki::Role;
+use tally_proto::CLUSTER_METADATA;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -107,6 +108,10 @@ pub enum Service {
 #[derive(Debug, Clone)]
 pub struct Guard {
     service: Service,
+    /// This node's cluster name. Raft calls must carry the same one in
+    /// `CLUSTER_METADATA`, checked even without TLS: it is what keeps a leftover or
+    /// misdirected peer of another cluster out, not an authentication.
+    cluster: Arc<str>,
     /// False only under `insecure_plaintext`: nothing is checked but rates.
     tls: bool,
     require_client_cert: bool,
@@ -116,12 +121,14 @@ pub struct Guard {
 impl Guard {
     pub fn new(
         service: Service,
+        cluster: Arc<str>,
         tls: bool,
         require_client_cert: bool,
         per_address: Option<Arc<RateLimiter<IpAddr>>>,
     ) -> Guard {
         Guard {
             service,
+            cluster,
             tls,
             require_client_cert,
             per_address,
@@ -168,10 +175,37 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// A Raft call from another cluster (or from a node too old to say) is refused,
+    /// naming both clusters, before openraft sees it: its terms and log indexes mean
+    /// nothing here, and taking them could corrupt this cluster's log.
+    fn check_cluster(&self, req: &Request<()>) -> Result<(), Status> {
+        let theirs = req
+            .metadata()
+            .get(CLUSTER_METADATA)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        match theirs {
+            Some(name) if *name == *self.cluster => Ok(()),
+            Some(name) => Err(Status::failed_precondition(format!(
+                "this node belongs to cluster \"{}\", and the Raft call came from cluster \"{}\": a node of another cluster is dialling this address (check cluster_name and the peer addresses)",
+                self.cluster,
+                name.escape_debug()
+            ))),
+            None => Err(Status::failed_precondition(format!(
+                "the Raft call names no cluster ({CLUSTER_METADATA} is missing); this node belongs to cluster \"{}\"",
+                self.cluster
+            ))),
+        }
+    }
+}
+
 impl Interceptor for Guard {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         if self.tls {
             self.check_role(&req)?;
+        }
+        if self.service == Service::Raft {
+            self.check_cluster(&req)?;
         }
         if let (Some(limiter), Some(addr)) = (&self.per_address, req.remote_addr()) {
             if !limiter.allow(addr.ip()) {

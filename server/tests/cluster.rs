@@ -570,3 +570,94 @@ async fn a_retried_checkout_gets_the_identical_grant_and_no_second_seat() {
     );
     cluster.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_of_another_cluster_is_never_fed_this_clusters_log() {
+    use tally_proto::v1::raft_client::RaftClient;
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+
+    // A node of cluster "green" sits at an address the "tally" cluster is told to
+    // replicate to: a decommissioned node's address reused, or a wrong peer list.
+    let green_dir = cluster._tmp.path().join("green");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let green_addr = l.local_addr().unwrap().to_string();
+    let green_cfg = NodeConfig {
+        cluster_name: "green".into(),
+        ..cfg(9, green_dir.clone())
+    };
+    let green = node::start(green_cfg, l).await.unwrap();
+    cluster.nodes[&leader]
+        .shared
+        .raft
+        .add_learner(
+            9,
+            TallyNode {
+                addr: green_addr.clone(),
+                http: String::new(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    // Seats go on being granted in "tally" while its leader keeps trying node 9.
+    let mut c = cluster.client(leader).await;
+    let mut s = open_ttl(&mut c, "ann", 1, 30_000).await;
+    churn(&mut c, &mut s, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = green.shared.raft.metrics().borrow().clone();
+    assert_eq!(
+        m.last_log_index, None,
+        "green took entries of another cluster"
+    );
+    assert_eq!(m.current_leader, None);
+    let lm = cluster.nodes[&leader]
+        .shared
+        .raft
+        .metrics()
+        .borrow()
+        .clone();
+    let matched = lm.replication.as_ref().and_then(|r| r.get(&9).cloned());
+    assert_eq!(matched, Some(None), "the leader saw node 9 accept entries");
+
+    // On the wire: a Raft call naming another cluster, or none, is refused naming both.
+    let mut raw = RaftClient::connect(format!("http://{green_addr}"))
+        .await
+        .unwrap();
+    let call = |name: Option<&str>| {
+        let mut req = tonic::Request::new(pb::RaftRequest {
+            payload: b"{}".to_vec(),
+        });
+        if let Some(n) = name {
+            req.metadata_mut()
+                .insert(tally_proto::CLUSTER_METADATA, n.parse().unwrap());
+        }
+        req
+    };
+    let e = raw.vote(call(Some("tally"))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("\"green\"") && e.message().contains("\"tally\""),
+        "{e}"
+    );
+    let e = raw.vote(call(None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("names no cluster"), "{e}");
+    let e = raw.vote(call(Some("green"))).await.unwrap_err();
+    assert_ne!(
+        e.code(),
+        tonic::Code::FailedPrecondition,
+        "its own cluster's calls pass the check (and this payload is garbage): {e}"
+    );
+
+    // Its data directory is green's now: starting it as a node of "tally" is refused.
+    green.stop().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = node::start(cfg(9, green_dir), l).await.unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("cluster_name") && e.contains("\"green\"") && e.contains("\"tally\""),
+        "{e}"
+    );
+    cluster.stop_all().await;
+}

@@ -81,6 +81,17 @@ impl Harness {
         // acceptable on loopback's large ephemeral range.
         drop(listeners);
 
+        // A name of its own per cluster: a node of the previous schedule's cluster that
+        // still dials a reused port is refused instead of mixing its log into this one.
+        let mut cluster = format!("harness-{}-", std::process::id());
+        cluster.extend(
+            dir.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(32),
+        );
         let mut links = BTreeMap::new();
         for from in 1..=n {
             for to in 1..=n {
@@ -102,7 +113,7 @@ impl Harness {
             std::fs::write(
                 &config,
                 format!(
-                    "id = {id}\nlisten = \"{addr}\"\nadvertise = \"{adv}\"\n\
+                    "cluster_name = \"{cluster}\"\nid = {id}\nlisten = \"{addr}\"\nadvertise = \"{adv}\"\n\
                      data_dir = \"node{id}\"\nelection_min_ms = {ELECTION_MIN_MS}\n\
                      election_max_ms = {ELECTION_MAX_MS}\nheartbeat_ms = 50\n\
                      min_ttl_ms = 1000\n\

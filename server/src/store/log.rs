@@ -22,6 +22,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
+const CLUSTER: &str = "cluster_name";
 
 /// The log store. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -53,6 +54,25 @@ impl LogStore {
         txn.open_table(META).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
         Ok(Self { db })
+    }
+
+    /// Binds this data directory to `name` on first use. Returns the name it is already
+    /// bound to if that differs, so the node refuses to start on another cluster's data.
+    /// Called once, before Raft starts, so writing synchronously here is fine.
+    pub fn claim_cluster(&self, name: &str) -> Result<Option<String>, StorageError> {
+        if let Some(bound) = self.get_meta::<String>(CLUSTER)? {
+            return Ok((bound != name).then_some(bound));
+        }
+        let bytes = serde_json::to_vec(name).map_err(io_write)?;
+        let mut txn = self.db.begin_write().map_err(io_write)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(io_write)?;
+        txn.open_table(META)
+            .map_err(io_write)?
+            .insert(CLUSTER, bytes.as_slice())
+            .map_err(io_write)?;
+        txn.commit().map_err(io_write)?;
+        Ok(None)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(

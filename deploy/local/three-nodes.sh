@@ -13,6 +13,10 @@
 # its data in DIR/nodeN (fsync on every log append: Tally has no way to turn it off),
 # logs in DIR/nodeN.log and its process id in DIR/nodeN.pid.
 #
+# HTTP: each node's dashboard, /metrics, /healthz and /readyz listen on
+# TALLY_HTTP_BASE..TALLY_HTTP_BASE+2 if that is set at start (e.g. 27080), else on free
+# ports that each node's log names ("http serving").
+#
 # TLS: every node listens and dials its peers over TLS. A site CA is made in DIR/pki on
 # first start (tallyctl pki), with a peer certificate per node and an administrator's
 # certificate; DIR/tally.env holds the TALLY_* variables (endpoints, CA, the admin's
@@ -56,6 +60,14 @@ alive() {
   pid=$(cat "$dir/node$1.pid")
   kill -0 "$pid" 2>/dev/null || return 1
   [ ! -r "/proc/$pid/stat" ] || ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$pid/stat"
+}
+
+# The HTTP port (dashboard, /metrics, /healthz, /readyz) of node N: TALLY_HTTP_BASE + N - 1
+# if it was set at `start`, else any free port (the node's log names it).
+http_addr() {
+  local hb
+  hb=$(cat "$dir/http_base" 2>/dev/null || true)
+  if [ -n "$hb" ]; then echo "127.0.0.1:$((hb + $1 - 1))"; else echo "127.0.0.1:0"; fi
 }
 
 # A name of this cluster's own, the same on every start: derived from DIR.
@@ -105,6 +117,7 @@ start_node() {
     init=(--init "1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))")
   fi
   "$bin/tallyd" run --cluster-name "$(cluster_name)" --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
+    --http "$(http_addr "$n")" \
     --vendor-key "$(vendor_name)=$dir/vendor.pub" "${init[@]}" \
     --tls-cert "$dir/pki/node$n.crt" --tls-key "$dir/pki/node$n.key" --tls-ca "$dir/pki/ca.crt" \
     >>"$dir/node$n.log" 2>&1 </dev/null &
@@ -130,6 +143,10 @@ case $cmd in
       || die "BASE_PORT must be a number from 1 to 65533, not '$base'"
     bins
     echo "$base" >"$dir/base_port"
+    hb=${TALLY_HTTP_BASE:-}
+    [ -z "$hb" ] || { [[ $hb =~ ^[0-9]+$ ]] && [ "$hb" -gt 0 ] && [ "$hb" -le 65533 ]; } \
+      || die "TALLY_HTTP_BASE must be a number from 1 to 65533, not '$hb'"
+    echo "$hb" >"$dir/http_base"
     pki
     if [ ! -f "$dir/vendor.pub" ]; then
       "$bin/tallyctl" license keygen --out "$dir" >&2

@@ -149,6 +149,12 @@ pub async fn start(
             data_dir: data_dir.join(format!("node{id}")),
             vendor_keys: vec![("demo".into(), key.public())],
             tls: tls.next(),
+            // Next to the gRPC ports: 27080-27082 for the default 27000-27002, as a
+            // single node's default; any free port when the gRPC ports are.
+            http: match base_port {
+                0 => "127.0.0.1:0".into(),
+                b => format!("127.0.0.1:{}", b.checked_add(80 + i as u16).unwrap_or(0)),
+            },
             insecure_plaintext: plaintext,
             require_client_cert: opts.require_client_cert,
             limits: opts.limits,

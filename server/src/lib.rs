@@ -1,9 +1,10 @@
 //! `tallyd`, the Tally license server: openraft over tonic, redb storage, the gRPC
-//! services and the leader's lease keeper.
+//! services, the leader's lease keeper and the HTTP port.
 
 pub mod admin;
 pub mod config;
 pub mod dev;
+pub mod http;
 pub mod keeper;
 pub mod licensing;
 pub mod network;

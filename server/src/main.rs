@@ -57,6 +57,9 @@ struct RunArgs {
     /// Data directory.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// HTTP listen address (dashboard, /metrics, /healthz, /readyz); "" switches it off.
+    #[arg(long)]
+    http: Option<String>,
     /// Trust a vendor's public key: NAME=FILE. Repeatable.
     #[arg(long = "vendor-key")]
     vendor_keys: Vec<String>,
@@ -103,6 +106,9 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(id) = a.id {
         cfg.id = id;
+    }
+    if let Some(h) = a.http {
+        cfg.http = h;
     }
     if let Some(l) = a.listen {
         cfg.listen = l;
@@ -221,8 +227,10 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 "grpcs (TLS, throwaway CA in pki/)"
             };
+            let web = if insecure_plaintext { "http" } else { "https" };
             for (i, e) in cluster.endpoints.iter().enumerate() {
-                println!("  node {}: {e}  {scheme}", i + 1);
+                let dash = cluster.nodes[i].http_addr.as_deref().unwrap_or("(off)");
+                println!("  node {}: {e}  {scheme}; dashboard {web}://{dash}/", i + 1);
             }
             println!(
                 "Demo license loaded (signed with a throwaway key, {}/vendor.pub):",
@@ -234,6 +242,9 @@ async fn main() -> anyhow::Result<()> {
             println!("  . {}", dir.join("tally.env").display());
             println!("  cargo run --release --bin tallyctl -- status");
             println!("  cargo run --release --bin tallyctl -- license list");
+            if !insecure_plaintext {
+                println!("The dashboards' certificates come from the throwaway CA in pki/ca.crt: trust it, or accept the browser's warning.");
+            }
             println!("Press Ctrl-C to stop.");
             shutdown_signal().await;
             println!("stopping...");

@@ -105,6 +105,9 @@ impl Shared {
 pub struct NodeHandle {
     pub shared: Shared,
     pub addr: String,
+    /// Where the HTTP port listens, if it is on.
+    pub http_addr: Option<String>,
+    http: Option<tokio::task::JoinHandle<()>>,
     shutdown: broadcast::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     /// Awaited on stop: it holds the state machine, and so the database file's lock.
@@ -117,6 +120,9 @@ impl NodeHandle {
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         let _ = self.server.await;
+        if let Some(h) = self.http {
+            let _ = h.await;
+        }
         let _ = self.keeper.await;
         let _ = self.shared.raft.shutdown().await;
     }
@@ -138,6 +144,19 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             cfg.listen
         );
     }
+    // Bound before anything is opened, so a taken port fails the start cleanly.
+    let http_listener = if cfg.http.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&cfg.http)
+                .await
+                .map_err(|e| crate::config::ConfigError {
+                    key: "http",
+                    problem: format!("binding {}: {e}", cfg.http),
+                })?,
+        )
+    };
     let (log, sm) = store::open(&cfg.data_dir)?;
     if let Some(bound) = log.claim_cluster(&cfg.cluster_name)? {
         return Err(crate::config::ConfigError {
@@ -233,10 +252,30 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             })
             .instrument(node_span),
     );
+    let mut http_addr = None;
+    let http = match http_listener {
+        None => None,
+        Some(l) => {
+            let a = l.local_addr()?.to_string();
+            tracing::info!(node = shared.id, addr = %a, tls = secure, "http serving: /, /metrics, /healthz, /readyz");
+            http_addr = Some(a);
+            Some(tokio::spawn(
+                crate::http::serve(
+                    l,
+                    shared.clone(),
+                    tls.as_ref().map(TlsMaterial::http_server),
+                    shutdown.subscribe(),
+                )
+                .instrument(tracing::info_span!("http", node = shared.id)),
+            ))
+        }
+    };
     tracing::info!(node = shared.id, %addr, tls = secure, "tallyd node serving");
     Ok(NodeHandle {
         shared,
         addr,
+        http_addr,
+        http,
         shutdown,
         server,
         keeper,

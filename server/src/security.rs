@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tally_pki::Role;
 use tally_proto::CLUSTER_METADATA;
+use tokio_rustls::rustls::ServerConfig;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -26,6 +27,8 @@ use crate::config::{ConfigError, TlsFiles};
 pub struct TlsMaterial {
     identity: Identity,
     ca: Certificate,
+    /// The same certificate for the HTTP port, where tonic's config does not reach.
+    http: Arc<ServerConfig>,
 }
 
 fn read(key: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
@@ -66,10 +69,18 @@ impl TlsMaterial {
                 format!("{} holds no PEM private key", files.key.display()),
             ));
         }
+        let http = http_config(&cert, &key)
+            .map_err(|e| bad("tls.cert", format!("{}: {e}", files.cert.display())))?;
         Ok(TlsMaterial {
             identity: Identity::from_pem(cert, key),
             ca: Certificate::from_pem(ca),
+            http,
         })
+    }
+
+    /// The HTTP port's TLS: the node's certificate, no client certificates.
+    pub fn http_server(&self) -> Arc<ServerConfig> {
+        self.http.clone()
     }
 
     /// The listener's side: our certificate, and client certificates verified against
@@ -91,6 +102,24 @@ impl TlsMaterial {
             .ca_certificate(self.ca.clone())
             .identity(self.identity.clone())
     }
+}
+
+fn http_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("key PEM: {e}"))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut c = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
 }
 
 /// The services, by who may call them.

@@ -39,6 +39,7 @@ fn cfg(id: u64, dir: PathBuf) -> NodeConfig {
         default_ttl_ms: 1_500,
         // These tests are about consensus and the ledger; TLS has its own (tests/tls.rs).
         insecure_plaintext: true,
+        http: "127.0.0.1:0".into(),
         ..NodeConfig::default()
     }
 }
@@ -658,6 +659,99 @@ async fn a_node_of_another_cluster_is_never_fed_this_clusters_log() {
     assert!(
         e.contains("cluster_name") && e.contains("\"green\"") && e.contains("\"tally\""),
         "{e}"
+    );
+    cluster.stop_all().await;
+}
+
+/// A raw HTTP/1.1 GET (or another method): the status code and the body.
+async fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let code = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_serves_health_readiness_metrics_and_a_dashboard() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    let mut s = open_ttl(&mut c, "ann", 1, 30_000).await;
+    let held = granted(checkout(&mut c, &mut s).await);
+    cluster.converge(held.lease_id).await;
+    let web: BTreeMap<u64, String> = cluster
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, n.http_addr.clone().unwrap()))
+        .collect();
+    for (id, addr) in &web {
+        assert_eq!(http(addr, "GET", "/healthz").await, (200, "ok\n".into()));
+        let (code, body) = http(addr, "GET", "/readyz").await;
+        assert_eq!(code, 200, "node {id}: {body}");
+        assert!(body.contains(&format!("leader {leader}")), "{body}");
+        let (code, m) = http(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        // Each node reports its own applied ledger: the checkout is on all three.
+        assert!(
+            m.contains("tally_feature_seats_in_use{feature=\"cad\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tally_feature_seats_issued{feature=\"cad\"} 2\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tally_leases 1\n") && m.contains("tally_sessions 1\n"),
+            "{m}"
+        );
+        let is_leader = u8::from(*id == leader);
+        assert!(
+            m.contains(&format!("tally_raft_is_leader {is_leader}\n")),
+            "{m}"
+        );
+        let (code, page) = http(addr, "GET", "/").await;
+        assert_eq!(code, 200);
+        assert!(page.contains("<td>cad</td><td>1</td><td>2</td>"), "{page}");
+    }
+    let any = &web[&leader];
+    let (code, body) = http(any, "GET", "/nope").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("/metrics"), "{body}");
+    assert_eq!(http(any, "POST", "/metrics").await.0, 405);
+
+    // A node left alone knows no leader (or no longer hears a quorum): not ready.
+    let alone = *web.keys().find(|id| **id != leader).unwrap();
+    for id in web
+        .keys()
+        .copied()
+        .filter(|id| *id != alone)
+        .collect::<Vec<_>>()
+    {
+        cluster.stop(id).await;
+    }
+    let mut last = (0, String::new());
+    for _ in 0..60 {
+        last = http(&web[&alone], "GET", "/readyz").await;
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1.contains("leader") || last.1.contains("quorum"),
+        "{}",
+        last.1
+    );
+    assert_eq!(
+        http(&web[&alone], "GET", "/healthz").await.0,
+        200,
+        "alive though"
     );
     cluster.stop_all().await;
 }

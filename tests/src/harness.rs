@@ -119,6 +119,8 @@ impl Harness {
                      min_ttl_ms = 1000\n\
                      # The fault harness tests consensus; TLS has its own tests (tls.rs).\n\
                      insecure_plaintext = true\n\
+                     # No HTTP port: the checker reads the cluster over gRPC.\n\
+                     http = \"\"\n\
                      # Never purge: the checker exports the whole log.\n\
                      snapshot_every = 100000000\n\n[vendors]\ndemo = \"vendor.pub\"\n\n[dial]\n{dial}",
                     adv = client_proxy.addr,

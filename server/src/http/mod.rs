@@ -1,0 +1,132 @@
+//! The HTTP port (`http` in the config, default 127.0.0.1:27080; empty switches it off):
+//! the dashboard at `/`, Prometheus metrics at `/metrics`, liveness at `/healthz` and
+//! readiness at `/readyz`. Read-only views of this node, served over TLS with the
+//! node's certificate whenever the gRPC port is.
+//!
+//! Each node answers from its own applied state, as every node's metrics should: a
+//! follower's view may trail the leader's by the entries in flight. No client
+//! certificate is asked for: nothing here names a user or host, or changes anything.
+
+mod view;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+pub use view::View;
+
+use crate::node::Shared;
+
+/// A TLS handshake that takes longer than this is dropped, so idle sockets cannot hold
+/// connection slots.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` fires; then open connections are closed too.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Shared,
+    tls: Option<Arc<ServerConfig>>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    // Connections live in this set, so they end with the server, not after it.
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let r = match acceptor {
+                None => builder.serve_connection(TokioIo::new(tcp), svc).await,
+                Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(tcp)).await {
+                    Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!("http TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            };
+            if let Err(e) = r {
+                tracing::debug!("http connection: {e}");
+            }
+        });
+    }
+    conns.shutdown().await;
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Only GET and HEAD of four paths; everything else is answered with what exists.
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            format!(
+                "{} is not served here: the HTTP port is read-only (GET)\n",
+                req.method()
+            ),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        "/readyz" => match View::of(shared).readiness() {
+            Ok(s) => reply(StatusCode::OK, TEXT, s + "\n"),
+            Err(s) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, s + "\n"),
+        },
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            View::of(shared).metrics(),
+        ),
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            View::of(shared).dashboard(),
+        ),
+        other => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!(
+                "no page {}: try / (dashboard), /metrics, /healthz or /readyz\n",
+                other.escape_debug()
+            ),
+        ),
+    }
+}

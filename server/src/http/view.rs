@@ -1,0 +1,416 @@
+//! What the HTTP port shows, as plain data taken from one node under a brief lock, and
+//! the three renderings of it: Prometheus text, the dashboard page and readiness. Pure
+//! functions of a [`View`], so they are tested without a server.
+
+use std::fmt::Write as _;
+
+use openraft::ServerState;
+
+use crate::node::Shared;
+
+/// One node's picture of the cluster and of its applied ledger.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    pub node: u64,
+    pub cluster: String,
+    pub term: u64,
+    /// 0: no leader known.
+    pub leader: u64,
+    pub state: &'static str,
+    /// Leader only: it heard from a quorum recently enough to serve heartbeats.
+    pub sure_leader: bool,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// The leader's time as of the last applied entry (ms since the epoch).
+    pub ledger_ms: u64,
+    pub sessions: u64,
+    pub leases: u64,
+    pub members: Vec<Member>,
+    pub features: Vec<Feature>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+    /// Leader only: how far this member's log matches the leader's.
+    pub matched: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub name: String,
+    pub issued: u64,
+    pub in_use: u64,
+    pub lingering: u64,
+    pub overdraft_limit: u64,
+    pub queued: u64,
+}
+
+impl View {
+    /// Reads the node's Raft metrics and applied state. The state machine's read lock
+    /// is held only while counting, so applies wait at most that long.
+    pub fn of(shared: &Shared) -> View {
+        let m = shared.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+                matched: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index),
+            })
+            .collect();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let sm = shared.sm.read();
+        let l = &sm.ledger;
+        let mut queued = std::collections::BTreeMap::<&str, u64>::new();
+        for (_, w) in l.waiters() {
+            *queued.entry(w.feature.as_str()).or_default() += 1;
+        }
+        let features = l
+            .features()
+            .into_iter()
+            .map(|f| Feature {
+                queued: queued.get(f.name.as_str()).copied().unwrap_or(0),
+                name: f.name,
+                issued: f.issued,
+                in_use: f.in_use,
+                lingering: f.lingering,
+                overdraft_limit: f.overdraft_limit,
+            })
+            .collect();
+        View {
+            node: shared.id,
+            cluster: shared.cfg.cluster_name.clone(),
+            term: m.current_term,
+            leader: m.current_leader.unwrap_or(0),
+            state,
+            sure_leader: crate::keeper::sure_leader(shared),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |x| x.index),
+            ledger_ms: l.now_ms(),
+            sessions: l.sessions().count() as u64,
+            leases: l.leases().count() as u64,
+            members,
+            features,
+        }
+    }
+
+    /// Ready to serve: part of a cluster that has a leader, and if this node is that
+    /// leader, one a quorum still follows. Otherwise the reason, for the load balancer's
+    /// log and the person reading it.
+    pub fn readiness(&self) -> Result<String, String> {
+        if self.leader == 0 {
+            return Err(format!(
+                "node {} knows no leader (term {}): an election is running, or this node cannot reach a quorum",
+                self.node, self.term
+            ));
+        }
+        if self.leader == self.node && !self.sure_leader {
+            return Err(format!(
+                "node {} is leader of term {} but has not heard from a quorum within the election timeout",
+                self.node, self.term
+            ));
+        }
+        Ok(format!(
+            "ready: node {} ({}), leader {}, term {}, applied {}",
+            self.node, self.state, self.leader, self.term, self.applied_index
+        ))
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        let mut o = String::new();
+        let mut gauge = |name: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "{name}{labels} {v}");
+            }
+        };
+        let one = |v: u64| [(String::new(), v)];
+        gauge(
+            "tally_node_info",
+            "This node's id and cluster name.",
+            &[(
+                format!(
+                    "{{node=\"{}\",cluster=\"{}\",state=\"{}\"}}",
+                    self.node,
+                    label(&self.cluster),
+                    self.state
+                ),
+                1,
+            )],
+        );
+        gauge("tally_raft_term", "Current Raft term.", &one(self.term));
+        gauge(
+            "tally_raft_leader_id",
+            "The leader this node knows of (0: none).",
+            &one(self.leader),
+        );
+        gauge(
+            "tally_raft_is_leader",
+            "1 if this node is leader and a quorum follows it.",
+            &one(u64::from(self.leader == self.node && self.sure_leader)),
+        );
+        gauge(
+            "tally_raft_last_log_index",
+            "Last index in this node's log.",
+            &one(self.last_log_index),
+        );
+        gauge(
+            "tally_raft_applied_index",
+            "Last index this node applied to its ledger.",
+            &one(self.applied_index),
+        );
+        let matched: Vec<(String, u64)> = self
+            .members
+            .iter()
+            .filter_map(|m| m.matched.map(|i| (format!("{{member=\"{}\"}}", m.id), i)))
+            .collect();
+        gauge(
+            "tally_raft_member_matched_index",
+            "Leader only: the last index each member's log matches.",
+            &matched,
+        );
+        gauge(
+            "tally_sessions",
+            "Live sessions in the applied ledger.",
+            &one(self.sessions),
+        );
+        gauge(
+            "tally_leases",
+            "Checkouts held in the applied ledger.",
+            &one(self.leases),
+        );
+        let per = |f: fn(&Feature) -> u64| -> Vec<(String, u64)> {
+            self.features
+                .iter()
+                .map(|x| (format!("{{feature=\"{}\"}}", label(&x.name)), f(x)))
+                .collect()
+        };
+        gauge(
+            "tally_feature_seats_issued",
+            "Licensed seats counting now, per feature.",
+            &per(|f| f.issued),
+        );
+        gauge(
+            "tally_feature_seats_in_use",
+            "Seats charged (held or lingering), per feature.",
+            &per(|f| f.in_use),
+        );
+        gauge(
+            "tally_feature_seats_lingering",
+            "Of the seats in use, those lingering after release.",
+            &per(|f| f.lingering),
+        );
+        gauge(
+            "tally_feature_overdraft_limit",
+            "Seats grantable beyond the count, per feature.",
+            &per(|f| f.overdraft_limit),
+        );
+        gauge(
+            "tally_feature_overdraft_in_use",
+            "Seats in use beyond the count, per feature.",
+            &per(|f| f.in_use.saturating_sub(f.issued)),
+        );
+        gauge(
+            "tally_feature_queued",
+            "Checkouts waiting in the queue, per feature.",
+            &per(|f| f.queued),
+        );
+        o
+    }
+
+    /// The dashboard: cluster health and current use per feature, refreshed every 5 s.
+    /// User and host names are not shown here: they are an administrator's view
+    /// (`tallyctl leases`, over the Admin service and its certificate check).
+    pub fn dashboard(&self) -> String {
+        let mut o = String::new();
+        let _ = write!(
+            o,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+             <title>Tally: {cluster}</title><style>body{{font-family:sans-serif;margin:2em}}\
+             table{{border-collapse:collapse;margin-bottom:2em}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
+             td:first-child,th:first-child{{text-align:left}}.over{{color:#b00}}</style></head><body>\
+             <h1>Tally cluster {cluster}</h1><p>Node {node} ({state}), term {term}, leader {leader}, \
+             applied index {applied}; {sessions} sessions, {leases} checkouts. {ready}</p>",
+            cluster = html(&self.cluster),
+            node = self.node,
+            state = self.state,
+            term = self.term,
+            leader = if self.leader == 0 {
+                "none".to_owned()
+            } else {
+                self.leader.to_string()
+            },
+            applied = self.applied_index,
+            sessions = self.sessions,
+            leases = self.leases,
+            ready = html(&match self.readiness() {
+                Ok(_) => "Ready.".to_owned(),
+                Err(e) => format!("NOT READY: {e}."),
+            }),
+        );
+        o.push_str("<h2>Features</h2><table><tr><th>feature</th><th>in use</th><th>issued</th><th>overdraft</th><th>lingering</th><th>queued</th></tr>");
+        for f in &self.features {
+            let over = if f.in_use > f.issued {
+                " class=\"over\""
+            } else {
+                ""
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td{over}>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td></tr>",
+                html(&f.name),
+                f.in_use,
+                f.issued,
+                f.in_use.saturating_sub(f.issued),
+                f.overdraft_limit,
+                f.lingering,
+                f.queued
+            );
+        }
+        o.push_str("</table><h2>Members</h2><table><tr><th>node</th><th>address</th><th>role</th><th>log matched (as the leader sees it)</th></tr>");
+        for m in &self.members {
+            let role = if m.id == self.leader {
+                "leader"
+            } else if m.voter {
+                "voter"
+            } else {
+                "learner"
+            };
+            let matched = m.matched.map_or("-".to_owned(), |i| i.to_string());
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{role}</td><td>{matched}</td></tr>",
+                m.id,
+                html(&m.addr)
+            );
+        }
+        o.push_str("</table></body></html>\n");
+        o
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Escapes text for HTML.
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        View {
+            node: 2,
+            cluster: "acme".into(),
+            term: 7,
+            leader: 1,
+            state: "follower",
+            applied_index: 40,
+            last_log_index: 41,
+            sessions: 3,
+            leases: 4,
+            members: vec![Member {
+                id: 1,
+                addr: "h1:27000".into(),
+                voter: true,
+                matched: None,
+            }],
+            features: vec![Feature {
+                name: "cad".into(),
+                issued: 2,
+                in_use: 3,
+                lingering: 1,
+                overdraft_limit: 1,
+                queued: 5,
+            }],
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn readiness_needs_a_leader_and_a_leader_needs_its_quorum() {
+        let v = view();
+        assert!(v.readiness().unwrap().contains("leader 1"));
+        let none = View {
+            leader: 0,
+            ..view()
+        };
+        assert!(none.readiness().unwrap_err().contains("knows no leader"));
+        let lonely = View {
+            leader: 2,
+            sure_leader: false,
+            ..view()
+        };
+        assert!(lonely.readiness().unwrap_err().contains("quorum"));
+        let leader = View {
+            leader: 2,
+            sure_leader: true,
+            ..view()
+        };
+        assert!(leader.readiness().is_ok());
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_with_escaped_labels() {
+        let v = View {
+            features: vec![Feature {
+                name: "we\"ird\\".into(),
+                ..view().features[0].clone()
+            }],
+            ..view()
+        };
+        let m = v.metrics();
+        assert!(
+            m.contains("# TYPE tally_feature_seats_in_use gauge\n"),
+            "{m}"
+        );
+        assert!(m.contains("tally_feature_seats_in_use{feature=\"we\\\"ird\\\\\"} 3\n"));
+        assert!(m.contains("tally_feature_overdraft_in_use{feature=\"we\\\"ird\\\\\"} 1\n"));
+        assert!(m.contains("tally_raft_is_leader 0\n"));
+        assert!(m.contains("tally_node_info{node=\"2\",cluster=\"acme\",state=\"follower\"} 1\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in m.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or("");
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_escapes_names_and_marks_overdraft() {
+        let v = View {
+            cluster: "a<b".into(),
+            ..view()
+        };
+        let h = v.dashboard();
+        assert!(h.contains("Tally cluster a&lt;b") && !h.contains("a<b"));
+        assert!(h.contains("<td class=\"over\">3</td>"), "{h}");
+        assert!(h.contains("1 of 1") && h.contains("Ready."));
+    }
+}

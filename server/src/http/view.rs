@@ -41,6 +41,7 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Feature {
     pub name: String,
+    /// For an `uncounted` feature, a number far above any count.
     pub issued: u64,
     pub in_use: u64,
     pub lingering: u64,
@@ -135,13 +136,13 @@ impl View {
     /// Prometheus text exposition (version 0.0.4).
     pub fn metrics(&self) -> String {
         let mut o = String::new();
-        let mut gauge = |name: &str, help: &str, rows: &[(String, u64)]| {
+        let mut gauge = |name: &str, help: &str, rows: &[(String, String)]| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
             for (labels, v) in rows {
                 let _ = writeln!(o, "{name}{labels} {v}");
             }
         };
-        let one = |v: u64| [(String::new(), v)];
+        let one = |v: u64| [(String::new(), v.to_string())];
         gauge(
             "tally_node_info",
             "This node's id and cluster name.",
@@ -152,7 +153,7 @@ impl View {
                     label(&self.cluster),
                     self.state
                 ),
-                1,
+                "1".into(),
             )],
         );
         gauge("tally_raft_term", "Current Raft term.", &one(self.term));
@@ -176,10 +177,13 @@ impl View {
             "Last index this node applied to its ledger.",
             &one(self.applied_index),
         );
-        let matched: Vec<(String, u64)> = self
+        let matched: Vec<(String, String)> = self
             .members
             .iter()
-            .filter_map(|m| m.matched.map(|i| (format!("{{member=\"{}\"}}", m.id), i)))
+            .filter_map(|m| {
+                m.matched
+                    .map(|i| (format!("{{member=\"{}\"}}", m.id), i.to_string()))
+            })
             .collect();
         gauge(
             "tally_raft_member_matched_index",
@@ -196,16 +200,33 @@ impl View {
             "Checkouts held in the applied ledger.",
             &one(self.leases),
         );
-        let per = |f: fn(&Feature) -> u64| -> Vec<(String, u64)> {
+        let per = |f: fn(&Feature) -> u64| -> Vec<(String, String)> {
             self.features
                 .iter()
-                .map(|x| (format!("{{feature=\"{}\"}}", label(&x.name)), f(x)))
+                .map(|x| {
+                    (
+                        format!("{{feature=\"{}\"}}", label(&x.name)),
+                        f(x).to_string(),
+                    )
+                })
                 .collect()
         };
+        let issued: Vec<(String, String)> = self
+            .features
+            .iter()
+            .map(|x| {
+                let v = if uncounted(x.issued) {
+                    "+Inf".to_owned()
+                } else {
+                    x.issued.to_string()
+                };
+                (format!("{{feature=\"{}\"}}", label(&x.name)), v)
+            })
+            .collect();
         gauge(
             "tally_feature_seats_issued",
-            "Licensed seats counting now, per feature.",
-            &per(|f| f.issued),
+            "Licensed seats counting now, per feature (+Inf: uncounted).",
+            &issued,
         );
         gauge(
             "tally_feature_seats_in_use",
@@ -277,7 +298,11 @@ impl View {
                 "<tr><td>{}</td><td{over}>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td></tr>",
                 html(&f.name),
                 f.in_use,
-                f.issued,
+                if uncounted(f.issued) {
+                    "uncounted".to_owned()
+                } else {
+                    f.issued.to_string()
+                },
                 f.in_use.saturating_sub(f.issued),
                 f.overdraft_limit,
                 f.lingering,
@@ -304,6 +329,12 @@ impl View {
         o.push_str("</table></body></html>\n");
         o
     }
+}
+
+/// An `uncounted` feature's issued seats: the ledger reports "no limit" as a number far
+/// above any count (the same threshold as `tallyctl features`).
+fn uncounted(issued: u64) -> bool {
+    issued >= u64::from(u32::MAX)
 }
 
 /// Escapes a Prometheus label value.
@@ -400,6 +431,17 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap_or("");
             assert!(value.parse::<u64>().is_ok(), "{line}");
         }
+        let free = View {
+            features: vec![Feature {
+                issued: u64::MAX / 4,
+                ..view().features[0].clone()
+            }],
+            ..view()
+        };
+        assert!(free
+            .metrics()
+            .contains("tally_feature_seats_issued{feature=\"cad\"} +Inf\n"));
+        assert!(free.dashboard().contains("<td>uncounted</td>"));
     }
 
     #[test]

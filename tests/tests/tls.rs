@@ -374,7 +374,7 @@ async fn limits_stop_a_flood_and_others_keep_working() {
         .unwrap();
 
     // One address's flood (from 127.0.0.2) is cut off; 127.0.0.1 is still served.
-    let leader = client_leader_plain(&c);
+    let leader = leader_addr_of_nodes(&c);
     let flood = opts(tls(d.path(), None))
         .endpoint(&leader)
         .unwrap()
@@ -410,7 +410,7 @@ async fn limits_stop_a_flood_and_others_keep_working() {
 }
 
 /// The leader's address, read from the nodes themselves.
-fn client_leader_plain(c: &DevCluster) -> String {
+fn leader_addr_of_nodes(c: &DevCluster) -> String {
     let id = c.nodes[0].shared.raft.metrics().borrow().current_leader;
     c.nodes
         .iter()

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tally_pki::Role;
@@ -145,6 +145,36 @@ pub struct Guard {
     tls: bool,
     require_client_cert: bool,
     per_address: Option<Arc<RateLimiter<IpAddr>>>,
+    /// Roles of certificates already seen: parsing one costs about 15 µs, and every
+    /// call on a connection presents the same certificate.
+    roles: Arc<RoleCache>,
+}
+
+/// Certificate (DER) → role. Keyed by the whole certificate, not a digest or a pointer,
+/// so two certificates can never share an entry. Safe to keep: a role is fixed at
+/// issue, and expiry and the chain are checked by rustls at every handshake.
+#[derive(Debug, Default)]
+struct RoleCache {
+    map: Mutex<HashMap<Vec<u8>, Role>>,
+}
+
+/// Certificates remembered before the cache starts over: enough for every workstation
+/// of a large site, and a bound on what a stream of new certificates can cost.
+const MAX_CACHED_ROLES: usize = 10_000;
+
+impl RoleCache {
+    fn role_of(&self, der: &[u8]) -> Result<Role, tally_pki::Error> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = map.get(der) {
+            return Ok(*r);
+        }
+        let role = tally_pki::role_of(der)?;
+        if map.len() >= MAX_CACHED_ROLES {
+            map.clear();
+        }
+        map.insert(der.to_vec(), role);
+        Ok(role)
+    }
 }
 
 impl Guard {
@@ -161,21 +191,22 @@ impl Guard {
             tls,
             require_client_cert,
             per_address,
+            roles: Arc::default(),
         }
     }
 
-    fn role(&self, req: &Request<()>) -> Result<Option<(Role, String)>, Status> {
+    /// The caller's role, if it presented a certificate.
+    fn role(&self, req: &Request<()>) -> Result<Option<Role>, Status> {
         let Some(certs) = req.peer_certs() else {
             return Ok(None);
         };
         let Some(leaf) = certs.first() else {
             return Ok(None);
         };
-        let role = tally_pki::role_of(leaf).map_err(|e| {
+        let role = self.roles.role_of(leaf).map_err(|e| {
             Status::permission_denied(format!("your certificate is not usable here: {e}"))
         })?;
-        let name = tally_pki::common_name(leaf).unwrap_or_else(|| "(no CN)".into());
-        Ok(Some((role, name)))
+        Ok(Some(role))
     }
 
     fn check_role(&self, req: &Request<()>) -> Result<(), Status> {
@@ -196,10 +227,17 @@ impl Guard {
             None => Err(Status::unauthenticated(format!(
                 "no client certificate was presented; this call needs {need}"
             ))),
-            Some((role, _)) if allowed.contains(&role) => Ok(()),
-            Some((role, name)) => Err(Status::permission_denied(format!(
-                "certificate \"{name}\" has role {role}; this call needs {need}"
-            ))),
+            Some(role) if allowed.contains(&role) => Ok(()),
+            Some(role) => {
+                // Parsed only here: the name is for the refusal's message.
+                let name = req
+                    .peer_certs()
+                    .and_then(|c| c.first().and_then(|leaf| tally_pki::common_name(leaf)))
+                    .unwrap_or_else(|| "(no CN)".into());
+                Err(Status::permission_denied(format!(
+                    "certificate \"{name}\" has role {role}; this call needs {need}"
+                )))
+            }
         }
     }
 }
@@ -320,6 +358,21 @@ impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_role_cache_keeps_certificates_apart_and_caches_no_garbage() {
+        let ca = tally_pki::Ca::generate("site", 2).unwrap();
+        let der = |role, name| ca.issue(role, name, &[], 2).unwrap().cert_der().unwrap();
+        let (client, admin) = (der(Role::Client, "ws1"), der(Role::Admin, "ann"));
+        let cache = RoleCache::default();
+        for _ in 0..3 {
+            assert_eq!(cache.role_of(&client).unwrap(), Role::Client);
+            assert_eq!(cache.role_of(&admin).unwrap(), Role::Admin);
+        }
+        assert!(cache.role_of(b"not a certificate").is_err());
+        let map = cache.map.lock().unwrap();
+        assert_eq!(map.len(), 2, "one entry per certificate, none for garbage");
+    }
 
     #[test]
     fn buckets_allow_a_burst_then_the_rate_and_keep_keys_apart() {

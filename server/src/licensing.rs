@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use tally_core::ledger::{
     ClientId, DenyReason, Holder, Op, Reply, RequestId, SecretDigest, SessionAuth,
 };
-use tally_core::license::Version;
+use tally_core::license::{Date, Version};
 use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
 use tonic::{Request, Response, Status};
@@ -121,12 +121,22 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         DenyReason::VersionTooNew { requested, highest } => {
             format!("version {requested} of \"{feature}\" is not licensed (highest licensed: {highest})")
         }
-        DenyReason::NotYetStarted { start_ms } => {
-            format!("the license for \"{feature}\" starts at {start_ms} ms")
-        }
-        DenyReason::Expired { expired_ms } => {
-            format!("the license for \"{feature}\" expired at {expired_ms} ms")
-        }
+        // Dates as the license file writes them (31-dec-2027), not milliseconds.
+        DenyReason::NotYetStarted { start_ms } => format!(
+            "the license for \"{feature}\" starts on {}",
+            Date::of_ms(*start_ms)
+        ),
+        DenyReason::Expired { expired_ms } => format!(
+            "the license for \"{feature}\" expired at the end of {}",
+            Date::of_ms(expired_ms.saturating_sub(1))
+        ),
+        DenyReason::NoSeats {
+            requested,
+            available,
+            ..
+        } if u64::from(*requested) > *available => format!(
+            "{requested} seat(s) of \"{feature}\" requested, but only {available} are licensed (overdraft included)"
+        ),
         DenyReason::NoSeats {
             requested,
             in_use,
@@ -455,6 +465,49 @@ impl licensing_server::Licensing for Licensing {
             }
             Reply::Denied(d) => Err(refusal(&d)),
             other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_read_like_a_sentence_with_dates_not_milliseconds() {
+        let day = |y, m, d| Date::from_ymd(y, m, d).unwrap();
+        let cases = [
+            (
+                DenyReason::NotYetStarted {
+                    start_ms: day(2026, 1, 1).start_ms(),
+                },
+                "the license for \"cad\" starts on 1-jan-2026",
+            ),
+            (
+                DenyReason::Expired {
+                    expired_ms: day(2027, 12, 31).end_ms(),
+                },
+                "the license for \"cad\" expired at the end of 31-dec-2027",
+            ),
+            (
+                DenyReason::NoSeats {
+                    requested: 3,
+                    in_use: 0,
+                    available: 2,
+                },
+                "3 seat(s) of \"cad\" requested, but only 2 are licensed (overdraft included)",
+            ),
+            (
+                DenyReason::NoSeats {
+                    requested: 2,
+                    in_use: 1,
+                    available: 2,
+                },
+                "2 seat(s) of \"cad\" requested, but 1 of 2 are in use",
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(deny_message(&reason, "cad"), want);
         }
     }
 }

@@ -148,7 +148,7 @@ impl Ledger {
             .st
             .clients
             .get_mut(&w.req.client)
-            .and_then(|rec| rec.replies.get_mut(&w.req.seq))
+            .and_then(|rec| rec.replies.get_mut(w.req.seq))
         {
             *kept = reply;
         }
@@ -231,7 +231,7 @@ impl Ledger {
     /// The answer kept for a client request, if it is still in the client's window: how a
     /// queued checkout learns it was served.
     pub fn reply_for(&self, req: RequestId) -> Option<&Reply> {
-        self.st.clients.get(&req.client)?.replies.get(&req.seq)
+        self.st.clients.get(&req.client)?.replies.get(req.seq)
     }
 
     /// Live sessions opened by one client id: the server's per-client limit reads it

@@ -839,3 +839,45 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
         "ledger snapshot: format 99 is not supported (this build reads format 2)"
     );
 }
+
+#[test]
+fn kept_answers_encode_as_the_map_they_replaced_and_stay_sorted() {
+    let answers = [
+        (
+            9,
+            Reply::Queued {
+                place: 40,
+                position: 2,
+            },
+        ),
+        (
+            3,
+            Reply::SessionOpened {
+                session: 5,
+                ttl_ms: 30_000,
+            },
+        ),
+        (7, Reply::Denied(DenyReason::UnknownLease)),
+    ];
+    let mut kept = Replies::default();
+    let mut map = BTreeMap::new();
+    for (seq, r) in answers.iter().cloned() {
+        kept.insert(seq, r.clone());
+        map.insert(seq, r);
+    }
+    // Snapshot format 2 was written with a BTreeMap here: the bytes must not change.
+    assert_eq!(
+        postcard::to_stdvec(&kept).unwrap(),
+        postcard::to_stdvec(&map).unwrap()
+    );
+    let back: Replies = postcard::from_bytes(&postcard::to_stdvec(&map).unwrap()).unwrap();
+    assert_eq!(back, kept);
+    assert_eq!(kept.last_seq(), Some(9));
+    assert_eq!(kept.get(7), Some(&Reply::Denied(DenyReason::UnknownLease)));
+    assert_eq!(kept.get(8), None);
+    // The oldest answered one goes first; a queued checkout's answer is kept.
+    assert_eq!(kept.forget_oldest_answered(), Some(3));
+    assert_eq!(kept.forget_oldest_answered(), Some(7));
+    assert_eq!(kept.forget_oldest_answered(), None);
+    assert_eq!(kept.len(), 1);
+}

@@ -16,13 +16,22 @@ pub use sm::{Applied, StateMachine};
 
 use crate::types::StorageError;
 
+/// redb's page cache. Its default (1 GiB) would let the cache alone reach the memory a
+/// node may use at a million sessions; what is read hot is the log's tail (replication)
+/// and, rarely, the latest snapshot, so a small cache serves it and the rest is left to
+/// the OS page cache, which the kernel can reclaim.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (or creates) the node's database under `dir` and both stores on it.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
     let io = |e: &dyn std::error::Error| -> StorageError {
         openraft::StorageIOError::write_logs(openraft::AnyError::error(e.to_string())).into()
     };
     std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
-    let db = redb::Database::create(dir.join("tally.redb")).map_err(|e| io(&e))?;
+    let db = redb::Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(dir.join("tally.redb"))
+        .map_err(|e| io(&e))?;
     let db = Arc::new(db);
     Ok((LogStore::new(db.clone())?, StateMachine::open(db)?))
 }

@@ -479,7 +479,8 @@ impl Ledger {
         self.st.sessions.get(&id)
     }
 
-    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+    /// Every session in id order; `.len()` is O(1) (metrics count them on every scrape).
+    pub fn sessions(&self) -> impl ExactSizeIterator<Item = (SessionId, &Session)> {
         self.st.sessions.iter().map(|(id, s)| (*id, s))
     }
 
@@ -493,7 +494,8 @@ impl Ledger {
         self.st.leases.get(&id)
     }
 
-    pub fn leases(&self) -> impl Iterator<Item = (LeaseId, &Lease)> {
+    /// Every lease in id order; `.len()` is O(1).
+    pub fn leases(&self) -> impl ExactSizeIterator<Item = (LeaseId, &Lease)> {
         self.st.leases.iter().map(|(id, l)| (*id, l))
     }
 
@@ -525,18 +527,20 @@ impl Ledger {
     /// Per-feature counts at the ledger's current time.
     pub fn features(&self) -> Vec<FeatureStatus> {
         let now = self.st.now_ms;
+        // One pass over the seats for every feature, not one per feature: the dashboard
+        // and metrics call this on every scrape, under the state machine's read lock.
+        let mut lingering_of: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in self.st.seats.values() {
+            if s.lingering_until.is_some() {
+                *lingering_of.entry(s.feature.as_str()).or_default() += u64::from(s.count);
+            }
+        }
         self.ix
             .pools
             .iter()
             .map(|(name, pool)| {
                 let (issued, overdraft_limit) = pool.issued(now);
-                let lingering = self
-                    .st
-                    .seats
-                    .values()
-                    .filter(|s| s.feature == *name && s.lingering_until.is_some())
-                    .map(|s| u64::from(s.count))
-                    .sum();
+                let lingering = lingering_of.get(name.as_str()).copied().unwrap_or(0);
                 FeatureStatus {
                     name: name.clone(),
                     issued,

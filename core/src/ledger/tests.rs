@@ -373,6 +373,13 @@ fn lingering_seats_are_reclaimed_only_when_due() {
     let ann = h.open(1, "ann", "ws1");
     let g = h.grant(ann, "cad", 1);
     h.checkin(ann, g.lease);
+    let lingering = |h: &H| {
+        let f = h.l.features();
+        f.iter()
+            .map(|f| (f.name.clone(), f.lingering))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lingering(&h), vec![("cad".to_owned(), 1)]);
     assert_eq!(h.l.due_seats(T0 + 59_999, 10), Vec::<SeatId>::new());
     // A leader whose clock runs ahead proposes too early: the ledger's time says no.
     h.now = T0 + 59_999;
@@ -390,6 +397,7 @@ fn lingering_seats_are_reclaimed_only_when_due() {
         seats: vec![g.seat],
     });
     assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert_eq!(lingering(&h), vec![("cad".to_owned(), 0)]);
     assert_eq!(
         out.events,
         vec![Event::Reclaimed {

@@ -94,6 +94,7 @@ impl View {
                 overdraft_limit: f.overdraft_limit,
             })
             .collect();
+        let (sessions, leases) = (l.sessions().len() as u64, l.leases().len() as u64);
         View {
             node: shared.id,
             cluster: shared.cfg.cluster_name.clone(),
@@ -104,8 +105,8 @@ impl View {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |x| x.index),
             ledger_ms: l.now_ms(),
-            sessions: l.sessions().count() as u64,
-            leases: l.leases().count() as u64,
+            sessions,
+            leases,
             members,
             features,
         }

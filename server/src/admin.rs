@@ -81,11 +81,7 @@ impl admin_server::Admin for Admin {
                     pb::NodeRole::Learner
                 };
                 // The leader knows how far each follower's log matches its own.
-                let matched = m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten())
-                    .map(|l| l.index);
+                let matched = matched_index(&m, *id);
                 let own = *id == self.shared.id;
                 pb::NodeStatus {
                     id: *id,
@@ -524,6 +520,17 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<pb::UsageReportResponse>, Status> {
         Err(Status::unimplemented("usage reports are not built yet"))
     }
+}
+
+/// Leader only: the last log index `id`'s log is known to match the leader's.
+pub(crate) fn matched_index(
+    m: &openraft::RaftMetrics<crate::types::NodeId, crate::types::TallyNode>,
+    id: u64,
+) -> Option<u64> {
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id).cloned().flatten())
+        .map(|l| l.index)
 }
 
 fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipResponse {

@@ -62,11 +62,7 @@ impl View {
                 id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
-                matched: m
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).cloned().flatten())
-                    .map(|l| l.index),
+                matched: crate::admin::matched_index(&m, *id),
             })
             .collect();
         let state = match m.state {

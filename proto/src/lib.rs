@@ -29,6 +29,10 @@ pub const LEADER_ID_METADATA: &str = "x-tally-leader-id";
 /// calls from any other cluster.
 pub const CLUSTER_METADATA: &str = "x-tally-cluster";
 
+/// Metadata key carrying the sending node's id on every `Raft` call; a node refuses
+/// calls that claim to come from itself (a peer address that loops back).
+pub const SENDER_METADATA: &str = "x-tally-from";
+
 #[cfg(test)]
 mod tests {
     use super::v1;

@@ -18,7 +18,7 @@ use openraft::{AnyError, Snapshot};
 use tally_proto::v1::raft_client::RaftClient;
 use tally_proto::v1::raft_server;
 use tally_proto::v1::{RaftReply, RaftRequest, SnapshotChunk};
-use tally_proto::CLUSTER_METADATA;
+use tally_proto::{CLUSTER_METADATA, SENDER_METADATA};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -44,6 +44,9 @@ pub struct Network {
     /// This node's cluster name, stamped on every outgoing call: a node of another
     /// cluster that now owns a peer's address refuses it instead of taking our entries.
     cluster: MetadataValue<Ascii>,
+    /// This node's id, stamped on every outgoing call, so a call that loops back to its
+    /// sender is refused there instead of reaching its Raft.
+    me: MetadataValue<Ascii>,
 }
 
 impl std::fmt::Debug for Network {
@@ -56,6 +59,7 @@ impl Network {
     /// `cluster` must be a checked cluster name (`config::check_cluster_name`), which is
     /// always a valid header value.
     pub fn new(
+        me: NodeId,
         cluster: &str,
         dial: std::collections::BTreeMap<NodeId, String>,
         tls: Option<ClientTlsConfig>,
@@ -69,6 +73,7 @@ impl Network {
             dial: Arc::new(dial),
             tls,
             cluster,
+            me: MetadataValue::from(me),
         })
     }
 
@@ -109,6 +114,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client,
             cluster: self.cluster.clone(),
+            me: self.me.clone(),
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct Peer {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
     cluster: MetadataValue<Ascii>,
+    me: MetadataValue<Ascii>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable {
@@ -162,6 +169,7 @@ impl Peer {
         req.set_timeout(option.hard_ttl());
         req.metadata_mut()
             .insert(CLUSTER_METADATA, self.cluster.clone());
+        req.metadata_mut().insert(SENDER_METADATA, self.me.clone());
         let reply = if vote {
             client.vote(req).await
         } else {
@@ -224,6 +232,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         req.set_timeout(option.hard_ttl().max(std::time::Duration::from_secs(30)));
         req.metadata_mut()
             .insert(CLUSTER_METADATA, self.cluster.clone());
+        req.metadata_mut().insert(SENDER_METADATA, self.me.clone());
         let reply = tokio::select! {
             r = client.install_full_snapshot(req) => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),

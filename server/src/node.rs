@@ -170,6 +170,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         .into());
     }
     let network = Network::new(
+        cfg.id,
         &cfg.cluster_name,
         cfg.dial.clone(),
         tls.as_ref().map(TlsMaterial::peer_client),
@@ -198,8 +199,8 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
 
     let secure = tls.is_some();
     let require_cert = shared.cfg.require_client_cert;
-    let cluster: Arc<str> = shared.cfg.cluster_name.as_str().into();
-    let guard = |service| Guard::new(service, cluster.clone(), secure, require_cert, None);
+    let whoami: (Arc<str>, u64) = (shared.cfg.cluster_name.as_str().into(), shared.id);
+    let guard = |service| Guard::new(service, whoami.clone(), secure, require_cert, None);
     let raft_svc = InterceptedService::new(
         RaftServer::new(RaftService {
             raft: shared.raft.clone(),
@@ -213,7 +214,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .max_decoding_message_size(crate::licensing::MAX_CLIENT_MESSAGE),
         Guard::new(
             Service::Licensing,
-            cluster.clone(),
+            whoami.clone(),
             secure,
             require_cert,
             RateLimiter::new(shared.cfg.limits.per_address_rps),

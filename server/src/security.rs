@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tally_pki::Role;
-use tally_proto::CLUSTER_METADATA;
+use tally_proto::{CLUSTER_METADATA, SENDER_METADATA};
 use tokio_rustls::rustls::ServerConfig;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -141,6 +141,8 @@ pub struct Guard {
     /// `CLUSTER_METADATA`, checked even without TLS: it is what keeps a leftover or
     /// misdirected peer of another cluster out, not an authentication.
     cluster: Arc<str>,
+    /// This node's id: a Raft call that names it as its sender looped back.
+    node: u64,
     /// False only under `insecure_plaintext`: nothing is checked but rates.
     tls: bool,
     require_client_cert: bool,
@@ -180,7 +182,7 @@ impl RoleCache {
 impl Guard {
     pub fn new(
         service: Service,
-        cluster: Arc<str>,
+        (cluster, node): (Arc<str>, u64),
         tls: bool,
         require_client_cert: bool,
         per_address: Option<Arc<RateLimiter<IpAddr>>>,
@@ -188,6 +190,7 @@ impl Guard {
         Guard {
             service,
             cluster,
+            node,
             tls,
             require_client_cert,
             per_address,
@@ -261,6 +264,22 @@ impl Guard {
             None => Err(Status::failed_precondition(format!(
                 "the Raft call names no cluster ({CLUSTER_METADATA} is missing); this node belongs to cluster \"{}\"",
                 self.cluster
+            ))),
+        }?;
+        // A leader that takes its own AppendEntries as a follower would corrupt its state
+        // (openraft asserts against it): refuse the loop, saying where to look.
+        let from = req
+            .metadata()
+            .get(SENDER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match from {
+            Some(id) if id == self.node => Err(Status::failed_precondition(format!(
+                "this Raft call came from this very node ({id}): an address it dials for a peer leads back to itself (check dial and the peers' advertised addresses)"
+            ))),
+            Some(_) => Ok(()),
+            None => Err(Status::failed_precondition(format!(
+                "the Raft call names no sending node ({SENDER_METADATA} is missing or not a node id)"
             ))),
         }
     }

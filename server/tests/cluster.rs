@@ -633,6 +633,8 @@ async fn a_node_of_another_cluster_is_never_fed_this_clusters_log() {
             req.metadata_mut()
                 .insert(tally_proto::CLUSTER_METADATA, n.parse().unwrap());
         }
+        req.metadata_mut()
+            .insert(tally_proto::SENDER_METADATA, "1".parse().unwrap());
         req
     };
     let e = raw.vote(call(Some("tally"))).await.unwrap_err();
@@ -650,6 +652,15 @@ async fn a_node_of_another_cluster_is_never_fed_this_clusters_log() {
         tonic::Code::FailedPrecondition,
         "its own cluster's calls pass the check (and this payload is garbage): {e}"
     );
+    // A call claiming to come from the node itself looped back: refused (soak seed 228:
+    // a leader fed its own AppendEntries trips an openraft assertion).
+    let mut looped = call(Some("green"));
+    looped
+        .metadata_mut()
+        .insert(tally_proto::SENDER_METADATA, "9".parse().unwrap());
+    let e = raw.vote(looped).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("this very node (9)"), "{e}");
 
     // Its data directory is green's now: starting it as a node of "tally" is refused.
     green.stop().await;

@@ -77,9 +77,6 @@ impl Harness {
             .enumerate()
             .map(|(i, l)| Ok((i as u64 + 1, l.local_addr()?.to_string())))
             .collect::<std::io::Result<_>>()?;
-        // Released just before the nodes bind them: a small race with other tests,
-        // acceptable on loopback's large ephemeral range.
-        drop(listeners);
 
         // A name of its own per cluster: a node of the previous schedule's cluster that
         // still dials a reused port is refused instead of mixing its log into this one.
@@ -137,6 +134,11 @@ impl Harness {
                 },
             );
         }
+        // Released only now, after every proxy has its port: a proxy bound while a node's
+        // port was free could take it, and then a link proxy listening on node 3's port
+        // looped node 2's messages back to node 2 (soak seed 228). What is left is a
+        // small race with other processes until the nodes bind them.
+        drop(listeners);
         let endpoints = nodes
             .values()
             .map(|n| n.client_proxy.addr.clone())

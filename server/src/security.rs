@@ -248,7 +248,8 @@ impl Guard {
 impl Guard {
     /// A Raft call from another cluster (or from a node too old to say) is refused,
     /// naming both clusters, before openraft sees it: its terms and log indexes mean
-    /// nothing here, and taking them could corrupt this cluster's log.
+    /// nothing here, and taking them could corrupt this cluster's log. So is one that
+    /// names this node as its sender: a peer address that loops back.
     fn check_cluster(&self, req: &Request<()>) -> Result<(), Status> {
         let theirs = req
             .metadata()

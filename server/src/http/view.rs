@@ -197,29 +197,19 @@ impl View {
             "Checkouts held in the applied ledger.",
             &one(self.leases),
         );
-        let per = |f: fn(&Feature) -> u64| -> Vec<(String, String)> {
+        let per = |f: fn(&Feature) -> String| -> Vec<(String, String)> {
             self.features
                 .iter()
-                .map(|x| {
-                    (
-                        format!("{{feature=\"{}\"}}", label(&x.name)),
-                        f(x).to_string(),
-                    )
-                })
+                .map(|x| (format!("{{feature=\"{}\"}}", label(&x.name)), f(x)))
                 .collect()
         };
-        let issued: Vec<(String, String)> = self
-            .features
-            .iter()
-            .map(|x| {
-                let v = if uncounted(x.issued) {
-                    "+Inf".to_owned()
-                } else {
-                    x.issued.to_string()
-                };
-                (format!("{{feature=\"{}\"}}", label(&x.name)), v)
-            })
-            .collect();
+        let issued = per(|f| {
+            if uncounted(f.issued) {
+                "+Inf".to_owned()
+            } else {
+                f.issued.to_string()
+            }
+        });
         gauge(
             "tally_feature_seats_issued",
             "Licensed seats counting now, per feature (+Inf: uncounted).",
@@ -228,27 +218,27 @@ impl View {
         gauge(
             "tally_feature_seats_in_use",
             "Seats charged (held or lingering), per feature.",
-            &per(|f| f.in_use),
+            &per(|f| f.in_use.to_string()),
         );
         gauge(
             "tally_feature_seats_lingering",
             "Of the seats in use, those lingering after release.",
-            &per(|f| f.lingering),
+            &per(|f| f.lingering.to_string()),
         );
         gauge(
             "tally_feature_overdraft_limit",
             "Seats grantable beyond the count, per feature.",
-            &per(|f| f.overdraft_limit),
+            &per(|f| f.overdraft_limit.to_string()),
         );
         gauge(
             "tally_feature_overdraft_in_use",
             "Seats in use beyond the count, per feature.",
-            &per(|f| f.in_use.saturating_sub(f.issued)),
+            &per(|f| f.in_use.saturating_sub(f.issued).to_string()),
         );
         gauge(
             "tally_feature_queued",
             "Checkouts waiting in the queue, per feature.",
-            &per(|f| f.queued),
+            &per(|f| f.queued.to_string()),
         );
         o
     }

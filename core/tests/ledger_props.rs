@@ -307,9 +307,10 @@ impl Run {
                 if let Some(s) = pick(&self.sessions(), session) {
                     let before = self.ledger.session(s).cloned();
                     let out = self.apply(Op::ExpireSessions { sessions: vec![s] });
+                    let floor = |b: &Session| b.last_heartbeat_ms.max(self.ledger.resumed_ms());
                     let due = before
                         .as_ref()
-                        .is_some_and(|b| b.last_heartbeat_ms + b.ttl_ms <= self.now);
+                        .is_some_and(|b| floor(b) + b.ttl_ms <= self.now);
                     prop_assert_eq!(
                         out.reply,
                         Reply::Done {
@@ -392,7 +393,22 @@ impl Run {
                     );
                 }
             }
-            Step::Advance { ms } => self.now += u64::from(ms),
+            Step::Advance { ms } => {
+                // Time moves the way a leader moves it, with an entry; a step of more than
+                // OUTAGE_GAP_MS is an outage, which restarts every session's TTL.
+                self.now += u64::from(ms);
+                let out = self.apply(Op::Tick);
+                let outage = u64::from(ms) > OUTAGE_GAP_MS;
+                prop_assert_eq!(
+                    out.events
+                        .iter()
+                        .any(|e| matches!(e, Event::Resumed { .. })),
+                    outage
+                );
+                if outage {
+                    prop_assert_eq!(self.ledger.resumed_ms(), self.now);
+                }
+            }
         }
         self.check_invariants()
     }

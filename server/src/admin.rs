@@ -56,6 +56,22 @@ fn load_error(e: &LoadError) -> Status {
             format!("line {line} ({feature}): {what}")
         }
         LoadError::NoSuchSource { source } => format!("no license is loaded from \"{source}\""),
+        LoadError::WrongCluster {
+            feature,
+            line,
+            locked_to,
+            this: Some(this),
+        } => format!(
+            "line {line} ({feature}): the line is locked to cluster {locked_to} (CLUSTER={locked_to}), but this is cluster {this}"
+        ),
+        LoadError::WrongCluster {
+            feature,
+            line,
+            locked_to,
+            this: None,
+        } => format!(
+            "line {line} ({feature}): the line is locked to cluster {locked_to}, and this cluster has no identity yet (its first leader makes one): retry in a moment"
+        ),
     })
 }
 
@@ -295,10 +311,22 @@ impl admin_server::Admin for Admin {
             license: file,
         };
         match self.shared.propose(op).await?.reply {
-            Reply::LicenseLoaded { source, lines } => Ok(Response::new(pb::LoadLicenseResponse {
+            Reply::LicenseLoaded {
+                source,
+                lines,
+                duplicates,
+            } => Ok(Response::new(pb::LoadLicenseResponse {
                 source,
                 lines,
                 features: features.into_iter().collect(),
+                duplicates: duplicates
+                    .into_iter()
+                    .map(|d| pb::DuplicateLine {
+                        line: d.line,
+                        of_source: d.of_source,
+                        of_line: d.of_line,
+                    })
+                    .collect(),
             })),
             Reply::LoadRefused(e) => Err(load_error(&e)),
             other => Err(Status::internal(format!(
@@ -359,6 +387,14 @@ impl admin_server::Admin for Admin {
                             Count::Uncounted => "uncounted".into(),
                             Count::Seats(n) => n.to_string(),
                         },
+                        duplicate_of: sm.ledger.duplicate_of(source, l.line_no).map(
+                            |(of_source, of_line)| pb::DuplicateLine {
+                                line: l.line_no,
+                                of_source: of_source.to_owned(),
+                                of_line,
+                            },
+                        ),
+                        cluster: l.cluster.map(|c| c.to_string()).unwrap_or_default(),
                     })
                     .collect(),
             })

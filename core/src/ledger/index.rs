@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::pool::{Pool, PoolLine};
 use super::{ClientId, DupKey, SeatId, State, TimeMs};
+use crate::license::{canonical_line, LicenseFile};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
@@ -22,14 +23,21 @@ pub(crate) struct Index {
     pub queues: BTreeMap<String, BTreeSet<u64>>,
     /// Places with a deadline, by deadline: the queue-timeout queue.
     pub queue_deadlines: BTreeSet<(TimeMs, u64)>,
+    /// Loaded lines that repeat an earlier one ((source, line) → the one that counts).
+    pub duplicates: BTreeMap<(String, u32), (String, u32)>,
+    /// The next instant a line's term ends, when the pools must be checked again.
+    pub next_boundary: Option<TimeMs>,
 }
 
 impl Index {
     pub fn rebuild(st: &State) -> Index {
+        let (pools, duplicates) = pools_from(st);
         let mut ix = Index {
-            pools: pools_from(st),
+            pools,
+            duplicates,
             ..Index::default()
         };
+        ix.next_boundary = ix.boundary_after(st.now_ms);
         for (id, seat) in &st.seats {
             if let Some(pool) = ix.pools.get_mut(&seat.feature) {
                 pool.charge(&seat.version, seat.count);
@@ -58,14 +66,38 @@ impl Index {
         }
         ix
     }
+
+    /// The first instant after `now` at which any line's term ends.
+    pub fn boundary_after(&self, now: TimeMs) -> Option<TimeMs> {
+        self.pools
+            .values()
+            .filter_map(|p| p.term_end_after(now))
+            .min()
+    }
 }
 
-/// Pools from all loaded lines, in source then file order. The load checks guarantee the
-/// lines of one feature agree on grouping and model; linger is the longest any line asks.
-pub(crate) fn pools_from(st: &State) -> BTreeMap<String, Pool> {
+/// Loaded lines that repeat an earlier one, each with the line that counts instead.
+type Duplicates = BTreeMap<(String, u32), (String, u32)>;
+
+/// Pools from all loaded lines, in load order then file order. A line whose canonical
+/// form (everything it was signed for) was loaded before, from any source, counts once:
+/// the same signed line loaded under two names, or pasted twice, must not add seats. The load
+/// checks guarantee the lines of one feature agree on grouping and model; linger is the
+/// longest any line asks.
+pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
     let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
-    for file in st.licenses.values() {
+    let mut first: BTreeMap<String, (&str, u32)> = BTreeMap::new();
+    let mut duplicates = Duplicates::new();
+    let mut files: Vec<(&String, &LicenseFile)> = st.licenses.iter().collect();
+    files.sort_by_key(|(source, _)| (st.loaded_at.get(*source).copied().unwrap_or(0), *source));
+    for (source, file) in files {
         for line in &file.lines {
+            let canonical = canonical_line(line);
+            if let Some((s, l)) = first.get(&canonical) {
+                duplicates.insert((source.clone(), line.line_no), ((*s).to_owned(), *l));
+                continue;
+            }
+            first.insert(canonical, (source.as_str(), line.line_no));
             let pool = pools.entry(line.name.clone()).or_default();
             if pool.lines.is_empty() {
                 pool.dup_group = line.dup_group;
@@ -75,5 +107,5 @@ pub(crate) fn pools_from(st: &State) -> BTreeMap<String, Pool> {
             pool.lines.push(PoolLine::from_line(line));
         }
     }
-    pools
+    (pools, duplicates)
 }

@@ -9,9 +9,11 @@
 //! State kept here is the truth; everything in [`Index`] is derived from it and rebuilt
 //! on restore, so a snapshot carries no redundant data that could disagree with itself.
 
+mod clock;
 mod index;
 mod pool;
 mod queue;
+mod revoke;
 mod seats;
 mod snapshot;
 mod types;
@@ -20,12 +22,15 @@ mod types;
 mod queue_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::license::{LicenseFile, Version};
+use crate::license::{ClusterId, LicenseFile, Version};
+pub use clock::OUTAGE_GAP_MS;
 use index::Index;
 pub use queue::Waiter;
 pub use types::*;
@@ -172,6 +177,20 @@ struct State {
     clients: BTreeMap<ClientId, ClientRecord>,
     /// Queued checkouts by place (the index of the entry that queued them).
     queue: BTreeMap<u64, Waiter>,
+    /// The time of the first entry after the latest outage (a silence longer than
+    /// [`OUTAGE_GAP_MS`]): no session's TTL runs from before it.
+    resumed_ms: TimeMs,
+    /// The cluster's identity, once its first leader made it.
+    cluster_id: Option<ClusterId>,
+    /// Leases revoked from live sessions, newest last, a few per session, for their
+    /// holders' heartbeat answers. Dropped with the session.
+    revocations: BTreeMap<SessionId, Vec<Revocation>>,
+    /// How many times an administrator repaired the clock: the leader's keeper reloads
+    /// its deadlines when this changes.
+    clock_epoch: u64,
+    /// The index of the entry that loaded each source: of two copies of one line, the
+    /// one loaded first is the one that counts.
+    loaded_at: BTreeMap<String, u64>,
 }
 
 /// The seat ledger. See the module docs.
@@ -204,8 +223,8 @@ impl Ledger {
             };
         }
         self.st.last_applied = entry.index;
-        self.st.now_ms = self.st.now_ms.max(entry.at_ms);
         let mut events = Vec::new();
+        self.advance_clock(entry.at_ms, &mut events);
         let reply = match self.client_request(&entry.op) {
             Some(req) => match self.dedup(req) {
                 Dedup::Replay(reply) => reply,
@@ -312,9 +331,19 @@ impl Ledger {
             Op::RemoveLease { lease } => Reply::Done {
                 affected: u32::from(self.remove_lease(*lease, ev)),
             },
-            Op::LoadLicense { source, license } => self.load_license(source, license, ev),
+            Op::LoadLicense { source, license } => self.load_license(index, source, license, ev),
             Op::UnloadLicense { source } => self.unload_license(source, ev),
             Op::ServeQueue => self.serve_queue(index, ev),
+            Op::Tick => Reply::Done { affected: 0 },
+            Op::SetClusterId { id } => {
+                if self.st.cluster_id.is_some() {
+                    return Reply::Done { affected: 0 };
+                }
+                self.st.cluster_id = Some(*id);
+                ev.push(Event::ClusterIdSet { id: *id });
+                Reply::Done { affected: 1 }
+            }
+            Op::RepairClock { to_ms } => self.repair_clock(*to_ms, ev),
         }
     }
 
@@ -422,14 +451,14 @@ impl Ledger {
         }
     }
 
-    /// A leader asks to expire a session. The checkpointed heartbeat is a lower bound on
-    /// the real one, so an expiry before checkpoint + TTL is certainly wrong (a stale or
-    /// confused leader) and is ignored.
+    /// A leader asks to expire a session. The checkpointed heartbeat (or the end of the
+    /// latest outage, if later) is a lower bound on the real one, so an expiry before it
+    /// plus the TTL is certainly wrong (a stale or confused leader) and is ignored.
     fn expiry_due(&self, id: SessionId) -> bool {
         self.st
             .sessions
             .get(&id)
-            .is_some_and(|s| s.last_heartbeat_ms.saturating_add(s.ttl_ms) <= self.st.now_ms)
+            .is_some_and(|s| self.heartbeat_floor(s).saturating_add(s.ttl_ms) <= self.st.now_ms)
     }
 
     /// Releases every lease of a session and removes it. Returns the leases released.
@@ -438,6 +467,7 @@ impl Ledger {
             return 0;
         }
         self.drop_waiters_of(id, ev);
+        self.st.revocations.remove(&id);
         let Some(session) = self.st.sessions.remove(&id) else {
             return 0;
         };
@@ -477,6 +507,40 @@ impl Ledger {
 
     pub fn session(&self, id: SessionId) -> Option<&Session> {
         self.st.sessions.get(&id)
+    }
+
+    /// Where a session's TTL runs from as far as the log knows: its checkpointed
+    /// heartbeat, or the end of the latest outage if that is later.
+    pub fn heartbeat_floor(&self, s: &Session) -> TimeMs {
+        s.last_heartbeat_ms.max(self.st.resumed_ms)
+    }
+
+    /// The end of the latest outage (0: none yet).
+    pub fn resumed_ms(&self) -> TimeMs {
+        self.st.resumed_ms
+    }
+
+    /// Leases revoked from a live session, oldest first.
+    pub fn revocations(&self, session: SessionId) -> &[Revocation] {
+        self.st.revocations.get(&session).map_or(&[], Vec::as_slice)
+    }
+
+    /// The cluster's identity, once its first leader made it.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.st.cluster_id
+    }
+
+    /// Grows by one with every clock repair.
+    pub fn clock_epoch(&self) -> u64 {
+        self.st.clock_epoch
+    }
+
+    /// For a loaded line that is a duplicate, the loaded line that counts in its place.
+    pub fn duplicate_of(&self, source: &str, line: u32) -> Option<(&str, u32)> {
+        self.ix
+            .duplicates
+            .get(&(source.to_owned(), line))
+            .map(|(s, l)| (s.as_str(), *l))
     }
 
     /// Every session in id order; `.len()` is O(1) (metrics count them on every scrape).

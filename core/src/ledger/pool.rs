@@ -252,6 +252,44 @@ impl Pool {
             .min(count))
     }
 
+    /// Whether the seats charged fit what the lines grant at `now`, overdraft included:
+    /// Hall's condition at every threshold, and no seat charged at a version above every
+    /// line (possible after a reload removed the line that granted it).
+    pub fn fits(&self, now: TimeMs) -> bool {
+        let cap = self.capacity(now);
+        let top = cap.thresholds.last().map(|t| &t.0);
+        if self.demand.keys().any(|v| top.is_none_or(|t| v > t)) {
+            return false;
+        }
+        (0..cap.thresholds.len()).all(|i| self.demand_from(&cap, i, None) <= cap.thresholds[i].2)
+    }
+
+    /// Whether a seat charged at `version` counts against a threshold that is over at
+    /// `now`, or needs a version no line has: taking such a seat away helps the pool fit.
+    pub fn over_for(&self, now: TimeMs, version: &Version) -> bool {
+        let cap = self.capacity(now);
+        let Some(top) = cap.thresholds.last().map(|t| &t.0) else {
+            return true;
+        };
+        if version > top {
+            return true;
+        }
+        (0..cap.thresholds.len()).any(|i| {
+            let counted = i == 0 || cap.thresholds.get(i - 1).is_some_and(|t| *version > t.0);
+            counted && self.demand_from(&cap, i, None) > cap.thresholds[i].2
+        })
+    }
+
+    /// The first instant after `now` at which a line of this pool stops counting (its
+    /// expiry plus grace), when seats may have to be revoked.
+    pub fn term_end_after(&self, now: TimeMs) -> Option<TimeMs> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.end_ms.map(|e| e.saturating_add(l.grace_ms)))
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// Seats that the counting lines grant now (licensed, overdraft limit), at the lowest
     /// version. For status displays.
     pub fn issued(&self, now: TimeMs) -> (u64, u64) {

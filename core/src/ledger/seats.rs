@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::index::Index;
 use super::{
-    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause, Reply,
-    RequestId, Seat, SeatId, SessionId,
+    DenyReason, DupKey, Duplicate, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause,
+    Reply, RequestId, Seat, SeatId, SessionId,
 };
 use crate::license::{DupGroup, FeatureLine, LicenseFile, LicenseModel, Version};
 
@@ -310,7 +310,7 @@ impl Ledger {
     }
 
     /// Returns a seat to its pool.
-    fn free_seat(&mut self, id: SeatId, ev: &mut Vec<Event>) {
+    pub(super) fn free_seat(&mut self, id: SeatId, ev: &mut Vec<Event>) {
         let Some(seat) = self.st.seats.remove(&id) else {
             return;
         };
@@ -379,17 +379,44 @@ impl Ledger {
 
     pub(super) fn load_license(
         &mut self,
+        index: u64,
         source: &str,
         license: &LicenseFile,
         ev: &mut Vec<Event>,
     ) -> Reply {
+        if let Some(line) = license
+            .lines
+            .iter()
+            .find(|l| l.cluster.is_some_and(|c| Some(c) != self.st.cluster_id))
+        {
+            return Reply::LoadRefused(LoadError::WrongCluster {
+                feature: line.name.clone(),
+                line: line.line_no,
+                locked_to: line.cluster.unwrap_or(crate::license::ClusterId([0; 8])),
+                this: self.st.cluster_id,
+            });
+        }
         let mut next = self.st.licenses.clone();
         next.insert(source.to_owned(), license.clone());
         if let Err(e) = check_consistent(&next, source) {
             return Reply::LoadRefused(e);
         }
         self.st.licenses = next;
+        self.st.loaded_at.insert(source.to_owned(), index);
         self.ix = Index::rebuild(&self.st);
+        let duplicates = license
+            .lines
+            .iter()
+            .filter_map(|l| {
+                let (of_source, of_line) = self.duplicate_of(source, l.line_no)?;
+                Some(Duplicate {
+                    line: l.line_no,
+                    of_source: of_source.to_owned(),
+                    of_line,
+                })
+            })
+            .collect();
+        self.enforce_after_load(source, ev);
         let lines = u32::try_from(license.lines.len()).unwrap_or(u32::MAX);
         ev.push(Event::LicenseLoaded {
             source: source.to_owned(),
@@ -398,6 +425,7 @@ impl Ledger {
         Reply::LicenseLoaded {
             source: source.to_owned(),
             lines,
+            duplicates,
         }
     }
 
@@ -407,7 +435,9 @@ impl Ledger {
                 source: source.to_owned(),
             });
         }
+        self.st.loaded_at.remove(source);
         self.ix = Index::rebuild(&self.st);
+        self.enforce_after_load(source, ev);
         ev.push(Event::LicenseUnloaded {
             source: source.to_owned(),
         });

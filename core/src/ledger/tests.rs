@@ -71,6 +71,16 @@ impl H {
         })
     }
 
+    /// Moves time to `t` the way a live leader does: a tick entry every second, so the
+    /// ledger sees no outage (a jump of `now` alone, followed by an entry, is one).
+    pub(super) fn tick_to(&mut self, t: TimeMs) {
+        while self.now + 1_000 < t {
+            self.now += 1_000;
+            self.op(Op::Tick);
+        }
+        self.now = t;
+    }
+
     pub(super) fn req(&mut self, client: u8) -> RequestId {
         self.seq += 1;
         RequestId {
@@ -527,11 +537,11 @@ fn expiry_before_the_checkpointed_deadline_is_refused() {
     let mut h = H::new(vec![l]);
     let s = h.open(1, "ann", "ws1");
     let g = h.grant(s, "cad", 1);
-    h.now = T0 + 20_000;
+    h.tick_to(T0 + 20_000);
     h.op(Op::CheckpointHeartbeats {
         beats: vec![(s, T0 + 20_000)],
     });
-    h.now = T0 + 49_999;
+    h.tick_to(T0 + 49_999);
     let early = h.op(Op::ExpireSessions { sessions: vec![s] });
     assert_eq!(early.reply, Reply::Done { affected: 0 });
     assert!(h.l.session(s).is_some());
@@ -689,10 +699,11 @@ fn term_licenses_keep_working_in_grace_then_fall_back_to_demo_seats() {
 }
 
 #[test]
-fn a_reload_replaces_its_source_and_keeps_held_seats() {
-    let mut h = H::new(vec![line("cad", "1.0", 2)]);
+fn a_reload_replaces_its_source_and_revokes_what_it_no_longer_grants() {
+    let mut h = H::new(vec![line("cad", "1.0", 3)]);
     let s = h.open(1, "ann", "ws1");
-    h.grant(s, "cad", 2);
+    let older = h.grant(s, "cad", 1);
+    let newer = h.grant(s, "cad", 1);
     let out = h.op(Op::LoadLicense {
         source: "site.lic".into(),
         license: LicenseFile {
@@ -701,7 +712,23 @@ fn a_reload_replaces_its_source_and_keeps_held_seats() {
         },
     });
     assert!(matches!(out.reply, Reply::LicenseLoaded { lines: 1, .. }));
-    assert_eq!(h.in_use("cad"), 2, "shrinking a license revokes nobody");
+    assert_eq!(
+        h.in_use("cad"),
+        1,
+        "the newest grant beyond the new count goes"
+    );
+    assert!(out.events.contains(&Event::Revoked {
+        feature: "cad".into(),
+        lease: newer.lease,
+        seat: newer.seat,
+        session: s,
+        reason: RevokeReason::LicenseChanged {
+            source: "site.lic".into()
+        },
+    }));
+    assert!(h.l.lease(older.lease).is_some());
+    assert_eq!(h.l.revocations(s).len(), 1);
+    assert_eq!(h.l.revocations(s)[0].lease, newer.lease);
     assert!(matches!(
         denied(&h.checkout(s, "cad", 1)),
         DenyReason::NoSeats { .. }
@@ -844,7 +871,7 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
     future[8] = 99;
     assert_eq!(
         Ledger::restore(&future).unwrap_err().to_string(),
-        "ledger snapshot: format 99 is not supported (this build reads format 2)"
+        "ledger snapshot: format 99 is not supported (this build reads format 3)"
     );
 }
 

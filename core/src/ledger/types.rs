@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::license::{LicenseFile, Version};
+use crate::license::{ClusterId, LicenseFile, Version};
 
 /// Milliseconds since the Unix epoch, as stamped by the leader that proposed an entry.
 pub type TimeMs = u64;
@@ -111,6 +111,18 @@ pub enum Op {
     /// timeout, and the earliest-queued waiter that can be answered now is (with a grant,
     /// whose lease id is this entry's index, so one waiter is served per entry).
     ServeQueue,
+    /// The leader's clock entry, proposed whenever nothing else was for a second: it
+    /// carries time into the ledger while the cluster is idle, so term boundaries (a
+    /// license's grace ending) are acted on promptly, and so a silence of more than
+    /// [`OUTAGE_GAP_MS`](super::OUTAGE_GAP_MS) between entries reliably means that no
+    /// leader was up (see [`Ledger::apply`](super::Ledger::apply)).
+    Tick,
+    /// The cluster's identity, made by its first leader. Only the first one counts.
+    SetClusterId { id: ClusterId },
+    /// An administrator's repair for the day a bad time got into the log (every clock of
+    /// the site was wrong at once, say): ledger time is set back to `to_ms`, times that
+    /// lie beyond it are pulled back with it, and every session's TTL starts afresh.
+    RepairClock { to_ms: TimeMs },
 }
 
 /// Why a checkout or a session-scoped request was refused.
@@ -174,6 +186,43 @@ pub enum LoadError {
     NoSuchSource {
         source: String,
     },
+    /// The line is locked to another cluster (`CLUSTER=`), or this cluster has no
+    /// identity yet (`this` is `None`: its first leader has not made it).
+    WrongCluster {
+        feature: String,
+        line: u32,
+        locked_to: ClusterId,
+        this: Option<ClusterId>,
+    },
+}
+
+/// A line of a loaded file whose canonical form is already loaded (from this file or
+/// another): it is kept, but counts once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub line: u32,
+    pub of_source: String,
+    pub of_line: u32,
+}
+
+/// Why the cluster took a held seat away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeReason {
+    /// Loading or unloading `source` left the feature fewer seats than were held.
+    LicenseChanged { source: String },
+    /// Lines of the feature reached the end of their term (expiry plus grace); `remaining`
+    /// seats still count (the demo count, once every line has ended).
+    TermEnded { remaining: u64 },
+}
+
+/// A lease the cluster revoked, kept with its session so the holder's next heartbeat
+/// answer can say so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub lease: LeaseId,
+    pub feature: String,
+    pub reason: RevokeReason,
+    pub at_ms: TimeMs,
 }
 
 /// The answer to the proposer of an entry. Retries of a client request get the stored
@@ -208,6 +257,8 @@ pub enum Reply {
     LicenseLoaded {
         source: String,
         lines: u32,
+        /// Lines of this file that were loaded already: they count once.
+        duplicates: Vec<Duplicate>,
     },
     LoadRefused(LoadError),
     /// The entry's index did not follow the last applied one; nothing was changed. A
@@ -308,6 +359,26 @@ pub enum Event {
     },
     LicenseUnloaded {
         source: String,
+    },
+    /// The cluster took a held lease away; its seat is freed at once (no linger).
+    Revoked {
+        feature: String,
+        lease: LeaseId,
+        seat: SeatId,
+        session: SessionId,
+        reason: RevokeReason,
+    },
+    /// This entry came more than [`OUTAGE_GAP_MS`](super::OUTAGE_GAP_MS) after the one
+    /// before: nobody could heartbeat for `silent_ms`, so every session's TTL restarts now.
+    Resumed {
+        silent_ms: u64,
+    },
+    ClusterIdSet {
+        id: ClusterId,
+    },
+    ClockRepaired {
+        from_ms: TimeMs,
+        to_ms: TimeMs,
     },
 }
 

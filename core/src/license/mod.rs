@@ -14,7 +14,8 @@ pub use date::Date;
 pub use lex::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 pub use parse::{parse, DEFAULT_FAIR_USE_DAYS, KEYWORDS};
 pub use sign::{
-    canonical_line, sign_file, sign_line, verify_file, verify_line, VendorKey, VendorSigningKey,
+    canonical_line, sign_file, sign_file_for, sign_line, verify_file, verify_line, VendorKey,
+    VendorSigningKey,
 };
 
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,9 @@ pub struct FeatureLine {
     /// Ed25519 signature over [`canonical_line`]; `None` for an unsigned line, which
     /// verification refuses.
     pub signature: Option<Vec<u8>>,
+    /// `CLUSTER=<id>`: the line counts only on the cluster with this identity (a FlexLM
+    /// host id for a whole cluster). Signed like every keyword, so it cannot be removed.
+    pub cluster: Option<ClusterId>,
     /// 1-based line number in the source file where this directive started, for errors.
     pub line_no: u32,
 }
@@ -177,7 +181,57 @@ impl FeatureLine {
             model: LicenseModel::Floating,
             term: TermPolicy::default(),
             signature: None,
+            cluster: None,
             line_no,
+        }
+    }
+}
+
+/// A cluster's identity: 64 random bits made when the cluster first forms, replicated in
+/// its log and shown by `tallyctl status`, like a FlexLM host id. Written as 16 lowercase
+/// hex digits. A license line with `CLUSTER=<id>` counts only on that cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterId(pub [u8; 8]);
+
+impl ClusterId {
+    /// Reads 16 hex digits (either case).
+    pub fn parse(s: &str) -> Option<ClusterId> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut out = [0u8; 8];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(ClusterId(out))
+    }
+}
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod cluster_id_tests {
+    use super::ClusterId;
+
+    #[test]
+    fn cluster_ids_read_16_hex_digits_and_print_lowercase() {
+        let id = ClusterId::parse("8F3A1c2b9d4e7f60").unwrap();
+        assert_eq!(id.to_string(), "8f3a1c2b9d4e7f60");
+        for bad in [
+            "",
+            "8f3a1c2b9d4e7f6",
+            "8f3a1c2b9d4e7f600",
+            "8f3a1c2b9d4e7f6g",
+            "+f3a1c2b9d4e7f60",
+        ] {
+            assert_eq!(ClusterId::parse(bad), None, "{bad:?}");
         }
     }
 }

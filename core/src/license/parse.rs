@@ -8,12 +8,13 @@ use base64::Engine as _;
 
 use super::lex::{logical_lines, Logical, Token};
 use super::{
-    Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, Version,
+    ClusterId, Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind,
+    Version,
 };
 use crate::Error;
 
 /// Keywords a FEATURE or INCREMENT line may carry, in the order errors list them.
-pub const KEYWORDS: [&str; 11] = [
+pub const KEYWORDS: [&str; 12] = [
     "LINGER",
     "DUP_GROUP",
     "OVERDRAFT",
@@ -25,6 +26,7 @@ pub const KEYWORDS: [&str; 11] = [
     "USER_BASED",
     "GRACE",
     "DEMO",
+    "CLUSTER",
 ];
 
 /// The named-user fair-use window when a bare `USER_BASED` gives none (the brief's
@@ -234,6 +236,14 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             "NOTICE" => line.notice = Some(value.to_owned()),
             "VENDOR_STRING" => line.vendor_string = Some(value.to_owned()),
             "SIGN" => line.signature = Some(signature(t, value)?),
+            "CLUSTER" => {
+                line.cluster = Some(ClusterId::parse(value).ok_or_else(|| {
+                    at(
+                        t,
+                        format!("CLUSTER must be a cluster id of 16 hex digits (as `tallyctl status` shows it), found \"{value}\""),
+                    )
+                })?)
+            }
             _ => return Err(at(t, format!("keyword {known} is not handled"))),
         }
     }

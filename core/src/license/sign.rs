@@ -12,7 +12,8 @@
 //! with the version's numbers joined by `.`, the expiry as `31-dec-2027` or `permanent`,
 //! the count as a number or `uncounted`, then the keywords that differ from their default,
 //! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
-//! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`;
+//! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`,
+//! `CLUSTER` (16 lowercase hex digits);
 //! strings always double-quoted, `"` and `\` escaped with `\`. The signed message is the
 //! canonical line prefixed by the domain tag `tally-license-v1\n`, so a signature made
 //! for anything else can never pass as a license signature.
@@ -89,6 +90,9 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
     }
     if let Some(s) = &line.vendor_string {
         kw("VENDOR_STRING", quote(s));
+    }
+    if let Some(c) = line.cluster {
+        kw("CLUSTER", c.to_string());
     }
     out
 }
@@ -179,7 +183,23 @@ pub fn sign_line(line: &mut FeatureLine, key: &VendorSigningKey) {
 /// Parses `text`, signs every line, and returns the file re-emitted in normal form: the
 /// `VENDOR` lines, then each line's canonical text with its `SIGN`, long lines continued.
 pub fn sign_file(text: &str, key: &VendorSigningKey) -> Result<String, Error> {
+    sign_file_for(text, key, None)
+}
+
+/// [`sign_file`], with every line first locked to `cluster` (`CLUSTER=<id>`, replacing
+/// any lock the text had) when one is given: the vendor's way to make a file that counts
+/// on one customer cluster only.
+pub fn sign_file_for(
+    text: &str,
+    key: &VendorSigningKey,
+    cluster: Option<super::ClusterId>,
+) -> Result<String, Error> {
     let mut file = parse(text)?;
+    if let Some(c) = cluster {
+        for line in &mut file.lines {
+            line.cluster = Some(c);
+        }
+    }
     let mut out = String::new();
     for v in &file.vendors {
         out.push_str(&format!("VENDOR {v}\n"));

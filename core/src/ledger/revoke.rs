@@ -1,0 +1,125 @@
+//! Revocation: when a pool shrinks below the seats charged to it (a license unloaded or
+//! reloaded with fewer seats, or lines reaching the end of their term), the seats beyond
+//! what it still grants are taken back, in the entry that shrank it.
+//!
+//! Which seats go: lingering seats first (nobody holds them), then held seats, newest
+//! grant first (the seat whose latest grant has the highest fencing token), and only
+//! seats that count against a part of the pool that is over (by the pool's own test, see
+//! `pool.rs`): a pool that still grants what is charged is never touched. A revoked
+//! lease's seat is freed at once, without linger, and its session keeps a note of it
+//! (a few per session) that the holder's next heartbeat answer carries.
+
+use std::collections::BTreeSet;
+
+use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId};
+
+/// Revocation notes kept per session: a holder learns of them on its next heartbeat, a
+/// few seconds later, so only a burst needs more than one; older notes give way.
+const NOTES_PER_SESSION: usize = 16;
+
+impl Ledger {
+    /// Revokes what the pools no longer grant after `source` was loaded or unloaded.
+    pub(super) fn enforce_after_load(&mut self, source: &str, ev: &mut Vec<Event>) {
+        self.enforce(
+            &RevokeReason::LicenseChanged {
+                source: source.to_owned(),
+            },
+            ev,
+        );
+    }
+
+    /// Revokes what the pools no longer grant now that ledger time crossed the end of a
+    /// line's term, and finds the next such end.
+    pub(super) fn enforce_terms(&mut self, ev: &mut Vec<Event>) {
+        self.enforce(&RevokeReason::TermEnded { remaining: 0 }, ev);
+        self.ix.next_boundary = self.ix.boundary_after(self.st.now_ms);
+    }
+
+    fn enforce(&mut self, reason: &RevokeReason, ev: &mut Vec<Event>) {
+        let features: BTreeSet<String> =
+            self.st.seats.values().map(|s| s.feature.clone()).collect();
+        for feature in features {
+            self.enforce_feature(&feature, reason, ev);
+        }
+    }
+
+    fn enforce_feature(&mut self, feature: &str, reason: &RevokeReason, ev: &mut Vec<Event>) {
+        let now = self.st.now_ms;
+        // Lingering seats first, oldest first; then held seats, newest grant first.
+        let mut order: Vec<(bool, u64, SeatId)> = self
+            .st
+            .seats
+            .iter()
+            .filter(|(_, s)| s.feature == feature)
+            .map(|(id, s)| {
+                let held = s.lingering_until.is_none();
+                let rank = if held {
+                    u64::MAX - s.fencing_token
+                } else {
+                    *id
+                };
+                (held, rank, *id)
+            })
+            .collect();
+        order.sort_unstable();
+        for (_, _, seat) in order {
+            let Some(version) = self.st.seats.get(&seat).map(|s| s.version.clone()) else {
+                continue;
+            };
+            let over = match self.ix.pools.get(feature) {
+                // No line of the feature is loaded at all: nothing grants any seat.
+                None => true,
+                Some(pool) if pool.fits(now) => return,
+                Some(pool) => pool.over_for(now, &version),
+            };
+            if over {
+                let remaining = self.ix.pools.get(feature).map_or(0, |p| p.issued(now).0);
+                let reason = match reason {
+                    RevokeReason::TermEnded { .. } => RevokeReason::TermEnded { remaining },
+                    other => other.clone(),
+                };
+                self.revoke_seat(seat, &reason, ev);
+            }
+        }
+    }
+
+    /// Takes a seat away from all its holders and frees it.
+    fn revoke_seat(&mut self, seat: SeatId, reason: &RevokeReason, ev: &mut Vec<Event>) {
+        let holders: Vec<LeaseId> = self
+            .st
+            .seats
+            .get(&seat)
+            .map(|s| s.holders.iter().copied().collect())
+            .unwrap_or_default();
+        let now = self.st.now_ms;
+        for lease in holders {
+            let Some(l) = self.st.leases.remove(&lease) else {
+                continue;
+            };
+            if let Some(s) = self.st.sessions.get_mut(&l.session) {
+                s.leases.remove(&lease);
+                let notes = self.st.revocations.entry(l.session).or_default();
+                if notes.len() >= NOTES_PER_SESSION {
+                    notes.remove(0);
+                }
+                notes.push(Revocation {
+                    lease,
+                    feature: l.feature.clone(),
+                    reason: reason.clone(),
+                    at_ms: now,
+                });
+            }
+            if let Some(s) = self.st.seats.get_mut(&seat) {
+                s.holders.remove(&lease);
+            }
+            ev.push(Event::Revoked {
+                feature: l.feature,
+                lease,
+                seat,
+                session: l.session,
+                reason: reason.clone(),
+            });
+        }
+        self.free_seat(seat, ev);
+    }
+}

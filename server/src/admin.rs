@@ -118,6 +118,7 @@ impl admin_server::Admin for Admin {
                     },
                     reachable: own || matched.is_some() || m.replication.is_none(),
                     error: String::new(),
+                    ..Default::default()
                 }
             })
             .collect();
@@ -128,6 +129,15 @@ impl admin_server::Admin for Admin {
             voters: voters.into_iter().collect(),
             learners,
             answered_by: self.shared.id,
+            cluster_id: self
+                .shared
+                .sm
+                .read()
+                .ledger
+                .cluster_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            max_clock_offset_ms: 0,
         }))
     }
 
@@ -402,13 +412,11 @@ impl admin_server::Admin for Admin {
         Ok(Response::new(pb::ListLicensesResponse { licenses }))
     }
 
-    async fn load_options(
+    async fn repair_clock(
         &self,
-        _: Request<pb::LoadOptionsRequest>,
-    ) -> Result<Response<pb::LoadOptionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "options files are not supported by this server version yet",
-        ))
+        _: Request<pb::RepairClockRequest>,
+    ) -> Result<Response<pb::RepairClockResponse>, Status> {
+        Err(Status::unimplemented("clock repair is being built"))
     }
 
     async fn add_learner(
@@ -460,18 +468,6 @@ impl admin_server::Admin for Admin {
             &self.shared,
             resp.log_id.index,
         )))
-    }
-
-    type ExportHistoryStream =
-        tokio_stream::Iter<std::vec::IntoIter<Result<pb::HistoryEvent, Status>>>;
-
-    async fn export_history(
-        &self,
-        _: Request<pb::ExportHistoryRequest>,
-    ) -> Result<Response<Self::ExportHistoryStream>, Status> {
-        Err(Status::unimplemented(
-            "history export arrives with the fault-tolerance harness",
-        ))
     }
 
     type ExportLogStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::LogRecord, Status>>>;
@@ -548,13 +544,6 @@ impl admin_server::Admin for Admin {
             applied_index: sm.ledger.last_applied(),
             sha256: sha2::Sha256::digest(sm.ledger.snapshot()).to_vec(),
         }))
-    }
-
-    async fn usage_report(
-        &self,
-        _: Request<pb::UsageReportRequest>,
-    ) -> Result<Response<pb::UsageReportResponse>, Status> {
-        Err(Status::unimplemented("usage reports are not built yet"))
     }
 }
 

@@ -310,6 +310,7 @@ impl licensing_server::Licensing for Licensing {
             .heartbeat(&self.shared, &wanted)
             .into_iter();
         let mut out = Vec::with_capacity(ids.len());
+        let sm = self.shared.sm.read();
         for (id, p) in ids.into_iter().zip(&parsed) {
             let beat = match p {
                 None => None,
@@ -331,12 +332,21 @@ impl licensing_server::Licensing for Licensing {
                     return Err(not_leader(leader.zip(node.as_ref())));
                 }
             };
+            let revoked = if state.0 == pb::SessionState::Alive {
+                sm.ledger
+                    .revocations(id)
+                    .iter()
+                    .map(crate::convert::revocation)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             out.push(pb::SessionStatus {
                 session_id: id,
                 state: state.0 as i32,
                 deadline_ms: state.1,
                 ttl_ms: state.2,
-                granted_from_queue: Vec::new(),
+                revoked,
             });
         }
         Ok(Response::new(pb::HeartbeatResponse { sessions: out }))

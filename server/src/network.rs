@@ -302,6 +302,17 @@ impl raft_server::Raft for RaftService {
         encode(&self.raft.vote(rpc).await)
     }
 
+    async fn clock(
+        &self,
+        _: Request<tally_proto::v1::ClockPing>,
+    ) -> Result<Response<tally_proto::v1::ClockPong>, Status> {
+        Ok(Response::new(tally_proto::v1::ClockPong {
+            wall_ms: crate::keeper::now_ms(),
+            clock_ok: true,
+            clock_problem: String::new(),
+        }))
+    }
+
     async fn install_full_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,

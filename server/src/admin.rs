@@ -201,7 +201,6 @@ impl admin_server::Admin for Admin {
                     },
                     name: f.name,
                     holders,
-                    ..Default::default()
                 }
             })
             .collect();

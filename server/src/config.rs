@@ -168,6 +168,19 @@ impl NodeConfig {
                 "must be greater than election_min_ms (> 0)",
             ));
         }
+        // The ledger takes a silence of more than OUTAGE_GAP_MS between entries for an
+        // outage (and restarts every TTL); a failover (a tick's second plus a couple of
+        // election rounds) must end well inside it.
+        let gap = tally_core::ledger::OUTAGE_GAP_MS;
+        if self.election_max_ms.saturating_mul(2).saturating_add(1_000) > gap {
+            return Err(bad(
+                "election_max_ms",
+                format!(
+                    "must be at most {} ms: a failover must end well inside the ledger's {gap} ms outage gap",
+                    (gap - 1_000) / 2
+                ),
+            ));
+        }
         if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 >= self.election_min_ms {
             return Err(bad(
                 "heartbeat_ms",
@@ -354,13 +367,14 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 10] = [
+        let cases: [(Breaker, &str); 11] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
             (|c| c.cluster_name = "x".repeat(65), "cluster_name"),
             (|c| c.heartbeat_ms = 200, "heartbeat_ms"),
             (|c| c.election_max_ms = 100, "election_max_ms"),
+            (|c| c.election_max_ms = 2_001, "election_max_ms"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
             (|c| c.require_client_cert = true, "require_client_cert"),

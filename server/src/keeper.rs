@@ -29,6 +29,8 @@ pub const BATCH: usize = 1_000;
 const EXPIRE_BATCHES_PER_TICK: usize = 3;
 /// How often the keeper looks for due work.
 const TICK: Duration = Duration::from_millis(100);
+/// The longest the log goes without an entry while a leader is up (see `tick_if_idle`).
+const TICK_EVERY: Duration = Duration::from_secs(1);
 /// How often at most heartbeats are checkpointed into the log.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Bound on how far a checkpoint lags an acknowledged heartbeat beyond the TTL/4 rule:
@@ -132,7 +134,7 @@ impl Keeper {
                     Some(s) if s.secret != *secret => return Beat::BadSecret,
                     Some(s) => (
                         s.ttl_ms,
-                        fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg)
+                        fresh_start(sm.ledger.heartbeat_floor(s), s.ttl_ms, &shared.cfg)
                             .saturating_add(s.ttl_ms),
                     ),
                 };
@@ -177,6 +179,7 @@ impl Keeper {
                 last_checkpoint = tokio::time::Instant::now();
             }
             async {
+                make_cluster_id(&shared).await;
                 self.track_new(&shared);
                 self.expire_due(&shared).await;
                 reclaim_due(&shared).await;
@@ -184,6 +187,7 @@ impl Keeper {
                 if checkpoint {
                     self.checkpoint(&shared).await;
                 }
+                tick_if_idle(&shared).await;
             }
             .instrument(tracing::info_span!("leader", term))
             .await;
@@ -226,7 +230,7 @@ impl Keeper {
         for (id, s) in sm.ledger.sessions() {
             st.touch(
                 id,
-                fresh_start(s.last_heartbeat_ms, s.ttl_ms, &shared.cfg),
+                fresh_start(sm.ledger.heartbeat_floor(s), s.ttl_ms, &shared.cfg),
                 s.ttl_ms,
             );
             st.tracked_up_to = st.tracked_up_to.max(id);
@@ -277,10 +281,11 @@ impl Keeper {
                     match sm.ledger.session(id) {
                         // Closed or expired already: nothing to track.
                         None => st.forget(id),
-                        // The ledger refuses an expiry before checkpoint + TTL; a
-                        // checkpoint newer than our beat (a previous leader's) wins.
-                        Some(s) if s.last_heartbeat_ms.saturating_add(s.ttl_ms) > now => {
-                            st.touch(id, s.last_heartbeat_ms, s.ttl_ms);
+                        // The ledger refuses an expiry before checkpoint + TTL (or the
+                        // end of an outage + TTL); a newer checkpoint than our beat (a
+                        // previous leader's), or an outage, wins.
+                        Some(s) if sm.ledger.heartbeat_floor(s).saturating_add(s.ttl_ms) > now => {
+                            st.touch(id, sm.ledger.heartbeat_floor(s), s.ttl_ms);
                         }
                         Some(_) => due.push(id),
                     }
@@ -337,6 +342,38 @@ impl Keeper {
                 tracing::warn!("proposing heartbeat checkpoint: {}", e.message());
             }
         }
+    }
+}
+
+/// The first leader makes the cluster's identity; the ledger keeps only the first one,
+/// so two leaders racing to make it cannot give the cluster two.
+async fn make_cluster_id(shared: &Shared) {
+    if shared.sm.read().ledger.cluster_id().is_some() {
+        return;
+    }
+    let mut id = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut id) {
+        tracing::error!("no system randomness for the cluster id: {e}");
+        return;
+    }
+    let id = tally_core::license::ClusterId(id);
+    match shared.propose(Op::SetClusterId { id }).await {
+        Ok(_) => tracing::info!(cluster_id = %id, "cluster identity made"),
+        Err(e) => tracing::warn!("proposing the cluster id: {}", e.message()),
+    }
+}
+
+/// Proposes a clock entry when the log has been quiet for [`TICK_EVERY`]: ledger time
+/// then never lags by more than that while a leader is up, so a silence of more than
+/// `OUTAGE_GAP_MS` between entries means no leader was (the ledger's outage rule), and a
+/// license term that ends is acted on within a second.
+async fn tick_if_idle(shared: &Shared) {
+    let last = shared.sm.read().ledger.now_ms();
+    if now_ms().saturating_sub(last) < TICK_EVERY.as_millis() as u64 {
+        return;
+    }
+    if let Err(e) = shared.propose(Op::Tick).await {
+        tracing::warn!("proposing a clock tick: {}", e.message());
     }
 }
 

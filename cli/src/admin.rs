@@ -24,6 +24,46 @@ pub enum NodeCmd {
     },
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Set the ledger's time back to the leader's clock, for the day a wrong time got
+    /// into the log (every clock of the site was wrong at once, say): fix the clocks
+    /// first. Sessions' TTLs restart; seats revoked meanwhile stay revoked.
+    RepairClock {
+        /// Why, for the server's log (with your certificate's name).
+        #[arg(long, default_value = "repaired with tallyctl")]
+        reason: String,
+    },
+}
+
+pub async fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
+    let ClusterCmd::RepairClock { reason } = cmd;
+    let req = pb::RepairClockRequest { reason };
+    let r = ctx
+        .cluster()?
+        .call("cluster repair-clock", |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).repair_clock(req).await }
+        })
+        .await?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"from_ms": r.from_ms, "to_ms": r.to_ms, "repaired": r.from_ms != r.to_ms})
+        );
+    } else if r.from_ms == r.to_ms {
+        println!("ledger time is not ahead of the leader's clock: nothing to repair");
+    } else {
+        println!(
+            "ledger time set back by {} ms (from {} to {} ms since the epoch)",
+            r.from_ms - r.to_ms,
+            r.from_ms,
+            r.to_ms
+        );
+    }
+    Ok(())
+}
+
 pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<()> {
     let c = ctx.cluster()?;
     let r = match cmd {

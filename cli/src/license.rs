@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use tally_client::proto::v1 as pb;
 use tally_client::proto::v1::admin_client::AdminClient;
-use tally_core::license::{parse, sign_file, verify_file, VendorKey, VendorSigningKey};
+use tally_core::license::{
+    parse, sign_file_for, verify_file, ClusterId, VendorKey, VendorSigningKey,
+};
 
 use crate::Ctx;
 
@@ -38,6 +40,11 @@ pub enum Cmd {
         file: PathBuf,
         #[arg(long)]
         key: PathBuf,
+        /// Lock every line to one customer cluster: its id as `tallyctl status` shows
+        /// it (16 hex digits). Written as CLUSTER=<id> and signed, the lines then count
+        /// on that cluster only.
+        #[arg(long, value_parser = parse_cluster_id)]
+        cluster: Option<ClusterId>,
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -48,6 +55,12 @@ pub enum Cmd {
         #[arg(long)]
         pubkey: PathBuf,
     },
+}
+
+fn parse_cluster_id(s: &str) -> Result<ClusterId, String> {
+    ClusterId::parse(s).ok_or_else(|| {
+        format!("\"{s}\" is not a cluster id: 16 hex digits, as `tallyctl status` shows it")
+    })
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -63,9 +76,14 @@ fn with_path<T>(path: &Path, r: Result<T, tally_core::Error>) -> anyhow::Result<
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Keygen { out, force } => keygen(&out, force),
-        Cmd::Sign { file, key, out } => {
+        Cmd::Sign {
+            file,
+            key,
+            cluster,
+            out,
+        } => {
             let key = with_path(&key, VendorSigningKey::from_text(&read(&key)?))?;
-            let signed = with_path(&file, sign_file(&read(&file)?, &key))?;
+            let signed = with_path(&file, sign_file_for(&read(&file)?, &key, cluster))?;
             match out {
                 Some(o) => {
                     std::fs::write(&o, signed).with_context(|| format!("writing {}", o.display()))
@@ -113,9 +131,14 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                 })
                 .await?;
             if ctx.json {
+                let dups: Vec<_> = r
+                    .duplicates
+                    .iter()
+                    .map(|d| serde_json::json!({"line": d.line, "of_source": d.of_source, "of_line": d.of_line}))
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"source": r.source, "lines": r.lines, "features": r.features})
+                    serde_json::json!({"source": r.source, "lines": r.lines, "features": r.features, "duplicates": dups})
                 );
             } else {
                 println!(
@@ -124,6 +147,12 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                     r.lines,
                     r.features.join(", ")
                 );
+                for d in &r.duplicates {
+                    println!(
+                        "note: line {} is the same line as {} line {}: it counts once",
+                        d.line, d.of_source, d.of_line
+                    );
+                }
             }
             Ok(())
         }
@@ -204,6 +233,10 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
                     "lines": l.lines.iter().map(|x| serde_json::json!({
                         "line": x.line, "kind": x.kind, "feature": x.feature,
                         "version": x.version, "expiry": x.expiry, "count": x.count,
+                        "cluster": (!x.cluster.is_empty()).then_some(&x.cluster),
+                        "duplicate_of": x.duplicate_of.as_ref().map(|d| serde_json::json!({
+                            "source": d.of_source, "line": d.of_line,
+                        })),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -220,6 +253,16 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
             .lines
             .iter()
             .map(|x| {
+                let mut note = Vec::new();
+                if let Some(d) = &x.duplicate_of {
+                    note.push(format!(
+                        "same line as {} line {}: counts once",
+                        d.of_source, d.of_line
+                    ));
+                }
+                if !x.cluster.is_empty() {
+                    note.push(format!("CLUSTER={}", x.cluster));
+                }
                 vec![
                     x.line.to_string(),
                     x.kind.clone(),
@@ -227,11 +270,14 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
                     x.version.clone(),
                     x.count.clone(),
                     x.expiry.clone(),
+                    note.join("; "),
                 ]
             })
             .collect();
         crate::admin::table(
-            &["LINE", "KIND", "FEATURE", "VERSION", "COUNT", "EXPIRES"],
+            &[
+                "LINE", "KIND", "FEATURE", "VERSION", "COUNT", "EXPIRES", "NOTE",
+            ],
             &rows,
         );
     }

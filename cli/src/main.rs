@@ -80,6 +80,9 @@ enum Cmd {
     /// Cluster membership: add a node (as a learner, caught up), then make it vote.
     #[command(subcommand)]
     Node(admin::NodeCmd),
+    /// Cluster-wide repairs.
+    #[command(subcommand)]
+    Cluster(admin::ClusterCmd),
     /// Load generators against a running cluster; the last line printed is one JSON object.
     #[command(subcommand)]
     Bench(bench::Cmd),
@@ -229,6 +232,7 @@ fn main() -> ExitCode {
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
+            Cmd::Cluster(c) => admin::cluster(&ctx, c).await,
             Cmd::Bench(c) => bench::run(&ctx, c).await,
             Cmd::Pki(c) => pki::run(c),
         }

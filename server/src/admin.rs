@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tally_core::ledger::{LoadError, Op, Reply};
+use tally_core::ledger::{Event, LoadError, Op, Reply};
 use tally_core::license::{parse, verify_file, Count, DupGroup, Expiry, LineKind};
 use tally_proto::v1 as pb;
 use tally_proto::v1::admin_server;
@@ -411,11 +411,37 @@ impl admin_server::Admin for Admin {
         Ok(Response::new(pb::ListLicensesResponse { licenses }))
     }
 
+    /// Sets ledger time back to the leader's term clock (which runs from a wall clock
+    /// its peers agreed with): the repair for a wrong time that got into the log. Ledger
+    /// time at or behind the leader's clock is left alone.
     async fn repair_clock(
         &self,
-        _: Request<pb::RepairClockRequest>,
+        req: Request<pb::RepairClockRequest>,
     ) -> Result<Response<pb::RepairClockResponse>, Status> {
-        Err(Status::unimplemented("clock repair is being built"))
+        let admin = req
+            .peer_certs()
+            .and_then(|c| c.first().and_then(|leaf| tally_pki::common_name(leaf)))
+            .unwrap_or_else(|| "(no certificate)".into());
+        let reason = req.into_inner().reason;
+        let to_ms = self.shared.now_ms();
+        let out = self.shared.propose(Op::RepairClock { to_ms }).await?;
+        let (from_ms, to_ms) = out
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::ClockRepaired { from_ms, to_ms } => Some((*from_ms, *to_ms)),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                let now = self.shared.sm.read().ledger.now_ms();
+                (now, now)
+            });
+        if from_ms == to_ms {
+            tracing::info!(%admin, %reason, "clock repair asked: ledger time is not ahead, nothing to repair");
+        } else {
+            tracing::warn!(%admin, %reason, from_ms, to_ms, "ledger clock repaired: time set back");
+        }
+        Ok(Response::new(pb::RepairClockResponse { from_ms, to_ms }))
     }
 
     async fn add_learner(

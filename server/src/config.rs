@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// a test bench on loopback; logged loudly at start.
     pub insecure_plaintext: bool,
     pub limits: Limits,
+    /// The most two nodes' wall clocks may disagree (like CockroachDB's max offset): a
+    /// node whose clock is off a quorum of its peers' by more does not lead, and a new
+    /// leader's first entry time may run ahead of what it saw passing by at most this.
+    pub max_clock_offset_ms: u64,
 }
 
 /// PEM files of one node's TLS identity (paths, read at start).
@@ -112,6 +116,7 @@ impl Default for NodeConfig {
             require_client_cert: false,
             insecure_plaintext: false,
             limits: Limits::default(),
+            max_clock_offset_ms: 500,
         }
     }
 }
@@ -284,6 +289,7 @@ pub struct FileConfig {
     pub require_client_cert: Option<bool>,
     pub insecure_plaintext: Option<bool>,
     pub limits: Option<Limits>,
+    pub max_clock_offset_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -337,6 +343,7 @@ impl FileConfig {
             require_client_cert: self.require_client_cert.unwrap_or(d.require_client_cert),
             insecure_plaintext: self.insecure_plaintext.unwrap_or(d.insecure_plaintext),
             limits: self.limits.unwrap_or(d.limits),
+            max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             dial: self
                 .dial
                 .into_iter()

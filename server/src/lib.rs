@@ -11,6 +11,7 @@ pub mod licensing;
 pub mod network;
 pub mod node;
 pub mod security;
+pub mod shared;
 pub mod store;
 pub mod types;
 

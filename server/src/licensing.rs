@@ -11,9 +11,9 @@ use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
 use tonic::{Request, Response, Status};
 
-use crate::keeper::{now_ms, Beat};
-use crate::node::{not_leader, Shared};
+use crate::keeper::Beat;
 use crate::security::RateLimiter;
+use crate::shared::Shared;
 use std::sync::Arc;
 
 /// Largest request a client may send; real ones are a few hundred bytes.
@@ -277,7 +277,7 @@ impl licensing_server::Licensing for Licensing {
                     secret: r.secret,
                     ttl_ms,
                     heartbeat_interval_ms: ttl_ms / 3,
-                    server_time_ms: now_ms(),
+                    server_time_ms: self.shared.now_ms(),
                 }))
             }
             Reply::Denied(d) => Err(refusal(&d)),
@@ -324,13 +324,7 @@ impl licensing_server::Licensing for Licensing {
                 }) => (pb::SessionState::Alive, deadline_ms, ttl_ms),
                 Some(Beat::Unknown) => (pb::SessionState::Unknown, 0, 0),
                 Some(Beat::Expired) => (pb::SessionState::Expired, 0, 0),
-                Some(Beat::NotLeader) => {
-                    let m = self.shared.raft.metrics().borrow().clone();
-                    let leader = m.current_leader.filter(|l| *l != self.shared.id);
-                    let node =
-                        leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-                    return Err(not_leader(leader.zip(node.as_ref())));
-                }
+                Some(Beat::NotLeader) => return Err(self.shared.not_leader()),
             };
             let revoked = if state.0 == pb::SessionState::Alive {
                 sm.ledger

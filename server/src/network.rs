@@ -307,7 +307,7 @@ impl raft_server::Raft for RaftService {
         _: Request<tally_proto::v1::ClockPing>,
     ) -> Result<Response<tally_proto::v1::ClockPong>, Status> {
         Ok(Response::new(tally_proto::v1::ClockPong {
-            wall_ms: crate::keeper::now_ms(),
+            wall_ms: crate::shared::wall_ms(),
             clock_ok: true,
             clock_problem: String::new(),
         }))

@@ -4,101 +4,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
-use tally_core::ledger::{Op, Outcome};
 use tally_proto::v1::admin_server::AdminServer;
 use tally_proto::v1::licensing_server::LicensingServer;
 use tally_proto::v1::raft_server::RaftServer;
-use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tonic::service::interceptor::InterceptedService;
-use tonic::Status;
 use tracing::Instrument as _;
 
 use crate::config::NodeConfig;
-use crate::keeper::{now_ms, Keeper};
 use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE};
 use crate::security::{Guard, RateLimiter, Service, TlsMaterial};
-use crate::store::{self, StateMachine};
-use crate::types::{Command, Raft, TallyNode};
+use crate::store;
+use crate::types::{Raft, TallyNode};
 
-/// What every service and the keeper share. Cheap to clone.
-#[derive(Clone)]
-pub struct Shared {
-    pub id: u64,
-    pub raft: Raft,
-    pub sm: StateMachine,
-    /// Read-only use outside Raft: the admin log export.
-    pub log: store::LogStore,
-    pub cfg: Arc<NodeConfig>,
-    pub keeper: Arc<Keeper>,
-    /// Fires when the node stops, so long-running calls (queued checkouts) end at once
-    /// instead of holding up a graceful shutdown.
-    pub shutdown: broadcast::Sender<()>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Shared(node {})", self.id)
-    }
-}
-
-/// A "not the leader" answer: `UNAVAILABLE`, with the leader's address and id in the
-/// metadata when known, for the client to follow.
-pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
-    let mut s = Status::unavailable(match leader {
-        Some((id, n)) => format!("not the leader; the leader is node {id} at {}", n.addr),
-        None => "not the leader, and no leader is known yet (election in progress): retry shortly"
-            .into(),
-    });
-    if let Some((id, n)) = leader {
-        if let Ok(v) = n.addr.parse() {
-            s.metadata_mut().insert(LEADER_ADDR_METADATA, v);
-        }
-        if let Ok(v) = id.to_string().parse() {
-            s.metadata_mut().insert(LEADER_ID_METADATA, v);
-        }
-    }
-    s
-}
-
-impl Shared {
-    /// Proposes an op stamped with this leader's clock and waits for it to be applied.
-    pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
-        match self
-            .raft
-            .client_write(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-        {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::internal(format!("raft stopped: {e}"))),
-        }
-    }
-
-    /// Waits until this node may serve an exact read: it is leader and has applied
-    /// everything committed before the read began (openraft's ReadIndex round).
-    pub async fn linearizable(&self) -> Result<(), Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
-            }
-            Err(e) => Err(Status::unavailable(format!(
-                "cannot confirm leadership: {e}"
-            ))),
-        }
-    }
-}
+pub use crate::shared::{not_leader, Shared};
 
 /// A running node. Dropping it does not stop it: call [`NodeHandle::stop`].
 #[derive(Debug)]
@@ -177,15 +97,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     )?;
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
-    let shared = Shared {
-        id: cfg.id,
-        raft,
-        sm,
-        log,
-        cfg: Arc::new(cfg),
-        keeper: Arc::new(Keeper::default()),
-        shutdown: shutdown.clone(),
-    };
+    let shared = Shared::new(cfg.id, raft, sm, log, Arc::new(cfg), shutdown.clone());
 
     // Every log line of this node carries its id: `tallyd dev` runs three in one process.
     let node_span = tracing::info_span!("node", id = shared.id);

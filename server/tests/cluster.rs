@@ -352,9 +352,12 @@ async fn a_silent_session_expires_lingers_and_its_seat_returns() {
     let mut cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let mut c = cluster.client(leader).await;
+    // The clock starts before the open: the TTL runs from the open entry's time, which
+    // is no earlier than this, and the leader's entry times advance at the rate of its
+    // monotonic clock, so a lower bound measured from here is sound.
+    let started = tokio::time::Instant::now();
     let mut ann = open(&mut c, "ann", 1).await;
     let g = granted(checkout(&mut c, &mut ann).await);
-    let started = tokio::time::Instant::now();
     // Ann stops heartbeating. Her session expires after its TTL (1 s), then the seat
     // lingers 2 s for her, then returns.
     let sm = cluster.nodes[&leader].shared.sm.clone();
@@ -378,6 +381,8 @@ async fn a_silent_session_expires_lingers_and_its_seat_returns() {
         .is_some());
 
     // Ann comes back within the linger on the same workstation and gets the same seat.
+    // (The clock for the second bound starts before this open, as above.)
+    let t = tokio::time::Instant::now();
     let mut ann2 = open(&mut c, "ann", 4).await;
     let again = granted(checkout(&mut c, &mut ann2).await);
     assert!(again.reused_lingering);
@@ -385,7 +390,6 @@ async fn a_silent_session_expires_lingers_and_its_seat_returns() {
     assert!(again.fencing_token > g.fencing_token);
 
     // Now she goes silent for good: expiry, linger, then the seat is back in the pool.
-    let t = tokio::time::Instant::now();
     while sm.read().ledger.seat(g.seat_id).is_some() {
         assert!(t.elapsed() < Duration::from_secs(8), "seat never reclaimed");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -53,7 +53,7 @@ impl View {
     /// Reads the node's Raft metrics and applied state. The state machine's read lock
     /// is held only while counting, so applies wait at most that long.
     pub fn of(shared: &Shared) -> View {
-        let m = shared.raft.metrics().borrow().clone();
+        let m = shared.metrics();
         let membership = m.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let members = membership
@@ -97,7 +97,7 @@ impl View {
             term: m.current_term,
             leader: m.current_leader.unwrap_or(0),
             state,
-            sure_leader: crate::keeper::sure_leader(shared),
+            sure_leader: shared.sure_leader(),
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |x| x.index),
             ledger_ms: l.now_ms(),

@@ -27,6 +27,8 @@ pub struct Applied {
     pub ledger: Ledger,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// The last entry applied as it happened (see `shared::TermClock`).
+    pub live_entry: Option<crate::shared::LiveEntry>,
 }
 
 /// The state machine. Clones share state; services read the ledger through
@@ -166,11 +168,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         reply: Reply::Done { affected: 0 },
                         events: vec![],
                     },
-                    EntryPayload::Normal(cmd) => s.ledger.apply(&LedgerEntry {
-                        index: entry.log_id.index,
-                        at_ms: cmd.at_ms,
-                        op: cmd.op,
-                    }),
+                    EntryPayload::Normal(cmd) => {
+                        if crate::shared::wall_ms().abs_diff(cmd.at_ms)
+                            <= crate::shared::LIVE_WINDOW_MS
+                        {
+                            s.live_entry = Some(crate::shared::LiveEntry {
+                                at_ms: cmd.at_ms,
+                                applied: std::time::Instant::now(),
+                            });
+                        }
+                        s.ledger.apply(&LedgerEntry {
+                            index: entry.log_id.index,
+                            at_ms: cmd.at_ms,
+                            op: cmd.op,
+                        })
+                    }
                     EntryPayload::Membership(m) => {
                         s.membership = StoredMembership::new(Some(entry.log_id), m);
                         Outcome {

@@ -1,0 +1,224 @@
+//! The leader's lease keeper (after etcd's lessor): session deadlines in memory, renewed
+//! by heartbeats that never touch Raft; expiries, reclaims, queue service, heartbeat
+//! checkpoints and clock ticks proposed as log entries, in bounded batches.
+//!
+//! What to decide is in [`core`] (pure, tested on a fake clock); this shell only ticks,
+//! reads the ledger and the leader's term clock through [`Shared`], and proposes.
+
+pub mod core;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tally_core::ledger::{Op, SecretDigest, SessionId};
+use tokio::sync::broadcast;
+use tracing::Instrument as _;
+
+pub use self::core::Beat;
+use self::core::{Core, BATCH, EXPIRE_BATCHES_PER_TICK, QUEUE_PER_TICK};
+use crate::shared::{Role, Shared};
+
+/// How often the keeper looks for due work.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The keeper. One per node; active only on the leader.
+#[derive(Debug, Default)]
+pub struct Keeper {
+    core: Mutex<Option<Core>>,
+}
+
+impl Keeper {
+    fn lock(&self, shared: &Shared) -> MutexGuard<'_, Option<Core>> {
+        let mut g = match self.core.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.is_none() {
+            *g = Some(Core::new(shared.cfg.election_max_ms));
+        }
+        g
+    }
+
+    fn with<T>(&self, shared: &Shared, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut g = self.lock(shared);
+        match g.as_mut() {
+            Some(core) => f(core),
+            None => unreachable!("lock() fills the core"),
+        }
+    }
+
+    /// Renews sessions (id and secret digest each) if this node is surely the leader:
+    /// it is leader, its deadlines are loaded, and a quorum acknowledged it within the
+    /// minimum election timeout (so no other leader can have been elected since). A batch
+    /// is checked for leadership once and takes each lock once.
+    pub fn heartbeat(&self, shared: &Shared, sessions: &[(SessionId, SecretDigest)]) -> Vec<Beat> {
+        if !shared.sure_leader() {
+            return vec![Beat::NotLeader; sessions.len()];
+        }
+        let now = shared.now_ms();
+        // The ledger is locked before the keeper, in the order the loop takes them, so
+        // the two can never wait on each other.
+        let sm = shared.sm.read();
+        self.with(shared, |core| core.heartbeat(&sm.ledger, now, sessions))
+    }
+
+    /// The keeper's loop: runs until shutdown, doing work only while leader.
+    pub async fn run(self: Arc<Self>, shared: Shared, mut shutdown: broadcast::Receiver<()>) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.recv() => return,
+            }
+            let Some(term) = self.establish(&shared) else {
+                continue;
+            };
+            self.lead(&shared)
+                .instrument(tracing::info_span!("leader", term))
+                .await;
+        }
+    }
+
+    /// Loads fresh deadlines on promotion (and after a clock repair); drops them on
+    /// demotion. The term while leading.
+    fn establish(&self, shared: &Shared) -> Option<u64> {
+        let term = match shared.role() {
+            Role::Leader {
+                term,
+                established: true,
+            } => term,
+            // Deadlines are valid only once this term's first entry is applied: before
+            // that the state machine may lack sessions the previous leader committed.
+            Role::Leader { .. } => return None,
+            Role::Other => {
+                self.with(shared, |core| {
+                    if let Some((term, _)) = core.loaded {
+                        tracing::info!(term, "lease keeper idle: no longer the leader");
+                        core.step_down();
+                    }
+                });
+                return None;
+            }
+        };
+        let sm = shared.sm.read();
+        self.with(shared, |core| {
+            if !core.is_loaded(term, sm.ledger.clock_epoch()) {
+                core.establish(term, &sm.ledger);
+                tracing::info!(
+                    term,
+                    sessions = core.beats.len(),
+                    "lease keeper active: deadlines loaded"
+                );
+            }
+        });
+        Some(term)
+    }
+
+    /// One tick of a leader's work, each kind bounded; a failed proposal ends the tick.
+    async fn lead(&self, shared: &Shared) {
+        if make_cluster_id(shared).await.is_err() {
+            return;
+        }
+        {
+            let sm = shared.sm.read();
+            self.with(shared, |core| core.track_new(&sm.ledger));
+        }
+        for _ in 0..EXPIRE_BATCHES_PER_TICK {
+            let now = shared.now_ms();
+            let due = {
+                let sm = shared.sm.read();
+                self.with(shared, |core| core.due_expiries(&sm.ledger, now))
+            };
+            if due.is_empty() {
+                break;
+            }
+            tracing::info!(
+                count = due.len(),
+                sessions = ?&due[..due.len().min(10)],
+                "expiring sessions that missed their deadline"
+            );
+            if propose(
+                shared,
+                Op::ExpireSessions {
+                    sessions: due.clone(),
+                },
+                "expiry",
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+            let sm = shared.sm.read();
+            self.with(shared, |core| core.expired(&sm.ledger, &due));
+        }
+        // The time first: `now_ms` reads the state machine too, and a second read lock
+        // taken while holding one can deadlock behind a waiting writer.
+        let now = shared.now_ms();
+        let seats = shared.sm.read().ledger.due_seats(now, BATCH);
+        if !seats.is_empty() {
+            tracing::info!(count = seats.len(), "reclaiming seats whose linger ended");
+            if propose(shared, Op::ReclaimSeats { seats }, "reclaim")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        for _ in 0..QUEUE_PER_TICK {
+            let now = shared.now_ms();
+            if !shared.sm.read().ledger.queue_due(now) {
+                break;
+            }
+            if propose(shared, Op::ServeQueue, "queue service")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let now = shared.now_ms();
+        let checkpoint = {
+            let sm = shared.sm.read();
+            self.with(shared, |core| core.checkpoint(&sm.ledger, now))
+        };
+        if let Some(op) = checkpoint {
+            if propose(shared, op, "heartbeat checkpoint").await.is_err() {
+                return;
+            }
+        }
+        let now = shared.now_ms();
+        let tick = {
+            let sm = shared.sm.read();
+            self.with(shared, |core| core.tick(&sm.ledger, now))
+        };
+        if let Some(op) = tick {
+            let _ = propose(shared, op, "clock tick").await;
+        }
+    }
+}
+
+async fn propose(shared: &Shared, op: Op, what: &str) -> Result<(), ()> {
+    shared.propose(op).await.map(drop).map_err(|e| {
+        tracing::warn!("proposing {what}: {}", e.message());
+    })
+}
+
+/// The first leader makes the cluster's identity; the ledger keeps only the first one,
+/// so two leaders racing to make it cannot give the cluster two.
+async fn make_cluster_id(shared: &Shared) -> Result<(), ()> {
+    if shared.sm.read().ledger.cluster_id().is_some() {
+        return Ok(());
+    }
+    let mut id = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut id) {
+        tracing::error!("no system randomness for the cluster id: {e}");
+        return Err(());
+    }
+    let id = tally_core::license::ClusterId(id);
+    propose(shared, Op::SetClusterId { id }, "the cluster id").await?;
+    tracing::info!(cluster_id = %id, "cluster identity made");
+    Ok(())
+}

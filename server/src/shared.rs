@@ -1,0 +1,306 @@
+//! What every service and the lease keeper share, and the one place where they ask Raft
+//! anything: proposing (with the entry's time), exact reads, who leads, and the clock a
+//! leader runs its term on. Handlers and the keeper do not read Raft metrics themselves.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use tally_core::ledger::{Op, Outcome, TimeMs};
+use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
+use tokio::sync::broadcast;
+use tonic::Status;
+
+use crate::config::NodeConfig;
+use crate::keeper::Keeper;
+use crate::store::{self, StateMachine};
+use crate::types::{Command, NodeId, Raft, TallyNode};
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub id: u64,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    /// Read-only use outside Raft: the admin log export.
+    pub log: store::LogStore,
+    pub cfg: Arc<NodeConfig>,
+    pub keeper: Arc<Keeper>,
+    /// Fires when the node stops, so long-running calls (queued checkouts) end at once
+    /// instead of holding up a graceful shutdown.
+    pub shutdown: broadcast::Sender<()>,
+    /// The leader's clock for its term; see [`TermClock`].
+    clock: Arc<TermClock>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared(node {})", self.id)
+    }
+}
+
+/// This node's wall clock, in milliseconds since the Unix epoch. Only [`TermClock`]
+/// anchors on it; everything that decides uses [`Shared::now_ms`].
+pub fn wall_ms() -> TimeMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A "not the leader" answer: `UNAVAILABLE`, with the leader's address and id in the
+/// metadata when known, for the client to follow.
+pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
+    let mut s = Status::unavailable(match leader {
+        Some((id, n)) => format!("not the leader; the leader is node {id} at {}", n.addr),
+        None => "not the leader, and no leader is known yet (election in progress): retry shortly"
+            .into(),
+    });
+    if let Some((id, n)) = leader {
+        if let Ok(v) = n.addr.parse() {
+            s.metadata_mut().insert(LEADER_ADDR_METADATA, v);
+        }
+        if let Ok(v) = id.to_string().parse() {
+            s.metadata_mut().insert(LEADER_ID_METADATA, v);
+        }
+    }
+    s
+}
+
+/// Where this node stands in the cluster, from one look at Raft's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leader of `term`; `established` once it applied the first entry of that term
+    /// (before that its state machine may lack what the previous leader committed).
+    Leader {
+        term: u64,
+        established: bool,
+    },
+    Other,
+}
+
+impl Shared {
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        sm: StateMachine,
+        log: store::LogStore,
+        cfg: Arc<NodeConfig>,
+        shutdown: broadcast::Sender<()>,
+    ) -> Shared {
+        Shared {
+            id,
+            raft,
+            sm,
+            log,
+            cfg,
+            keeper: Arc::new(Keeper::default()),
+            shutdown,
+            clock: Arc::new(TermClock::default()),
+        }
+    }
+
+    /// A copy of Raft's metrics, for status displays.
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, TallyNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn role(&self) -> Role {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        if m.state != ServerState::Leader {
+            return Role::Other;
+        }
+        Role::Leader {
+            term: m.current_term,
+            established: m
+                .last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term),
+        }
+    }
+
+    /// The leader as this node knows it, if it is another node.
+    pub fn other_leader(&self) -> Option<(u64, TallyNode)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader.filter(|l| *l != self.id)?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// "Not the leader", naming the leader this node knows of.
+    pub fn not_leader(&self) -> Status {
+        let leader = self.other_leader();
+        not_leader(leader.as_ref().map(|(id, n)| (*id, n)))
+    }
+
+    /// Leader, and acknowledged by a quorum more recently than any other node could have
+    /// started an election: the condition for answering a heartbeat from memory.
+    pub fn sure_leader(&self) -> bool {
+        // Borrowed, not cloned: this runs for every heartbeat call, and the metrics hold
+        // the membership and replication maps.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.cfg.election_min_ms)
+    }
+
+    /// The cluster's time as this node should use it: while it leads, its term clock
+    /// (see [`TermClock`]); otherwise its wall clock, which then decides nothing.
+    pub fn now_ms(&self) -> TimeMs {
+        match self.role() {
+            Role::Leader { term, .. } => {
+                let live = self.sm.read().live_entry;
+                self.clock.now(term, live, self.cfg.max_clock_offset_ms)
+            }
+            Role::Other => wall_ms(),
+        }
+    }
+
+    /// Proposes an op stamped with this leader's term clock and waits for it to be
+    /// applied.
+    pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
+        let cmd = Command {
+            at_ms: self.now_ms(),
+            op,
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::internal(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Waits until this node may serve an exact read: it is leader and has applied
+    /// everything committed before the read began (openraft's ReadIndex round).
+    pub async fn linearizable(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
+            }
+            Err(e) => Err(Status::unavailable(format!(
+                "cannot confirm leadership: {e}"
+            ))),
+        }
+    }
+}
+
+/// The last entry this node applied while it was live: the entry's time and when (on
+/// this node's monotonic clock) it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveEntry {
+    pub at_ms: TimeMs,
+    pub applied: Instant,
+}
+
+/// An entry applied within this much (by this node's wall clock) of its own time was
+/// applied live, as it happened; one applied long after (replayed at start after an
+/// outage) says nothing about how much time has passed since.
+pub const LIVE_WINDOW_MS: u64 = tally_core::ledger::OUTAGE_GAP_MS;
+
+/// The leader's clock for a term: entries are stamped with it and deadlines run on it.
+///
+/// It is anchored once per term, then advances with the monotonic clock only, so a step
+/// of the wall clock during the term (an admin's `date -s`, a bad NTP server) moves no
+/// entry time and no deadline. The anchor is the wall clock, which the clock monitor
+/// vouches for (a node whose clock disagrees with its peers' does not lead), capped by
+/// the last entry this node applied live plus the monotonic time since plus
+/// `max_clock_offset`: a new leader's first stamp never runs ahead of the time it saw
+/// its predecessor write by more than the time it measured passing, plus that bound.
+/// After a process restart there is no live entry and the wall clock alone anchors.
+#[derive(Debug, Default)]
+pub struct TermClock {
+    anchor: Mutex<Option<Anchor>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    term: u64,
+    base_ms: TimeMs,
+    at: Instant,
+}
+
+impl TermClock {
+    /// The term's time now, anchoring it on the first call of a term.
+    pub fn now(&self, term: u64, live: Option<LiveEntry>, bound_ms: u64) -> TimeMs {
+        let mut anchor = match self.anchor.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let a = match *anchor {
+            Some(a) if a.term == term => a,
+            _ => {
+                let at = Instant::now();
+                let since_live = live.map(|l| {
+                    (
+                        l.at_ms,
+                        u64::try_from(at.duration_since(l.applied).as_millis()).unwrap_or(u64::MAX),
+                    )
+                });
+                let a = Anchor {
+                    term,
+                    base_ms: anchor_ms(wall_ms(), since_live, bound_ms),
+                    at,
+                };
+                *anchor = Some(a);
+                a
+            }
+        };
+        let elapsed = u64::try_from(a.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.base_ms.saturating_add(elapsed)
+    }
+}
+
+/// A term's starting time: the wall clock, but no later than the last live entry's time
+/// plus the monotonic time since it was applied plus `bound_ms`.
+pub fn anchor_ms(wall_ms: TimeMs, live: Option<(TimeMs, u64)>, bound_ms: u64) -> TimeMs {
+    match live {
+        Some((at_ms, elapsed_ms)) => {
+            wall_ms.min(at_ms.saturating_add(elapsed_ms).saturating_add(bound_ms))
+        }
+        None => wall_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::anchor_ms;
+
+    #[test]
+    fn a_term_starts_at_the_wall_clock_but_never_ahead_of_what_was_seen_passing() {
+        let bound = 500;
+        let cases = [
+            // (wall, live entry (time, ms since applied), expected start, why)
+            (
+                10_000,
+                None,
+                10_000,
+                "no live entry: the vouched-for wall clock",
+            ),
+            (10_000, Some((9_000, 800)), 10_000, "wall within the bound"),
+            (10_000, Some((9_000, 100)), 9_600, "wall ahead: capped"),
+            (
+                10_000 + 157_680_000_000,
+                Some((10_000, 2_000)),
+                12_500,
+                "five years ahead: capped at what passed",
+            ),
+            (
+                8_000,
+                Some((9_000, 100)),
+                8_000,
+                "behind: the ledger keeps max()",
+            ),
+        ];
+        for (wall, live, want, why) in cases {
+            assert_eq!(anchor_ms(wall, live, bound), want, "{why}");
+        }
+    }
+}

@@ -210,6 +210,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
             serde_json::json!({
                 "leader_id": leader_id, "term": term, "nodes": v,
                 "voters": first.voters, "learners": first.learners,
+                "cluster_id": first.cluster_id,
             })
         );
         return Ok(());
@@ -220,6 +221,12 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         format!("node {leader_id}")
     };
     println!("leader: {leader}, term {term}");
+    if !first.cluster_id.is_empty() {
+        println!(
+            "cluster id: {} (for CLUSTER= locked licenses)",
+            first.cluster_id
+        );
+    }
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|(n, own)| match own {

@@ -117,6 +117,7 @@ impl Target for &ThreeNodes {
     fn apply(&self, cmd: &mut Command) {
         // The tally.env three-nodes.sh wrote: endpoints, CA, the admin's certificate.
         cmd.env("TALLY_CONFIG", self.dir.join("tally.env"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
     }
 }
 
@@ -180,14 +181,44 @@ pub fn alive(pid: &str) -> bool {
 
 /// Runs `deploy/local/three-nodes.sh` with the test build's binaries.
 pub fn three_nodes_script(args: &[&str]) -> Output {
+    three_nodes_script_env(args, &[])
+}
+
+/// [`three_nodes_script`] with extra environment for the script and the nodes it starts
+/// (libfaketime's, for a cluster whose clocks all read another time).
+pub fn three_nodes_script_env(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/local/three-nodes.sh"
     ))
     .args(args)
     .env("TALLY_BIN_DIR", bin_dir())
+    .envs(env.iter().map(|(k, v)| (k, v)))
     .output()
     .expect("running three-nodes.sh")
+}
+
+/// libfaketime's preload library from Debian's `faketime` package, which `.ci/run`
+/// installs. Panics naming the package when it is missing: a clock test must not pass
+/// by not running.
+pub fn libfaketime() -> PathBuf {
+    let p = PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        p.exists(),
+        "{} is missing: install Debian's faketime package (apt-get install -y faketime)",
+        p.display()
+    );
+    p
+}
+
+/// The environment that makes a process's wall clock read `offset_s` seconds ahead (or
+/// behind, if negative) of the real one, leaving its monotonic clock alone.
+pub fn faketime_env(offset_s: i64) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), libfaketime().display().to_string()),
+        ("FAKETIME".into(), format!("{offset_s:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
 }
 
 /// Three real `tallyd` processes started by `three-nodes.sh`; killed by pid when dropped.
@@ -196,15 +227,23 @@ pub struct ThreeNodes {
     pub dir: PathBuf,
     /// What the script printed last: the comma-separated endpoints.
     pub endpoints: String,
+    /// Extra environment of the nodes, given to every command run against them too.
+    pub env: Vec<(String, String)>,
     _guard: KillPidFiles,
 }
 
 impl ThreeNodes {
     /// Starts the cluster in `dir` on free ports; panics with the script's stderr if it fails.
     pub fn start(dir: &Path) -> ThreeNodes {
+        ThreeNodes::start_with_env(dir, Vec::new())
+    }
+
+    /// [`ThreeNodes::start`] with extra environment for every node (see
+    /// [`three_nodes_script_env`]).
+    pub fn start_with_env(dir: &Path, env: Vec<(String, String)>) -> ThreeNodes {
         let guard = KillPidFiles((1..=3).map(|n| dir.join(format!("node{n}.pid"))).collect());
         let dir_s = dir.to_str().expect("utf-8 temp dir");
-        let out = three_nodes_script(&["start", dir_s, &free_ports(3).to_string()]);
+        let out = three_nodes_script_env(&["start", dir_s, &free_ports(3).to_string()], &env);
         assert!(
             out.status.success(),
             "three-nodes.sh start failed: {}",
@@ -215,6 +254,7 @@ impl ThreeNodes {
         ThreeNodes {
             dir: dir.to_owned(),
             endpoints,
+            env,
             _guard: guard,
         }
     }
@@ -231,6 +271,6 @@ impl ThreeNodes {
     pub fn script(&self, cmd: &str, arg: Option<&str>) -> Output {
         let mut args = vec![cmd, self.dir.to_str().expect("utf-8 temp dir")];
         args.extend(arg);
-        three_nodes_script(&args)
+        three_nodes_script_env(&args, &self.env)
     }
 }

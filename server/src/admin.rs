@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tally_core::ledger::{Event, LoadError, Op, Reply};
-use tally_core::license::{parse, verify_file, Count, DupGroup, Expiry, LineKind};
+use tally_core::ledger::{Event, Op, Reply};
+use tally_core::license::{parse, verify_file, Count, Expiry, LineKind};
 use tally_proto::v1 as pb;
 use tally_proto::v1::admin_server;
 use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
 
+use crate::convert::{dup_name, lease_info, load_error};
 use crate::node::Shared;
 use crate::types::TallyNode;
 
@@ -31,48 +32,6 @@ impl Admin {
     pub fn new(shared: Shared) -> Self {
         Self { shared }
     }
-}
-
-fn dup_name(g: DupGroup) -> &'static str {
-    match g {
-        DupGroup::None => "NONE",
-        DupGroup::User => "U",
-        DupGroup::UserHost => "UH",
-    }
-}
-
-fn load_error(e: &LoadError) -> Status {
-    Status::failed_precondition(match e {
-        LoadError::Conflict {
-            feature,
-            line,
-            what,
-        }
-        | LoadError::Unsupported {
-            feature,
-            line,
-            what,
-        } => {
-            format!("line {line} ({feature}): {what}")
-        }
-        LoadError::NoSuchSource { source } => format!("no license is loaded from \"{source}\""),
-        LoadError::WrongCluster {
-            feature,
-            line,
-            locked_to,
-            this: Some(this),
-        } => format!(
-            "line {line} ({feature}): the line is locked to cluster {locked_to} (CLUSTER={locked_to}), but this is cluster {this}"
-        ),
-        LoadError::WrongCluster {
-            feature,
-            line,
-            locked_to,
-            this: None,
-        } => format!(
-            "line {line} ({feature}): the line is locked to cluster {locked_to}, and this cluster has no identity yet (its first leader makes one): retry in a moment"
-        ),
-    })
 }
 
 #[tonic::async_trait]
@@ -590,26 +549,5 @@ fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipRespons
         voters: mem.voter_ids().collect(),
         learners: mem.learner_ids().collect(),
         log_index,
-    }
-}
-
-fn lease_info(sm: &crate::store::Applied, id: u64, l: &tally_core::ledger::Lease) -> pb::LeaseInfo {
-    let holder = sm.ledger.session(l.session).map(|s| &s.holder);
-    pb::LeaseInfo {
-        lease_id: id,
-        seat_id: l.seat,
-        feature: l.feature.clone(),
-        version: l.version.to_string(),
-        count: l.count,
-        session_id: l.session,
-        user: holder.map(|h| h.user.clone()).unwrap_or_default(),
-        host: holder.map(|h| h.host.clone()).unwrap_or_default(),
-        display: holder.map(|h| h.display.clone()).unwrap_or_default(),
-        pid: holder.map_or(0, |h| h.pid),
-        granted_at_ms: l.granted_ms,
-        fencing_token: l.fencing_token,
-        state: pb::LeaseState::Active as i32,
-        lingering_until_ms: 0,
-        overdraft_seats: 0,
     }
 }

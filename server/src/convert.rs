@@ -1,8 +1,14 @@
 //! Conversions between the ledger's vocabulary and the protocol's, in one place: what a
 //! denial or a revocation says to people, and which protocol code it maps to.
 
-use tally_core::ledger::{Revocation, RevokeReason};
+use tally_core::ledger::{
+    ClientId, DenyReason, LoadError, Reply, RequestId, Revocation, RevokeReason, SessionAuth,
+};
+use tally_core::license::{Date, DupGroup};
 use tally_proto::v1 as pb;
+use tonic::Status;
+
+use crate::licensing::digest;
 
 /// One sentence naming why a lease was taken away.
 pub fn revocation_message(r: &Revocation) -> String {
@@ -28,5 +34,221 @@ pub fn revocation(r: &Revocation) -> pb::Revocation {
         } as i32,
         message: revocation_message(r),
         at_ms: r.at_ms,
+    }
+}
+
+pub fn request_id(r: Option<pb::RequestId>) -> Result<RequestId, Status> {
+    let r = r.ok_or_else(|| {
+        Status::invalid_argument("missing `request` (client id and sequence number)")
+    })?;
+    let client: ClientId = r.client_id.as_slice().try_into().map_err(|_| {
+        Status::invalid_argument(format!(
+            "request.client_id must be 16 bytes, got {}",
+            r.client_id.len()
+        ))
+    })?;
+    Ok(RequestId { client, seq: r.seq })
+}
+
+pub fn auth(a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
+    let a = a.ok_or_else(|| Status::invalid_argument("missing `auth` (session id and secret)"))?;
+    if a.secret.len() != 32 {
+        return Err(Status::unauthenticated(format!(
+            "the session secret must be 32 bytes, got {}",
+            a.secret.len()
+        )));
+    }
+    Ok(SessionAuth {
+        session: a.session_id,
+        secret: digest(&a.secret),
+    })
+}
+
+/// One sentence naming what a denial means.
+pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
+    match reason {
+        DenyReason::UnknownFeature => format!("no license for feature \"{feature}\" is loaded"),
+        DenyReason::VersionTooNew { requested, highest } => {
+            format!("version {requested} of \"{feature}\" is not licensed (highest licensed: {highest})")
+        }
+        // Dates as the license file writes them (31-dec-2027), not milliseconds.
+        DenyReason::NotYetStarted { start_ms } => format!(
+            "the license for \"{feature}\" starts on {}",
+            Date::of_ms(*start_ms)
+        ),
+        DenyReason::Expired { expired_ms } => format!(
+            "the license for \"{feature}\" expired at the end of {}",
+            Date::of_ms(expired_ms.saturating_sub(1))
+        ),
+        DenyReason::NoSeats {
+            requested,
+            available,
+            ..
+        } if u64::from(*requested) > *available => format!(
+            "{requested} seat(s) of \"{feature}\" requested, but only {available} are licensed (overdraft included)"
+        ),
+        DenyReason::NoSeats {
+            requested,
+            in_use,
+            available,
+        } => format!(
+            "{requested} seat(s) of \"{feature}\" requested, but {in_use} of {available} are in use"
+        ),
+        DenyReason::InvalidCount { requested } => format!("{requested} is not a valid seat count"),
+        DenyReason::UnknownSession => {
+            "unknown session: it expired or was closed; open a new one".into()
+        }
+        DenyReason::BadSecret => "the session secret does not match".into(),
+        DenyReason::UnknownLease => "this session holds no such lease".into(),
+        DenyReason::StaleRequest { last_seq } => {
+            format!("request superseded: this client already sent request {last_seq}")
+        }
+        DenyReason::QueueTimeout { waited_ms } => {
+            format!(
+                "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
+            )
+        }
+    }
+}
+
+pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
+    use pb::DenialReason as D;
+    match reason {
+        DenyReason::UnknownFeature => D::UnknownFeature,
+        DenyReason::VersionTooNew { .. } => D::VersionTooNew,
+        DenyReason::NotYetStarted { .. } => D::NotYetStarted,
+        DenyReason::Expired { .. } => D::Expired,
+        DenyReason::NoSeats { .. } => D::NoSeats,
+        DenyReason::InvalidCount { .. } => D::InvalidCount,
+        DenyReason::UnknownSession => D::UnknownSession,
+        DenyReason::BadSecret => D::BadSecret,
+        DenyReason::UnknownLease => D::UnknownLease,
+        DenyReason::StaleRequest { .. } => D::StaleRequest,
+        DenyReason::QueueTimeout { .. } => D::QueueTimeout,
+    }
+}
+
+/// Session-level refusals of non-checkout calls become gRPC statuses.
+pub fn refusal(reason: &DenyReason) -> Status {
+    let msg = deny_message(reason, "");
+    match reason {
+        DenyReason::BadSecret => Status::permission_denied(msg),
+        DenyReason::UnknownSession | DenyReason::UnknownLease => Status::not_found(msg),
+        _ => Status::failed_precondition(msg),
+    }
+}
+
+pub fn unexpected(reply: &Reply) -> Status {
+    Status::internal(format!("unexpected ledger reply: {reply:?}"))
+}
+
+pub fn dup_name(g: DupGroup) -> &'static str {
+    match g {
+        DupGroup::None => "NONE",
+        DupGroup::User => "U",
+        DupGroup::UserHost => "UH",
+    }
+}
+
+pub fn load_error(e: &LoadError) -> Status {
+    Status::failed_precondition(match e {
+        LoadError::Conflict {
+            feature,
+            line,
+            what,
+        }
+        | LoadError::Unsupported {
+            feature,
+            line,
+            what,
+        } => {
+            format!("line {line} ({feature}): {what}")
+        }
+        LoadError::NoSuchSource { source } => format!("no license is loaded from \"{source}\""),
+        LoadError::WrongCluster {
+            feature,
+            line,
+            locked_to,
+            this: Some(this),
+        } => format!(
+            "line {line} ({feature}): the line is locked to cluster {locked_to} (CLUSTER={locked_to}), but this is cluster {this}"
+        ),
+        LoadError::WrongCluster {
+            feature,
+            line,
+            locked_to,
+            this: None,
+        } => format!(
+            "line {line} ({feature}): the line is locked to cluster {locked_to}, and this cluster has no identity yet (its first leader makes one): retry in a moment"
+        ),
+    })
+}
+
+pub fn lease_info(
+    sm: &crate::store::Applied,
+    id: u64,
+    l: &tally_core::ledger::Lease,
+) -> pb::LeaseInfo {
+    let holder = sm.ledger.session(l.session).map(|s| &s.holder);
+    pb::LeaseInfo {
+        lease_id: id,
+        seat_id: l.seat,
+        feature: l.feature.clone(),
+        version: l.version.to_string(),
+        count: l.count,
+        session_id: l.session,
+        user: holder.map(|h| h.user.clone()).unwrap_or_default(),
+        host: holder.map(|h| h.host.clone()).unwrap_or_default(),
+        display: holder.map(|h| h.display.clone()).unwrap_or_default(),
+        pid: holder.map_or(0, |h| h.pid),
+        granted_at_ms: l.granted_ms,
+        fencing_token: l.fencing_token,
+        state: pb::LeaseState::Active as i32,
+        lingering_until_ms: 0,
+        overdraft_seats: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_core::license::Date;
+
+    #[test]
+    fn denials_read_like_a_sentence_with_dates_not_milliseconds() {
+        let day = |y, m, d| Date::from_ymd(y, m, d).unwrap();
+        let cases = [
+            (
+                DenyReason::NotYetStarted {
+                    start_ms: day(2026, 1, 1).start_ms(),
+                },
+                "the license for \"cad\" starts on 1-jan-2026",
+            ),
+            (
+                DenyReason::Expired {
+                    expired_ms: day(2027, 12, 31).end_ms(),
+                },
+                "the license for \"cad\" expired at the end of 31-dec-2027",
+            ),
+            (
+                DenyReason::NoSeats {
+                    requested: 3,
+                    in_use: 0,
+                    available: 2,
+                },
+                "3 seat(s) of \"cad\" requested, but only 2 are licensed (overdraft included)",
+            ),
+            (
+                DenyReason::NoSeats {
+                    requested: 2,
+                    in_use: 1,
+                    available: 2,
+                },
+                "2 seat(s) of \"cad\" requested, but 1 of 2 are in use",
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(deny_message(&reason, "cad"), want);
+        }
     }
 }

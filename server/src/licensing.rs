@@ -3,14 +3,13 @@
 //! is proposed, so malformed input is refused with a clear status and changes nothing.
 
 use sha2::{Digest, Sha256};
-use tally_core::ledger::{
-    ClientId, DenyReason, Holder, Op, Reply, RequestId, SecretDigest, SessionAuth,
-};
-use tally_core::license::{Date, Version};
+use tally_core::ledger::{DenyReason, Holder, Op, Reply, RequestId, SecretDigest};
+use tally_core::license::Version;
 use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
 use tonic::{Request, Response, Status};
 
+use crate::convert::{auth, denial_code, deny_message, refusal, request_id, unexpected};
 use crate::keeper::Beat;
 use crate::security::RateLimiter;
 use crate::shared::Shared;
@@ -73,33 +72,6 @@ pub fn digest(secret: &[u8]) -> SecretDigest {
     Sha256::digest(secret).into()
 }
 
-fn request_id(r: Option<pb::RequestId>) -> Result<RequestId, Status> {
-    let r = r.ok_or_else(|| {
-        Status::invalid_argument("missing `request` (client id and sequence number)")
-    })?;
-    let client: ClientId = r.client_id.as_slice().try_into().map_err(|_| {
-        Status::invalid_argument(format!(
-            "request.client_id must be 16 bytes, got {}",
-            r.client_id.len()
-        ))
-    })?;
-    Ok(RequestId { client, seq: r.seq })
-}
-
-fn auth(a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
-    let a = a.ok_or_else(|| Status::invalid_argument("missing `auth` (session id and secret)"))?;
-    if a.secret.len() != 32 {
-        return Err(Status::unauthenticated(format!(
-            "the session secret must be 32 bytes, got {}",
-            a.secret.len()
-        )));
-    }
-    Ok(SessionAuth {
-        session: a.session_id,
-        secret: digest(&a.secret),
-    })
-}
-
 fn name(field: &str, value: &str, required: bool) -> Result<(), Status> {
     if required && value.is_empty() {
         return Err(Status::invalid_argument(format!(
@@ -112,84 +84,6 @@ fn name(field: &str, value: &str, required: bool) -> Result<(), Status> {
         )));
     }
     Ok(())
-}
-
-/// One sentence naming what a denial means.
-pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
-    match reason {
-        DenyReason::UnknownFeature => format!("no license for feature \"{feature}\" is loaded"),
-        DenyReason::VersionTooNew { requested, highest } => {
-            format!("version {requested} of \"{feature}\" is not licensed (highest licensed: {highest})")
-        }
-        // Dates as the license file writes them (31-dec-2027), not milliseconds.
-        DenyReason::NotYetStarted { start_ms } => format!(
-            "the license for \"{feature}\" starts on {}",
-            Date::of_ms(*start_ms)
-        ),
-        DenyReason::Expired { expired_ms } => format!(
-            "the license for \"{feature}\" expired at the end of {}",
-            Date::of_ms(expired_ms.saturating_sub(1))
-        ),
-        DenyReason::NoSeats {
-            requested,
-            available,
-            ..
-        } if u64::from(*requested) > *available => format!(
-            "{requested} seat(s) of \"{feature}\" requested, but only {available} are licensed (overdraft included)"
-        ),
-        DenyReason::NoSeats {
-            requested,
-            in_use,
-            available,
-        } => format!(
-            "{requested} seat(s) of \"{feature}\" requested, but {in_use} of {available} are in use"
-        ),
-        DenyReason::InvalidCount { requested } => format!("{requested} is not a valid seat count"),
-        DenyReason::UnknownSession => {
-            "unknown session: it expired or was closed; open a new one".into()
-        }
-        DenyReason::BadSecret => "the session secret does not match".into(),
-        DenyReason::UnknownLease => "this session holds no such lease".into(),
-        DenyReason::StaleRequest { last_seq } => {
-            format!("request superseded: this client already sent request {last_seq}")
-        }
-        DenyReason::QueueTimeout { waited_ms } => {
-            format!(
-                "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
-            )
-        }
-    }
-}
-
-fn denial_code(reason: &DenyReason) -> pb::DenialReason {
-    use pb::DenialReason as D;
-    match reason {
-        DenyReason::UnknownFeature => D::UnknownFeature,
-        DenyReason::VersionTooNew { .. } => D::VersionTooNew,
-        DenyReason::NotYetStarted { .. } => D::NotYetStarted,
-        DenyReason::Expired { .. } => D::Expired,
-        DenyReason::NoSeats { .. } => D::NoSeats,
-        DenyReason::InvalidCount { .. } => D::InvalidCount,
-        DenyReason::UnknownSession => D::UnknownSession,
-        DenyReason::BadSecret => D::BadSecret,
-        DenyReason::UnknownLease => D::UnknownLease,
-        DenyReason::StaleRequest { .. } => D::StaleRequest,
-        DenyReason::QueueTimeout { .. } => D::QueueTimeout,
-    }
-}
-
-/// Session-level refusals of non-checkout calls become gRPC statuses.
-fn refusal(reason: &DenyReason) -> Status {
-    let msg = deny_message(reason, "");
-    match reason {
-        DenyReason::BadSecret => Status::permission_denied(msg),
-        DenyReason::UnknownSession | DenyReason::UnknownLease => Status::not_found(msg),
-        _ => Status::failed_precondition(msg),
-    }
-}
-
-fn unexpected(reply: &Reply) -> Status {
-    Status::internal(format!("unexpected ledger reply: {reply:?}"))
 }
 
 /// How long one checkout call waits in the queue before answering "still queued"; the
@@ -469,49 +363,6 @@ impl licensing_server::Licensing for Licensing {
             }
             Reply::Denied(d) => Err(refusal(&d)),
             other => Err(unexpected(&other)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn denials_read_like_a_sentence_with_dates_not_milliseconds() {
-        let day = |y, m, d| Date::from_ymd(y, m, d).unwrap();
-        let cases = [
-            (
-                DenyReason::NotYetStarted {
-                    start_ms: day(2026, 1, 1).start_ms(),
-                },
-                "the license for \"cad\" starts on 1-jan-2026",
-            ),
-            (
-                DenyReason::Expired {
-                    expired_ms: day(2027, 12, 31).end_ms(),
-                },
-                "the license for \"cad\" expired at the end of 31-dec-2027",
-            ),
-            (
-                DenyReason::NoSeats {
-                    requested: 3,
-                    in_use: 0,
-                    available: 2,
-                },
-                "3 seat(s) of \"cad\" requested, but only 2 are licensed (overdraft included)",
-            ),
-            (
-                DenyReason::NoSeats {
-                    requested: 2,
-                    in_use: 1,
-                    available: 2,
-                },
-                "2 seat(s) of \"cad\" requested, but 1 of 2 are in use",
-            ),
-        ];
-        for (reason, want) in cases {
-            assert_eq!(deny_message(&reason, "cad"), want);
         }
     }
 }

@@ -40,7 +40,7 @@ impl admin_server::Admin for Admin {
         &self,
         _: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let m = self.shared.raft.metrics().borrow().clone();
+        let m = self.shared.metrics();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let learners: Vec<u64> = membership.learner_ids().collect();
@@ -480,13 +480,7 @@ impl admin_server::Admin for Admin {
             }
         }
         // Applied entries only: they are committed, so no later leader can replace them.
-        let applied = self
-            .shared
-            .raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |l| l.index);
+        let applied = self.shared.metrics().last_applied.map_or(0, |l| l.index);
         let to = applied.min(from.saturating_add(EXPORT_PAGE - 1));
         if from > to {
             return Ok(Response::new(tokio_stream::iter(Vec::new())));
@@ -543,7 +537,7 @@ pub(crate) fn matched_index(
 }
 
 fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipResponse {
-    let m = shared.raft.metrics().borrow().clone();
+    let m = shared.metrics();
     let mem = m.membership_config.membership();
     pb::MembershipResponse {
         voters: mem.voter_ids().collect(),

@@ -182,7 +182,7 @@ pub async fn start(
     verify_file(&license, &nodes[0].shared.cfg.vendor_keys)?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let leader = nodes[0].shared.raft.metrics().borrow().current_leader;
+        let leader = nodes[0].shared.metrics().current_leader;
         if let Some(n) = leader.and_then(|l| nodes.iter().find(|n| n.shared.id == l)) {
             let op = Op::LoadLicense {
                 source: "demo.lic".into(),

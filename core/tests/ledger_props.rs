@@ -1,10 +1,15 @@
 //! Property tests of the ledger over random histories: random sessions, checkouts,
-//! checkins, closes, expiries, checkpoints, reclaims, removals, retries, bad secrets and
-//! time steps, against pools with versions, overdraft, linger and every DUP_GROUP.
+//! checkins, closes, expiries, checkpoints, reclaims, removals, retries, bad secrets,
+//! license loads and unloads, and time steps, against pools with versions, overdraft,
+//! linger and every DUP_GROUP.
 //!
-//! After every entry: seats in use never exceed what the licenses allow (checked per
-//! version threshold, which is the exact condition), no seat is held across sessions
-//! against its grouping, and leases, seats and sessions point at each other consistently.
+//! Safety, after every entry: seats in use never exceed what the licenses allow (checked
+//! per version threshold, which is the exact condition, against the capacity this file
+//! computes itself), no seat is held across sessions against its grouping, every seat's
+//! holders belong to the seat's owner group, and leases, seats and sessions point at
+//! each other consistently. Liveness: a checkout that fits (by this file's own count of
+//! free seats, with nobody queued for the feature) is granted, and a license change
+//! that leaves the pool big enough revokes nobody.
 //! Retries return the first answer and change nothing. Replaying the recorded log on a
 //! fresh ledger, or on one restored from a snapshot taken midway, gives the same answers
 //! and the same bytes.
@@ -39,6 +44,13 @@ struct PoolSpec {
 
 impl PoolSpec {
     fn lines(&self, name: &str) -> Vec<FeatureLine> {
+        self.lines_from(name, 0)
+    }
+
+    /// The lines, numbered from `first_line` (a second file's lines differ from the
+    /// first's in their number only, which is not signed: they are different lines
+    /// because their counts differ, or the same line and then they count once).
+    fn lines_from(&self, name: &str, first_line: u32) -> Vec<FeatureLine> {
         [(1, self.v1), (2, self.v2)]
             .into_iter()
             .filter(|(_, (seats, _))| *seats > 0)
@@ -53,10 +65,18 @@ impl PoolSpec {
                     ver(major),
                     Expiry::Permanent,
                     Count::Seats(seats),
-                    major,
+                    first_line + major,
                 )
             })
             .collect()
+    }
+
+    /// (seats that need version 2, seats in all) that these lines grant, overdraft in.
+    fn capacity(&self) -> (u64, u64) {
+        let cap = |(seats, overdraft): (u32, u32)| {
+            u64::from(seats + if seats > 0 { overdraft } else { 0 })
+        };
+        (cap(self.v2), cap(self.v1) + cap(self.v2))
     }
 }
 
@@ -92,6 +112,8 @@ enum Step {
         session: u8,
         feature: u8,
         major: u8,
+        /// 0 or 5: `major.minor`, so some requests fall between the lines' versions.
+        minor: u8,
         count: u8,
         /// 0: no wait; 1: wait as long as the session lives; 2: wait 5 s.
         wait: u8,
@@ -123,6 +145,15 @@ enum Step {
     Advance {
         ms: u32,
     },
+    /// Load (or replace) a second file for a feature, with these seats at 1.0 and 2.0.
+    LoadExtra {
+        feature: u8,
+        v1: u32,
+        v2: u32,
+    },
+    UnloadExtra {
+        feature: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -130,8 +161,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0u8..4, 0u8..3, 0u8..2, 0u8..2)
             .prop_map(|(client, user, host, display)| Step::Open { client, user, host, display }),
-        6 => (n(), 0u8..2, 1u8..4, 1u8..4, 0u8..3)
-            .prop_map(|(session, feature, major, count, wait)| Step::Checkout { session, feature, major, count, wait }),
+        6 => (n(), 0u8..2, 1u8..4, prop_oneof![Just(0u8), Just(5)], 1u8..4, 0u8..3)
+            .prop_map(|(session, feature, major, minor, count, wait)| Step::Checkout { session, feature, major, minor, count, wait }),
         2 => Just(Step::ServeQueue),
         3 => n().prop_map(|lease| Step::Checkin { lease }),
         1 => n().prop_map(|session| Step::Close { session }),
@@ -142,6 +173,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..8).prop_map(|back| Step::Retry { back }),
         1 => (n(), n()).prop_map(|(session, lease)| Step::BadSecret { session, lease }),
         2 => (0u32..40_000).prop_map(|ms| Step::Advance { ms }),
+        1 => (0u8..2, 0u32..3, 0u32..2).prop_map(|(feature, v1, v2)| Step::LoadExtra { feature, v1, v2 }),
+        1 => (0u8..2).prop_map(|feature| Step::UnloadExtra { feature }),
     ]
 }
 
@@ -156,6 +189,8 @@ type Observable = (
 struct Run {
     ledger: Ledger,
     pools: Vec<PoolSpec>,
+    /// The second file loaded per feature, if any (`extra0.lic`, `extra1.lic`).
+    extra: Vec<Option<PoolSpec>>,
     index: u64,
     now: TimeMs,
     seq: u64,
@@ -163,6 +198,10 @@ struct Run {
     outcomes: Vec<Outcome>,
     /// Client requests applied so far with their first answers, for retries.
     requests: Vec<(Op, Reply)>,
+}
+
+fn source(feature: usize) -> String {
+    format!("extra{feature}.lic")
 }
 
 fn pick<T: Copy>(items: &[T], n: u8) -> Option<T> {
@@ -173,6 +212,7 @@ impl Run {
     fn new(pools: Vec<PoolSpec>) -> Run {
         let mut run = Run {
             ledger: Ledger::new(),
+            extra: vec![None; pools.len()],
             pools,
             index: 0,
             now: T0,
@@ -234,6 +274,60 @@ impl Run {
             .collect()
     }
 
+    /// (seats that need version 2, seats in all) the loaded files grant to feature `f`,
+    /// computed here from what this run loaded, not by the ledger. A line loaded twice
+    /// counts once: an extra file equal to the site file adds nothing.
+    fn capacity(&self, f: usize) -> (u64, u64) {
+        let base = self.pools[f].capacity();
+        let extra = match &self.extra[f] {
+            Some(e) => {
+                let (v2, all) = e.capacity();
+                let same = |a: (u32, u32), b: (u32, u32)| a.0 > 0 && a == b;
+                let v1_dup = same(e.v1, self.pools[f].v1);
+                let v2_dup = same(e.v2, self.pools[f].v2);
+                let cap = |(seats, overdraft): (u32, u32)| {
+                    u64::from(seats + if seats > 0 { overdraft } else { 0 })
+                };
+                let v2 = if v2_dup { 0 } else { v2 };
+                let all =
+                    all - if v1_dup { cap(e.v1) } else { 0 } - if v2_dup { cap(e.v2) } else { 0 };
+                (v2, all)
+            }
+            None => (0, 0),
+        };
+        (base.0 + extra.0, base.1 + extra.1)
+    }
+
+    /// Whether a fresh checkout of `count` seats at `version` of feature `f` fits what is
+    /// free now: seats are charged by the version they were taken at, and those above
+    /// 1.0 can use the 2.0 lines only.
+    fn fits(&self, f: usize, version: &Version, count: u32) -> bool {
+        let (cap_v2, cap_all) = self.capacity(f);
+        let seats: Vec<&Seat> = self
+            .ledger
+            .seats()
+            .map(|(_, s)| s)
+            .filter(|s| s.feature == FEATURES[f])
+            .collect();
+        let total: u64 = seats.iter().map(|s| u64::from(s.count)).sum();
+        let need_v2: u64 = seats
+            .iter()
+            .filter(|s| s.version > ver(1))
+            .map(|s| u64::from(s.count))
+            .sum();
+        let c = u64::from(count);
+        let has_v2_line =
+            self.pools[f].v2.0 > 0 || self.extra[f].as_ref().is_some_and(|e| e.v2.0 > 0);
+        let has_line = has_v2_line
+            || self.pools[f].v1.0 > 0
+            || self.extra[f].as_ref().is_some_and(|e| e.v1.0 > 0);
+        let top = if has_v2_line { ver(2) } else { ver(1) };
+        has_line
+            && *version <= top
+            && total + c <= cap_all
+            && (*version <= ver(1) || need_v2 + c <= cap_v2)
+    }
+
     fn auth(session: SessionId) -> SessionAuth {
         SessionAuth {
             session,
@@ -269,20 +363,83 @@ impl Run {
                 session,
                 feature,
                 major,
+                minor,
                 count,
                 wait,
             } => {
                 if let Some(s) = pick(&self.sessions(), session) {
                     let req = self.req(s as u8);
-                    self.client_op(Op::Checkout {
+                    let f = usize::from(feature);
+                    let version = Version(vec![u32::from(major), u32::from(minor)]);
+                    let fits = self.fits(f, &version, u32::from(count))
+                        && self.ledger.waiters().all(|(_, w)| w.feature != FEATURES[f]);
+                    let op = Op::Checkout {
                         req,
                         auth: Self::auth(s),
-                        feature: FEATURES[usize::from(feature)].into(),
-                        version: ver(u32::from(major)),
+                        feature: FEATURES[f].into(),
+                        version,
                         count: u32::from(count),
                         wait_ms: [None, Some(0), Some(5_000)][usize::from(wait)],
-                    });
+                    };
+                    let out = self.apply(op.clone());
+                    self.requests.push((op, out.reply.clone()));
+                    // Liveness: a request that fits is granted, not denied or queued.
+                    if fits {
+                        prop_assert!(
+                            matches!(out.reply, Reply::Granted(_)),
+                            "a checkout that fits was answered {:?}",
+                            out.reply
+                        );
+                    }
                 }
+            }
+            Step::LoadExtra { feature, v1, v2 } => {
+                let f = usize::from(feature);
+                let spec = PoolSpec {
+                    v1: (v1, 0),
+                    v2: (v2, 0),
+                    ..self.pools[f].clone()
+                };
+                let lines = spec.lines_from(FEATURES[f], 10);
+                if lines.is_empty() {
+                    return self.check_invariants();
+                }
+                let before = self.capacity(f);
+                self.extra[f] = Some(spec);
+                let after = self.capacity(f);
+                let out = self.apply(Op::LoadLicense {
+                    source: source(f),
+                    license: LicenseFile {
+                        vendors: vec!["acme".into()],
+                        lines,
+                    },
+                });
+                prop_assert!(
+                    matches!(out.reply, Reply::LicenseLoaded { .. }),
+                    "{:?}",
+                    out.reply
+                );
+                // A load that grants at least what was granted revokes nobody.
+                if after.0 >= before.0 && after.1 >= before.1 {
+                    prop_assert!(
+                        !out.events
+                            .iter()
+                            .any(|e| matches!(e, Event::Revoked { .. })),
+                        "a load that shrank nothing revoked: {:?}",
+                        out.events
+                    );
+                }
+            }
+            Step::UnloadExtra { feature } => {
+                let f = usize::from(feature);
+                let out = self.apply(Op::UnloadLicense { source: source(f) });
+                let loaded = self.extra[f].take().is_some();
+                prop_assert_eq!(
+                    matches!(out.reply, Reply::Done { affected: 1 }),
+                    loaded,
+                    "{:?}",
+                    out.reply
+                );
             }
             Step::Checkin { lease } => {
                 if let Some((l, s)) = pick(&self.leases(), lease) {
@@ -427,9 +584,9 @@ impl Run {
 
     fn check_invariants(&self) -> Result<(), TestCaseError> {
         let l = &self.ledger;
-        for (name, spec) in FEATURES.iter().zip(&self.pools) {
+        for (f, name) in FEATURES.iter().enumerate() {
             // Exact capacity condition: all seats fit in all lines, and the seats that
-            // need version 2 fit in the version-2 line.
+            // need version 2 fit in the version-2 lines.
             let seats: Vec<&Seat> = l
                 .seats()
                 .map(|(_, s)| s)
@@ -441,13 +598,8 @@ impl Run {
                 .filter(|s| s.version > ver(1))
                 .map(|s| u64::from(s.count))
                 .sum();
-            let cap_v2 = u64::from(spec.v2.0 + if spec.v2.0 > 0 { spec.v2.1 } else { 0 });
-            let cap_v1 = u64::from(spec.v1.0 + if spec.v1.0 > 0 { spec.v1.1 } else { 0 });
-            prop_assert!(
-                total <= cap_v1 + cap_v2,
-                "{name}: {total} seats > {}",
-                cap_v1 + cap_v2
-            );
+            let (cap_v2, cap_all) = self.capacity(f);
+            prop_assert!(total <= cap_all, "{name}: {total} seats > {cap_all}");
             prop_assert!(need_v2 <= cap_v2, "{name}: {need_v2} v2 seats > {cap_v2}");
             prop_assert!(seats.iter().all(|s| s.version <= ver(2)));
         }
@@ -476,6 +628,24 @@ impl Run {
             };
             for pair in holders.windows(2) {
                 prop_assert!(same(pair[0], pair[1]), "seat {} held across owners", id);
+            }
+            // A seat (held, or lingering and then reused) belongs to one owner group:
+            // every holder matches the seat's key, so a lingering seat never went to
+            // someone outside the group it lingers for.
+            for h in &holders {
+                let k = &seat.key;
+                let owner = match dup {
+                    DupGroup::User => k.user == h.holder.user,
+                    DupGroup::UserHost => {
+                        k.user == h.holder.user && k.host.as_deref() == Some(h.holder.host.as_str())
+                    }
+                    DupGroup::None => {
+                        k.user == h.holder.user
+                            && k.host.as_deref() == Some(h.holder.host.as_str())
+                            && k.display.as_deref() == Some(h.holder.display.as_str())
+                    }
+                };
+                prop_assert!(owner, "seat {} ({:?}) held by {:?}", id, k, h.holder);
             }
         }
         for (id, lease) in l.leases() {

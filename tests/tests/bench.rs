@@ -26,6 +26,9 @@ fn bench(cluster: &ThreeNodes, args: &[&str], workload: &str) -> Value {
         v["p50_ms"].as_f64().unwrap() <= v["p99_ms"].as_f64().unwrap(),
         "{v}"
     );
+    // Errors are sessions not alive and failures; a heartbeat refused because the leader
+    // was briefly not sure it led (a loaded 2-core machine) is counted apart, as
+    // `refused`, and does not fail the contract.
     assert_eq!(v["errors"], 0, "{v}\n{stderr}");
     v
 }
@@ -82,4 +85,5 @@ fn bench_cycle_and_heartbeat_print_one_json_line() {
         "heartbeat",
     );
     assert_eq!(hb["sessions"], 20, "{hb}");
+    assert!(hb["refused"].is_u64(), "{hb}");
 }

@@ -67,14 +67,28 @@ async fn open_all(
     Ok(all.into_iter().map(|(_, s)| s).collect())
 }
 
+/// What one session's loop counted.
+struct Tally {
+    ok: u64,
+    /// Answers that the session is not alive, and failures other than a refusal.
+    errors: u64,
+    /// UNAVAILABLE answers: the node was not sure it still led (no quorum ack within the
+    /// election timeout), or was not the leader any more. The session is not lost by one;
+    /// counted apart so that a run with refusals is not mistaken for one that lost
+    /// sessions (the overload issue is about how many there are).
+    refused: u64,
+    lat: Latencies,
+    first_error: String,
+}
+
 /// One session's loop: renew, record, again.
-async fn renew(ch: Channel, s: Session, deadline: Instant) -> (u64, u64, Latencies, String) {
+async fn renew(ch: Channel, s: Session, deadline: Instant) -> Tally {
     let mut client = LicensingClient::new(ch);
     let req = pb::HeartbeatRequest {
         sessions: vec![s.auth()],
     };
     let mut lat = Latencies::with_capacity(1 << 12);
-    let (mut ok, mut errors, mut first_error) = (0u64, 0u64, String::new());
+    let (mut ok, mut errors, mut refused, mut first_error) = (0u64, 0u64, 0u64, String::new());
     while Instant::now() < deadline {
         let t = Instant::now();
         let r = client.heartbeat(req.clone()).await;
@@ -91,7 +105,10 @@ async fn renew(ch: Channel, s: Session, deadline: Instant) -> (u64, u64, Latenci
             ok += 1;
             continue;
         }
-        errors += 1;
+        match &r {
+            Err(s) if s.code() == tonic::Code::Unavailable => refused += 1,
+            _ => errors += 1,
+        }
         if first_error.is_empty() {
             first_error = match r {
                 Ok(resp) => format!("session not alive: {:?}", resp.get_ref().sessions),
@@ -101,7 +118,13 @@ async fn renew(ch: Channel, s: Session, deadline: Instant) -> (u64, u64, Latenci
         // A dead leader or an expired session would otherwise spin this loop.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (ok, errors, lat, first_error)
+    Tally {
+        ok,
+        errors,
+        refused,
+        lat,
+        first_error,
+    }
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
@@ -131,19 +154,22 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(renew(ch, *s, deadline)));
     }
     let mut lat = Latencies::with_capacity(1 << 20);
-    let (mut ops, mut errors, mut first_error) = (0, 0, String::new());
+    let (mut ops, mut errors, mut refused, mut first_error) = (0, 0, 0, String::new());
     for t in tasks {
-        let (ok, err, l, fe) = t.await.context("heartbeat task")?;
-        ops += ok;
-        errors += err;
-        lat.merge(l);
+        let t = t.await.context("heartbeat task")?;
+        ops += t.ok;
+        errors += t.errors;
+        refused += t.refused;
+        lat.merge(t.lat);
         if first_error.is_empty() {
-            first_error = fe;
+            first_error = t.first_error;
         }
     }
     let elapsed = start.elapsed();
-    if errors > 0 {
-        eprintln!("bench heartbeat: {errors} failed heartbeat(s); the first: {first_error}");
+    if errors + refused > 0 {
+        eprintln!(
+            "bench heartbeat: {errors} failed and {refused} refused heartbeat(s); the first: {first_error}"
+        );
     }
     let mut closing = Vec::with_capacity(sessions.len());
     for (i, s) in sessions.iter().enumerate() {
@@ -167,6 +193,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             "connections": a.clients,
             "sessions": sessions.len(),
             "errors": errors,
+            "refused": refused,
         }),
     );
     Ok(())

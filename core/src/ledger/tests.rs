@@ -461,6 +461,54 @@ fn dup_group_user_host_takes_one_seat_per_host() {
 }
 
 #[test]
+fn a_lingering_seat_is_reused_by_its_owner_group_only() {
+    // (DUP_GROUP, who comes back, reuses?) Under U the same user on another host takes
+    // the lingering seat back; under UH only the same host does; without grouping only
+    // the same workstation display does; another user never does.
+    let cases = [
+        (DupGroup::User, ("ann", "laptop", ":0"), true),
+        (DupGroup::User, ("bob", "ws1", ":0"), false),
+        (DupGroup::UserHost, ("ann", "ws1", ":1"), true),
+        (DupGroup::UserHost, ("ann", "laptop", ":0"), false),
+        (DupGroup::None, ("ann", "ws1", ":0"), true),
+        (DupGroup::None, ("ann", "ws1", ":1"), false),
+        (DupGroup::None, ("ann", "laptop", ":0"), false),
+    ];
+    for (group, (user, host, display), reuses) in cases {
+        let mut l = line("cad", "1.0", 2);
+        l.dup_group = group;
+        l.linger_secs = 60;
+        let mut h = H::new(vec![l]);
+        let ann = h.open(1, "ann", "ws1");
+        let g = h.grant(ann, "cad", 1);
+        h.checkin(ann, g.lease);
+        let req = h.req(2);
+        let back = match h
+            .op(Op::OpenSession {
+                req,
+                holder: Holder {
+                    user: user.into(),
+                    host: host.into(),
+                    display: display.into(),
+                    pid: 2,
+                },
+                ttl_ms: 30_000,
+                secret: SECRET,
+            })
+            .reply
+        {
+            Reply::SessionOpened { session, .. } => session,
+            r => panic!("{r:?}"),
+        };
+        let again = h.grant(back, "cad", 1);
+        let case = format!("{group:?} {user}@{host}{display}");
+        assert_eq!(again.reused, reuses, "{case}");
+        assert_eq!(again.seat == g.seat, reuses, "{case}");
+        assert_eq!(h.in_use("cad"), if reuses { 1 } else { 2 }, "{case}");
+    }
+}
+
+#[test]
 fn without_grouping_a_held_seat_is_never_shared() {
     let mut h = H::new(vec![line("cad", "1.0", 2)]);
     let s1 = h.open(1, "ann", "ws1");

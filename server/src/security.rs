@@ -383,7 +383,9 @@ mod tests {
     fn the_role_cache_keeps_certificates_apart_and_caches_no_garbage() {
         let ca = tally_pki::Ca::generate("site", 2).unwrap();
         let der = |role, name| ca.issue(role, name, &[], 2).unwrap().cert_der().unwrap();
-        let (client, admin) = (der(Role::Client, "ws1"), der(Role::Admin, "ann"));
+        // The same common name with two roles: a cache keyed by the name (or anything
+        // short of the whole certificate) would hand the second the first one's role.
+        let (client, admin) = (der(Role::Client, "ann"), der(Role::Admin, "ann"));
         let cache = RoleCache::default();
         for _ in 0..3 {
             assert_eq!(cache.role_of(&client).unwrap(), Role::Client);

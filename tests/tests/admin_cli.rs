@@ -1,0 +1,208 @@
+//! The `tallyctl` commands the other end-to-end tests leave out, against three real
+//! `tallyd` processes: a queued checkout served when an admin removes the holder's lease,
+//! license unload, the "no leader" exit code, and the failover and scale benches.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tally_tests::{bin, tallyctl, tallyctl_json, ThreeNodes};
+
+/// A `tallyctl` running in the background; killed by pid when dropped.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cluster: &ThreeNodes, args: &[&str]) -> Bg {
+    Bg(Command::new(bin("tallyctl"))
+        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .env("HOME", "/nonexistent")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap())
+}
+
+fn first_line(bg: &mut Bg) -> Value {
+    let mut line = String::new();
+    std::io::BufReader::new(bg.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("printed {line:?}: {e}"))
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) {
+    let d = &cluster.dir;
+    let (txt, lic) = (d.join(format!("{name}.txt")), d.join(name));
+    std::fs::write(&txt, text).unwrap();
+    let key = d.join("vendor.key");
+    let o = tallyctl(
+        cluster,
+        &[
+            "license",
+            "sign",
+            txt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            lic.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tallyctl(cluster, &["license", "load", lic.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_queued_checkout_gets_the_removed_seat_and_no_leader_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    sign_and_load(
+        &cluster,
+        "solo.lic",
+        "VENDOR demo\nFEATURE solo demo 1.0 permanent 1\n",
+    );
+    let mut ann = spawn(
+        &cluster,
+        &[
+            "--json", "checkout", "solo", "--user", "ann", "--hold", "300",
+        ],
+    );
+    let held = first_line(&mut ann);
+    // Bob waits in the queue (he would be denied without --wait).
+    let mut bob = spawn(
+        &cluster,
+        &[
+            "--json", "checkout", "solo", "--user", "bob", "--wait", "60", "--hold", "1",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = tallyctl_json(&cluster, &["features"]);
+        let queued = f
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "solo")
+            .map_or(0, |x| x["queued"].as_u64().unwrap_or(0));
+        if queued == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never queued: {f}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The admin takes ann's lease away: the seat is free at once and bob gets it.
+    let lease = held["lease_id"].as_u64().unwrap().to_string();
+    let rm = tallyctl(&cluster, &["remove", &lease]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let granted = first_line(&mut bob);
+    assert_eq!(granted["feature"], "solo", "{granted}");
+    assert_ne!(granted["lease_id"], held["lease_id"]);
+    let status = bob.0.wait().unwrap();
+    assert!(status.success(), "bob's checkout ended {status:?}");
+
+    // Unload: the feature is gone from the listings.
+    let u = tallyctl(&cluster, &["license", "unload", "solo.lic"]);
+    assert!(u.status.success(), "{}", stderr(&u));
+    assert!(tallyctl_json(&cluster, &["features"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["name"] != "solo"));
+    drop(ann);
+
+    // Two of three nodes dead: no leader can be elected, and an exact read says so with
+    // exit code 3 ("unreachable or no leader: retry later"), in one line.
+    for n in [1, 2] {
+        let pid = cluster.pid(n);
+        assert!(Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let out = Command::new(bin("tallyctl"))
+        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .env("HOME", "/nonexistent")
+        .env("TALLY_TIMEOUT", "3")
+        .args(["features"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let _ = cluster.script("stop", None);
+}
+
+#[test]
+fn the_failover_and_scale_benches_run_against_real_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    let d = cluster.dir.to_str().unwrap().to_owned();
+    let key = cluster.dir.join("vendor.key");
+    let last_json = |args: &[&str]| -> Value {
+        let out = tallyctl(&cluster, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let last = stdout.lines().last().unwrap_or_default().to_owned();
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{last:?}: {e}"))
+    };
+    let f = last_json(&[
+        "bench",
+        "failover",
+        "--pid-dir",
+        &d,
+        "--clients",
+        "4",
+        "--duration",
+        "6",
+        "--license-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(f["workload"], "failover", "{f}");
+    assert_eq!(f["lost"], 0, "no acknowledged seat may be lost: {f}");
+    let killed = f["killed_node"].as_u64().unwrap();
+    assert!((1..=3).contains(&killed), "{f}");
+    assert_ne!(f["new_leader"].as_u64(), Some(killed), "{f}");
+    assert!(f["max_gap_ms"].as_f64().unwrap() > 0.0, "{f}");
+    let r = cluster.script("restart", Some(&killed.to_string()));
+    assert!(r.status.success(), "{}", stderr(&r));
+
+    let s = last_json(&[
+        "bench",
+        "scale",
+        "--sessions",
+        "300",
+        "--ttl",
+        "5",
+        "--settle",
+        "3",
+        "--pid-dir",
+        &d,
+    ]);
+    assert_eq!(s["workload"], "scale", "{s}");
+    assert_eq!(s["sessions"], 300, "{s}");
+    assert!(s["killed_node"].as_u64().is_some(), "{s}");
+    assert!(s["failover_write_ms"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(s["memory"].is_object(), "{s}");
+    let _ = cluster.script("stop", None);
+}

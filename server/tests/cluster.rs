@@ -770,3 +770,97 @@ async fn every_node_serves_health_readiness_metrics_and_a_dashboard() {
     );
     cluster.stop_all().await;
 }
+
+/// The metrics and the dashboard render a real ledger's state (not a hand-built view):
+/// seats held within the count and in overdraft, a lingering seat, a queued checkout, and
+/// every member's matched log index on the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_dashboard_show_the_real_ledger() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let shared = cluster.nodes[&leader].shared.clone();
+    let od = parse("VENDOR acme\nFEATURE od acme 1.0 permanent 1 OVERDRAFT=1 LINGER=60\n").unwrap();
+    let r = shared
+        .propose(tally_core::ledger::Op::LoadLicense {
+            source: "od.lic".into(),
+            license: od,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.reply,
+        tally_core::ledger::Reply::LicenseLoaded { .. }
+    ));
+    let mut c = cluster.client(leader).await;
+    let take = |s: &mut Session, wait: bool| pb::CheckoutRequest {
+        request: s.req(),
+        auth: s.auth(),
+        feature: "od".into(),
+        version: "1.0".into(),
+        count: 1,
+        wait,
+        wait_timeout_ms: 0,
+    };
+    let mut ann = open_ttl(&mut c, "ann", 1, 30_000).await;
+    let mut bob = open_ttl(&mut c, "bob", 2, 30_000).await;
+    let mut cyd = open_ttl(&mut c, "cyd", 3, 30_000).await;
+    let a = c
+        .checkout(take(&mut ann, false))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = granted(a.result.unwrap());
+    let b = c
+        .checkout(take(&mut bob, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted(b.result.unwrap()).overdraft_seats, 1);
+    // Ann checks in: her seat lingers (still counted), so cyd has to queue.
+    c.checkin(pb::CheckinRequest {
+        request: ann.req(),
+        auth: ann.auth(),
+        lease_id: a.lease_id,
+    })
+    .await
+    .unwrap();
+    let mut waiter = cluster.client(leader).await;
+    let queued = take(&mut cyd, true);
+    let wait = tokio::spawn(async move { waiter.checkout(queued).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shared.sm.read().ledger.waiters().count() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "cyd never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr = cluster.nodes[&leader].http_addr.clone().unwrap();
+    let (code, m) = http(&addr, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    for want in [
+        "tally_feature_seats_issued{feature=\"od\"} 1\n",
+        "tally_feature_seats_in_use{feature=\"od\"} 2\n",
+        "tally_feature_seats_lingering{feature=\"od\"} 1\n",
+        "tally_feature_overdraft_limit{feature=\"od\"} 1\n",
+        "tally_feature_overdraft_in_use{feature=\"od\"} 1\n",
+        "tally_feature_queued{feature=\"od\"} 1\n",
+        "tally_raft_is_leader 1\n",
+        "tally_sessions 3\n",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in\n{m}");
+    }
+    // The leader knows every member's matched index, and it is a real log index.
+    let applied = shared.sm.read().ledger.last_applied();
+    for id in 1..=3u64 {
+        let prefix = format!("tally_raft_member_matched_index{{member=\"{id}\"}} ");
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no matched index of node {id} in\n{m}"));
+        let v: u64 = line[prefix.len()..].parse().unwrap();
+        assert!(v > 0 && v <= applied + 1, "{line} (applied {applied})");
+    }
+    let (code, html) = http(&addr, "GET", "/").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("<td>od</td>"), "{html}");
+    wait.abort();
+    cluster.stop_all().await;
+}

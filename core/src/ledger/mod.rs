@@ -383,7 +383,7 @@ impl Ledger {
             let Some(seq) = rec.replies.forget_oldest_answered() else {
                 break;
             };
-            rec.floor = rec.floor.max(seq + 1);
+            rec.floor = rec.floor.max(seq.saturating_add(1));
         }
         self.ix.idle_clients.remove(&(rec.last_seen_ms, req.client));
         rec.last_seen_ms = now;

@@ -257,3 +257,50 @@ fn a_snapshot_keeps_the_queue_and_its_order() {
     assert_eq!(h.l.snapshot(), twin.l.snapshot());
     assert_eq!(h.l.queue_position(place_of(&qb)), None, "bob was served");
 }
+
+/// A client's window full of queued checkouts, then a request numbered u64::MAX: the
+/// window forgets that answer and moves its floor past it. That used to be `seq + 1`,
+/// which overflows (a panic on every node in a debug build, on the same committed
+/// entry, again at every replay).
+#[test]
+fn a_request_numbered_u64_max_after_a_full_window_of_waiters_is_safe() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 1);
+    let client = [0xAB; 16];
+    let auth = SessionAuth {
+        session: s,
+        secret: SECRET,
+    };
+    for seq in 1..=REPLY_WINDOW as u64 {
+        let r = h.op(Op::Checkout {
+            req: RequestId { client, seq },
+            auth,
+            feature: "cad".into(),
+            version: v("1.0"),
+            count: 1,
+            wait_ms: Some(0),
+        });
+        assert!(matches!(r.reply, Reply::Queued { .. }), "{r:?}");
+    }
+    let last = RequestId {
+        client,
+        seq: u64::MAX,
+    };
+    let r = h.op(Op::Checkin {
+        req: last,
+        auth,
+        lease: 424_242,
+    });
+    assert_eq!(r.reply, Reply::Denied(DenyReason::UnknownLease));
+    // Its answer was the one forgotten, and no number lies above it to mark it stale: a
+    // retry runs again, to the same refusal, changing nothing.
+    let again = h.op(Op::Checkin {
+        req: last,
+        auth,
+        lease: 424_242,
+    });
+    assert_eq!(again.reply, Reply::Denied(DenyReason::UnknownLease));
+    assert_eq!(h.l.waiters().count(), REPLY_WINDOW);
+    assert_eq!(h.l.leases().len(), 1);
+}

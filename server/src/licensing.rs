@@ -3,7 +3,7 @@
 //! is proposed, so malformed input is refused with a clear status and changes nothing.
 
 use sha2::{Digest, Sha256};
-use tally_core::ledger::{DenyReason, Holder, Op, Reply, RequestId, SecretDigest};
+use tally_core::ledger::{DenyReason, Holder, Op, Reply, RequestId, SecretDigest, SessionAuth};
 use tally_core::license::Version;
 use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{auth, denial_code, deny_message, refusal, request_id, unexpected};
 use crate::keeper::Beat;
 use crate::security::RateLimiter;
-use crate::shared::Shared;
+use crate::shared::{Role, Shared};
 use std::sync::Arc;
 
 /// Largest request a client may send; real ones are a few hundred bytes.
@@ -40,6 +40,34 @@ impl Licensing {
         }
     }
 
+    /// Checks a session-scoped request against the applied state before anything is
+    /// proposed, so a request with bogus credentials costs no log entry on any node. Only
+    /// an established leader decides here (its state has everything committed before its
+    /// term); elsewhere the proposal forwards or waits as usual. A retry of a request the
+    /// ledger already answered goes through, to get its first answer.
+    fn authenticate(&self, req: RequestId, auth: &SessionAuth) -> Result<(), DenyReason> {
+        if !matches!(
+            self.shared.role(),
+            Role::Leader {
+                established: true,
+                ..
+            }
+        ) {
+            return Ok(());
+        }
+        let sm = self.shared.sm.read();
+        if sm.ledger.reply_for(req).is_some() {
+            return Ok(());
+        }
+        match sm.ledger.session(auth.session) {
+            None => Err(DenyReason::UnknownSession),
+            Some(s) if s.secret != auth.secret => Err(DenyReason::BadSecret),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Charged only after [`Licensing::authenticate`]: a caller who cannot prove the
+    /// session's secret must not use up its owner's budget (the ids are sequential).
     fn session_rate(&self, session: u64) -> Result<(), Status> {
         match &self.per_session {
             Some(l) if !l.allow(session) => Err(Status::resource_exhausted(format!(
@@ -248,8 +276,18 @@ impl licensing_server::Licensing for Licensing {
         let req_id = request_id(r.request)?;
         let auth = auth(r.auth)?;
         tracing::Span::current().record("session", auth.session);
-        self.session_rate(auth.session)?;
         name("feature", &r.feature, true)?;
+        if let Err(d) = self.authenticate(req_id, &auth) {
+            return Ok(Response::new(pb::CheckoutResponse {
+                result: Some(pb::checkout_response::Result::Denied(pb::Denial {
+                    reason: denial_code(&d) as i32,
+                    message: deny_message(&d, &r.feature),
+                    in_use: 0,
+                    available: 0,
+                })),
+            }));
+        }
+        self.session_rate(auth.session)?;
         let version = if r.version.is_empty() {
             Version(vec![0])
         } else {
@@ -320,12 +358,14 @@ impl licensing_server::Licensing for Licensing {
     ) -> Result<Response<pb::CheckinResponse>, Status> {
         let r = req.into_inner();
         let auth = auth(r.auth)?;
-        self.session_rate(auth.session)?;
+        let req_id = request_id(r.request)?;
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
+        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
+        self.session_rate(auth.session)?;
         let op = Op::Checkin {
-            req: request_id(r.request)?,
+            req: req_id,
             auth,
             lease: r.lease_id,
         };
@@ -348,12 +388,11 @@ impl licensing_server::Licensing for Licensing {
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let r = req.into_inner();
         let auth = auth(r.auth)?;
+        let req_id = request_id(r.request)?;
         let session = auth.session;
+        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
         self.session_rate(session)?;
-        let op = Op::CloseSession {
-            req: request_id(r.request)?,
-            auth,
-        };
+        let op = Op::CloseSession { req: req_id, auth };
         match self.shared.propose(op).await?.reply {
             Reply::SessionClosed { released, .. } => {
                 if let Some(l) = &self.per_session {

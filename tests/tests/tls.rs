@@ -351,6 +351,52 @@ async fn limits_stop_a_flood_and_others_keep_working() {
     );
     assert_eq!(open(1, 1).await.unwrap().session_id, s1.session_id);
 
+    // Someone who knows only the (sequential) session id cannot use up its owner's
+    // budget: writes with a wrong secret are refused as such, before the limit counts.
+    let mut forged = tokio::task::JoinSet::new();
+    for seq in 100..130 {
+        let (cluster, session_id) = (cluster.clone(), s1.session_id);
+        forged.spawn(async move {
+            cluster
+                .call("checkin", |ch| async move {
+                    LicensingClient::new(ch)
+                        .checkin(pb::CheckinRequest {
+                            request: request(9, seq),
+                            auth: Some(pb::SessionAuth {
+                                session_id,
+                                secret: vec![0xEE; 32],
+                            }),
+                            lease_id: 424_242,
+                        })
+                        .await
+                })
+                .await
+        });
+    }
+    while let Some(r) = forged.join_next().await {
+        assert_refused(r.unwrap(), Code::PermissionDenied, "secret does not match");
+    }
+    // The owner's own write right after is answered on its merits, not rate-limited.
+    let owner = pb::SessionAuth {
+        session_id: s1.session_id,
+        secret: vec![1; 32],
+    };
+    let r = cluster
+        .call("checkin", |ch| {
+            let owner = owner.clone();
+            async move {
+                LicensingClient::new(ch)
+                    .checkin(pb::CheckinRequest {
+                        request: request(1, 9),
+                        auth: Some(owner),
+                        lease_id: 424_242,
+                    })
+                    .await
+            }
+        })
+        .await;
+    assert_refused(r, Code::NotFound, "no such lease");
+
     // One session's flood of writes is cut off; another session's checkout goes through.
     let auth = pb::SessionAuth {
         session_id: s1.session_id,

@@ -230,7 +230,15 @@ impl Ledger {
                 Dedup::Replay(reply) => reply,
                 Dedup::Execute => {
                     let reply = self.execute(entry.index, &entry.op, &mut events);
-                    self.remember(req, &reply);
+                    // A request that failed authentication leaves nothing behind: no kept
+                    // answer, no client record. A flood of bogus credentials must not
+                    // grow the state (its retry fails the same way, by itself).
+                    if !matches!(
+                        reply,
+                        Reply::Denied(DenyReason::UnknownSession | DenyReason::BadSecret)
+                    ) {
+                        self.remember(req, &reply);
+                    }
                     reply
                 }
             },

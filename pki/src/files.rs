@@ -19,15 +19,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Writes a new file; never replaces one. A private key is created readable by its
+/// owner only, from the first byte (replacing an existing file would keep that file's
+/// mode, however loose, and would destroy a key something still depends on).
 fn write(path: &Path, text: &str, private: bool) -> Result<(), Error> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     if private {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(io(path))?;
+    let mut f = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => exists(path),
+        _ => Error::Io {
+            path: path.to_owned(),
+            source: e,
+        },
+    })?;
     f.write_all(text.as_bytes()).map_err(io(path))
+}
+
+fn exists(path: &Path) -> Error {
+    Error::Invalid {
+        what: path.display().to_string(),
+        problem: "it already exists; refusing to replace it (remove it first if you really mean to: whatever trusted or used it stops working)".into(),
+    }
 }
 
 /// Makes a new CA in `dir` (created if missing). Refuses to replace an existing CA key:
@@ -78,6 +94,13 @@ pub fn issue_into(
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
     );
+    // Both checked before either is written: `--name ca` would otherwise replace the
+    // site CA's own files.
+    for p in [&crt, &key] {
+        if p.exists() {
+            return Err(exists(p));
+        }
+    }
     write(&key, &key_pem, true)?;
     write(&crt, &cert_pem, false)?;
     Ok((crt, key))
@@ -103,5 +126,20 @@ mod tests {
         let der = crate::pem_to_der(&std::fs::read_to_string(crt).unwrap()).unwrap();
         assert_eq!(crate::role_of(&der).unwrap(), Role::Admin);
         assert!(issue_into(&ca, dir.path(), Role::Admin, "../x", &[], 1).is_err());
+        // Never replaced: not a certificate of the same name, and not the CA's own files.
+        let ca_key = std::fs::read(dir.path().join(CA_KEY)).unwrap();
+        for name in ["alice", "ca"] {
+            let e = issue_into(&ca, dir.path(), Role::Client, name, &[], 1).unwrap_err();
+            assert!(e.to_string().contains("already exists"), "{e}");
+        }
+        assert_eq!(std::fs::read(dir.path().join(CA_KEY)).unwrap(), ca_key);
+        assert_eq!(
+            crate::role_of(
+                &crate::pem_to_der(&std::fs::read_to_string(dir.path().join("alice.crt")).unwrap())
+                    .unwrap()
+            )
+            .unwrap(),
+            Role::Admin
+        );
     }
 }

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// No TLS and no roles at all: anyone who reaches the port may do anything. Only for
     /// a test bench on loopback; logged loudly at start.
     pub insecure_plaintext: bool,
+    /// Allows `insecure_plaintext` on addresses other than loopback. Without it such a
+    /// node refuses to start: a plaintext node on a network lets anyone there take seats,
+    /// read every session and join the cluster.
+    pub insecure_plaintext_beyond_loopback: bool,
     pub limits: Limits,
     /// The most two nodes' wall clocks may disagree (like CockroachDB's max offset): a
     /// node whose clock is off a quorum of its peers' by more does not lead, and a new
@@ -115,6 +119,7 @@ impl Default for NodeConfig {
             tls: None,
             require_client_cert: false,
             insecure_plaintext: false,
+            insecure_plaintext_beyond_loopback: false,
             limits: Limits::default(),
             max_clock_offset_ms: 500,
         }
@@ -134,6 +139,19 @@ fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
         key,
         problem: problem.into(),
     }
+}
+
+/// Whether `host:port` names a loopback address (127.0.0.0/8, ::1, localhost).
+fn is_loopback(addr: &str) -> bool {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Longest cluster name: it travels in a header of every Raft message.
@@ -232,6 +250,16 @@ impl NodeConfig {
         if self.require_client_cert && self.tls.is_none() {
             return Err(bad("require_client_cert", "needs [tls]"));
         }
+        if self.insecure_plaintext && !self.insecure_plaintext_beyond_loopback {
+            for (key, addr) in [("listen", &self.listen), ("http", &self.http)] {
+                if !addr.is_empty() && !is_loopback(addr) {
+                    return Err(bad(
+                        key,
+                        format!("{addr} is not a loopback address, and insecure_plaintext is on: anyone on the network could take seats and join the cluster. Use [tls], or listen on 127.0.0.1, or also set insecure_plaintext_beyond_loopback = true if you really mean it"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -288,6 +316,7 @@ pub struct FileConfig {
     pub tls: Option<TlsFiles>,
     pub require_client_cert: Option<bool>,
     pub insecure_plaintext: Option<bool>,
+    pub insecure_plaintext_beyond_loopback: Option<bool>,
     pub limits: Option<Limits>,
     pub max_clock_offset_ms: Option<u64>,
 }
@@ -342,6 +371,9 @@ impl FileConfig {
             }),
             require_client_cert: self.require_client_cert.unwrap_or(d.require_client_cert),
             insecure_plaintext: self.insecure_plaintext.unwrap_or(d.insecure_plaintext),
+            insecure_plaintext_beyond_loopback: self
+                .insecure_plaintext_beyond_loopback
+                .unwrap_or(d.insecure_plaintext_beyond_loopback),
             limits: self.limits.unwrap_or(d.limits),
             max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             dial: self
@@ -374,7 +406,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 11] = [
+        let cases: [(Breaker, &str); 13] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -382,6 +414,8 @@ mod tests {
             (|c| c.heartbeat_ms = 200, "heartbeat_ms"),
             (|c| c.election_max_ms = 100, "election_max_ms"),
             (|c| c.election_max_ms = 2_001, "election_max_ms"),
+            (|c| c.listen = "0.0.0.0:27000".into(), "listen"),
+            (|c| c.http = "10.0.0.5:27080".into(), "http"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
             (|c| c.require_client_cert = true, "require_client_cert"),
@@ -401,6 +435,21 @@ mod tests {
             break_it(&mut c);
             assert_eq!(c.validate().unwrap_err().key, key);
         }
+        // Loopback in any spelling is fine; the louder flag allows the rest.
+        for addr in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "localhost:1"] {
+            let c = NodeConfig {
+                listen: addr.into(),
+                ..ok.clone()
+            };
+            c.validate().unwrap();
+        }
+        NodeConfig {
+            listen: "0.0.0.0:27000".into(),
+            insecure_plaintext_beyond_loopback: true,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -51,10 +51,20 @@ fn dev_pki(dir: &Path, endpoints: &[String]) -> anyhow::Result<Vec<TlsFiles>> {
     } else {
         tally_pki::init_dir(&pki, "tally dev", 30)?
     };
+    // Kept when the directory is reused, like the CA: the pki tool never replaces a key.
+    let issue = |role, name: &str| -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (
+            pki.join(format!("{name}.crt")),
+            pki.join(format!("{name}.key")),
+        );
+        if cert.exists() && key.exists() {
+            return Ok((cert, key));
+        }
+        Ok(tally_pki::issue_into(&ca, &pki, role, name, &[], 30)?)
+    };
     let mut files = Vec::new();
     for i in 1..=endpoints.len() {
-        let (cert, key) =
-            tally_pki::issue_into(&ca, &pki, Role::Peer, &format!("node{i}"), &[], 30)?;
+        let (cert, key) = issue(Role::Peer, &format!("node{i}"))?;
         files.push(TlsFiles {
             cert,
             key,
@@ -62,8 +72,8 @@ fn dev_pki(dir: &Path, endpoints: &[String]) -> anyhow::Result<Vec<TlsFiles>> {
         });
     }
     // A workstation's certificate, for trying `require_client_cert`.
-    tally_pki::issue_into(&ca, &pki, Role::Client, "dev-client", &[], 30)?;
-    let (cert, key) = tally_pki::issue_into(&ca, &pki, Role::Admin, "dev-admin", &[], 30)?;
+    issue(Role::Client, "dev-client")?;
+    let (cert, key) = issue(Role::Admin, "dev-admin")?;
     write_env(
         &dir.join("tally.env"),
         &endpoints.join(","),

@@ -83,6 +83,9 @@ struct RunArgs {
     /// the cluster. For a loopback test bench only; logged loudly.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Allow --insecure-plaintext on a non-loopback address (otherwise refused).
+    #[arg(long, requires = "insecure_plaintext")]
+    insecure_plaintext_beyond_loopback: bool,
 }
 
 async fn run_node(a: RunArgs) -> anyhow::Result<()> {
@@ -124,6 +127,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     }
     cfg.require_client_cert |= a.require_client_cert;
     cfg.insecure_plaintext |= a.insecure_plaintext;
+    cfg.insecure_plaintext_beyond_loopback |= a.insecure_plaintext_beyond_loopback;
     for vk in &a.vendor_keys {
         let (name, path) = vk.split_once('=').context("--vendor-key takes NAME=FILE")?;
         let text =

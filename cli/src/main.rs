@@ -11,6 +11,7 @@ mod checkout;
 mod license;
 mod listing;
 mod pki;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +72,16 @@ enum Cmd {
         /// Why, for the history.
         #[arg(long, default_value = "removed by tallyctl")]
         reason: String,
+    },
+    /// The running client sessions (who, from where, proved how); `close ID` ends one.
+    Sessions {
+        #[command(subcommand)]
+        cmd: Option<sessions::SessionsCmd>,
+    },
+    /// The queued checkouts, earliest first; `cancel PLACE` ends one.
+    Queue {
+        #[command(subcommand)]
+        cmd: Option<sessions::QueueCmd>,
     },
     /// Check out seats in a real session and hold them, heartbeating.
     Checkout(checkout::Args),
@@ -230,6 +241,8 @@ fn main() -> ExitCode {
             Cmd::Leases { feature, user } => listing::leases(&ctx, feature, user).await,
             Cmd::Remove { lease, reason } => listing::remove(&ctx, lease, reason).await,
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,
+            Cmd::Sessions { cmd } => sessions::sessions(&ctx, cmd).await,
+            Cmd::Queue { cmd } => sessions::queue(&ctx, cmd).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,

@@ -42,6 +42,7 @@ fn main() {
                 },
                 ttl_ms: 30_000,
                 secret: [7; 32],
+                origin: Default::default(),
             },
         });
     }

@@ -79,6 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
             },
             ttl_ms,
             secret: [7; 32],
+            origin: Default::default(),
         }),
         (
             req(),

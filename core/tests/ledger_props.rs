@@ -357,6 +357,7 @@ impl Run {
                     holder,
                     ttl_ms: 20_000,
                     secret,
+                    origin: Default::default(),
                 });
             }
             Step::Checkout {

@@ -228,18 +228,96 @@ impl admin_server::Admin for Admin {
                 opened_at_ms: s.opened_ms,
                 last_heartbeat_ms: s.last_heartbeat_ms,
                 leases: u32::try_from(s.leases.len()).unwrap_or(u32::MAX),
+                client_addr: s.origin.addr.clone(),
+                cert_name: s.origin.cert.clone().unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::AdminCloseSessionRequest>,
+    ) -> Result<Response<pb::AdminCloseSessionResponse>, Status> {
+        let admin = admin_name(&req);
+        let r = req.into_inner();
+        tracing::Span::current().record("session", r.session_id);
+        tracing::info!(%admin, reason = %r.reason, "admin closes a session");
+        let op = Op::CloseSessionByAdmin {
+            session: r.session_id,
+        };
+        match self.shared.propose(op).await?.reply {
+            Reply::Done { affected: 1 } => Ok(Response::new(pb::AdminCloseSessionResponse {})),
+            Reply::Done { .. } => Err(Status::not_found(format!(
+                "no session {} is open",
+                r.session_id
+            ))),
+            other => Err(Status::internal(format!(
+                "unexpected ledger reply: {other:?}"
+            ))),
+        }
+    }
+
+    async fn list_queue(
+        &self,
+        _: Request<pb::ListQueueRequest>,
+    ) -> Result<Response<pb::ListQueueResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let l = &sm.ledger;
+        let waiters = l
+            .waiters()
+            .map(|(place, w)| {
+                let holder = l.session(w.session).map(|s| &s.holder);
+                pb::Waiter {
+                    place,
+                    feature: w.feature.clone(),
+                    version: w.version.to_string(),
+                    count: w.count,
+                    session_id: w.session,
+                    user: holder.map(|h| h.user.clone()).unwrap_or_default(),
+                    host: holder.map(|h| h.host.clone()).unwrap_or_default(),
+                    queued_at_ms: w.queued_ms,
+                    deadline_ms: w.deadline_ms.unwrap_or(0),
+                    position: l.queue_position(place).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListQueueResponse { waiters }))
+    }
+
+    async fn cancel_wait(
+        &self,
+        req: Request<pb::CancelWaitRequest>,
+    ) -> Result<Response<pb::CancelWaitResponse>, Status> {
+        let admin = admin_name(&req);
+        let r = req.into_inner();
+        tracing::info!(%admin, place = r.place, reason = %r.reason, "admin cancels a wait");
+        match self
+            .shared
+            .propose(Op::CancelWait { place: r.place })
+            .await?
+            .reply
+        {
+            Reply::Done { affected: 1 } => Ok(Response::new(pb::CancelWaitResponse {})),
+            Reply::Done { .. } => Err(Status::not_found(format!(
+                "nobody waits at place {}",
+                r.place
+            ))),
+            other => Err(Status::internal(format!(
+                "unexpected ledger reply: {other:?}"
+            ))),
+        }
     }
 
     async fn remove_lease(
         &self,
         req: Request<pb::RemoveLeaseRequest>,
     ) -> Result<Response<pb::RemoveLeaseResponse>, Status> {
+        let admin = admin_name(&req);
         let r = req.into_inner();
         tracing::Span::current().record("lease", r.lease_id);
-        tracing::info!(reason = %r.reason, "admin removes a lease");
+        tracing::info!(%admin, reason = %r.reason, "admin removes a lease");
         match self
             .shared
             .propose(Op::RemoveLease { lease: r.lease_id })
@@ -263,7 +341,9 @@ impl admin_server::Admin for Admin {
         &self,
         req: Request<pb::LoadLicenseRequest>,
     ) -> Result<Response<pb::LoadLicenseResponse>, Status> {
+        let admin = admin_name(&req);
         let r = req.into_inner();
+        tracing::info!(%admin, source = %r.source, "admin loads a license file");
         if r.source.is_empty() || r.source.len() > 256 {
             return Err(Status::invalid_argument(
                 "`source` must name the file (1 to 256 bytes)",
@@ -307,7 +387,9 @@ impl admin_server::Admin for Admin {
         &self,
         req: Request<pb::UnloadLicenseRequest>,
     ) -> Result<Response<pb::UnloadLicenseResponse>, Status> {
+        let admin = admin_name(&req);
         let source = req.into_inner().source;
+        tracing::info!(%admin, %source, "admin unloads a license file");
         match self
             .shared
             .propose(Op::UnloadLicense { source })
@@ -377,10 +459,7 @@ impl admin_server::Admin for Admin {
         &self,
         req: Request<pb::RepairClockRequest>,
     ) -> Result<Response<pb::RepairClockResponse>, Status> {
-        let admin = req
-            .peer_certs()
-            .and_then(|c| c.first().and_then(|leaf| tally_pki::common_name(leaf)))
-            .unwrap_or_else(|| "(no certificate)".into());
+        let admin = admin_name(&req);
         let reason = req.into_inner().reason;
         let to_ms = self.shared.now_ms();
         let out = self.shared.propose(Op::RepairClock { to_ms }).await?;
@@ -523,6 +602,15 @@ impl admin_server::Admin for Admin {
             sha256: sha2::Sha256::digest(sm.ledger.snapshot()).to_vec(),
         }))
     }
+}
+
+/// The administrator's certificate name, as the Guard proved it, for the server's log of
+/// admin actions.
+fn admin_name<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<crate::security::Caller>()
+        .and_then(|c| c.cert_name.as_deref().map(str::to_owned))
+        .unwrap_or_else(|| "(no certificate: insecure_plaintext)".into())
 }
 
 /// Leader only: the last log index `id`'s log is known to match the leader's.

@@ -55,6 +55,10 @@ pub struct NodeConfig {
     /// read every session and join the cluster.
     pub insecure_plaintext_beyond_loopback: bool,
     pub limits: Limits,
+    /// The longest a queued checkout waits: a request for "as long as it takes" (0) or
+    /// longer waits this long, then is answered with a timeout. No wait is forever by
+    /// accident.
+    pub max_queue_wait_ms: u64,
     /// The most two nodes' wall clocks may disagree (like CockroachDB's max offset): a
     /// node whose clock is off a quorum of its peers' by more does not lead, and a new
     /// leader's first entry time may run ahead of what it saw passing by at most this.
@@ -83,8 +87,11 @@ pub struct Limits {
     /// Checkouts, checkins and closes per second of one session (bursts of twice that).
     /// Each is a log entry on every node; heartbeats are cheap and not counted here.
     pub per_session_rps: u32,
-    /// Live sessions one client id (one client process) may hold.
-    pub sessions_per_client: u32,
+    /// Live sessions one caller may hold, counted by what it proved: its client
+    /// certificate, else its address (a self-chosen client id would not bind anyone).
+    /// Administrators are not counted. High enough for a terminal server's users behind
+    /// one address; a client opening sessions in a loop hits it.
+    pub sessions_per_identity: u32,
 }
 
 impl Default for Limits {
@@ -92,7 +99,7 @@ impl Default for Limits {
         Limits {
             per_address_rps: 100_000,
             per_session_rps: 1_000,
-            sessions_per_client: 64,
+            sessions_per_identity: 1_000,
         }
     }
 }
@@ -122,6 +129,7 @@ impl Default for NodeConfig {
             insecure_plaintext_beyond_loopback: false,
             limits: Limits::default(),
             max_clock_offset_ms: 500,
+            max_queue_wait_ms: 86_400_000,
         }
     }
 }
@@ -229,6 +237,12 @@ impl NodeConfig {
                 "must lie between min_ttl_ms and max_ttl_ms",
             ));
         }
+        if self.max_queue_wait_ms == 0 {
+            return Err(bad(
+                "max_queue_wait_ms",
+                "must be at least 1: it bounds every queued checkout's wait",
+            ));
+        }
         if self.snapshot_every == 0 {
             return Err(bad("snapshot_every", "must be at least 1"));
         }
@@ -319,6 +333,7 @@ pub struct FileConfig {
     pub insecure_plaintext_beyond_loopback: Option<bool>,
     pub limits: Option<Limits>,
     pub max_clock_offset_ms: Option<u64>,
+    pub max_queue_wait_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -376,6 +391,7 @@ impl FileConfig {
                 .unwrap_or(d.insecure_plaintext_beyond_loopback),
             limits: self.limits.unwrap_or(d.limits),
             max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
+            max_queue_wait_ms: self.max_queue_wait_ms.unwrap_or(d.max_queue_wait_ms),
             dial: self
                 .dial
                 .into_iter()
@@ -406,7 +422,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 13] = [
+        let cases: [(Breaker, &str); 14] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -415,6 +431,7 @@ mod tests {
             (|c| c.election_max_ms = 100, "election_max_ms"),
             (|c| c.election_max_ms = 2_001, "election_max_ms"),
             (|c| c.listen = "0.0.0.0:27000".into(), "listen"),
+            (|c| c.max_queue_wait_ms = 0, "max_queue_wait_ms"),
             (|c| c.http = "10.0.0.5:27080".into(), "http"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),

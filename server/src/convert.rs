@@ -103,6 +103,21 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         DenyReason::StaleRequest { last_seq } => {
             format!("request superseded: this client already sent request {last_seq}")
         }
+        DenyReason::QueueFull {
+            limit,
+            per_session: true,
+        } => format!(
+            "this session already waits for {limit} checkouts, the most one session may; wait for one to end"
+        ),
+        DenyReason::QueueFull {
+            limit,
+            per_session: false,
+        } => format!(
+            "{limit} checkouts already wait for \"{feature}\", the most the queue holds; try again later"
+        ),
+        DenyReason::WaitCancelled => {
+            format!("an administrator cancelled this wait for \"{feature}\"")
+        }
         DenyReason::QueueTimeout { waited_ms } => {
             format!(
                 "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
@@ -125,6 +140,8 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::UnknownLease => D::UnknownLease,
         DenyReason::StaleRequest { .. } => D::StaleRequest,
         DenyReason::QueueTimeout { .. } => D::QueueTimeout,
+        DenyReason::QueueFull { .. } => D::QueueFull,
+        DenyReason::WaitCancelled => D::WaitCancelled,
     }
 }
 

@@ -3,7 +3,9 @@
 //! is proposed, so malformed input is refused with a clear status and changes nothing.
 
 use sha2::{Digest, Sha256};
-use tally_core::ledger::{DenyReason, Holder, Op, Reply, RequestId, SecretDigest, SessionAuth};
+use tally_core::ledger::{
+    DenyReason, Holder, Op, Origin, Reply, RequestId, SecretDigest, SessionAuth,
+};
 use tally_core::license::Version;
 use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
@@ -11,9 +13,11 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{auth, denial_code, deny_message, refusal, request_id, unexpected};
 use crate::keeper::Beat;
+use crate::security::Caller;
 use crate::security::RateLimiter;
-use crate::shared::{Role, Shared};
+use crate::shared::{Role as NodeRole, Shared};
 use std::sync::Arc;
+use tally_pki::Role;
 
 /// Largest request a client may send; real ones are a few hundred bytes.
 pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
@@ -48,7 +52,7 @@ impl Licensing {
     fn authenticate(&self, req: RequestId, auth: &SessionAuth) -> Result<(), DenyReason> {
         if !matches!(
             self.shared.role(),
-            Role::Leader {
+            NodeRole::Leader {
                 established: true,
                 ..
             }
@@ -78,19 +82,28 @@ impl Licensing {
         }
     }
 
-    /// Refuses a new session past `limits.sessions_per_client`; a retry of an open that
-    /// was already applied is let through, to get its first answer.
-    fn sessions_per_client(&self, req: RequestId) -> Result<(), Status> {
-        let max = self.shared.cfg.limits.sessions_per_client;
-        if max == 0 {
+    /// Refuses a new session past `limits.sessions_per_identity` for the caller's proved
+    /// identity (administrators are not counted); a retry of an open that was already
+    /// applied is let through, to get its first answer.
+    fn sessions_per_identity(
+        &self,
+        req: RequestId,
+        origin: &Origin,
+        admin: bool,
+    ) -> Result<(), Status> {
+        let max = self.shared.cfg.limits.sessions_per_identity;
+        if max == 0 || admin {
             return Ok(());
         }
         let sm = self.shared.sm.read();
-        if sm.ledger.reply_for(req).is_some() || sm.ledger.live_sessions_of(&req.client) < max {
+        let identity = origin.identity();
+        if sm.ledger.reply_for(req).is_some()
+            || sm.ledger.live_sessions_of_identity(&identity) < max
+        {
             return Ok(());
         }
         Err(Status::resource_exhausted(format!(
-            "this client id already holds {max} live sessions (limits.sessions_per_client); close some first"
+            "{identity} already holds {max} live sessions (limits.sessions_per_identity); close some first"
         )))
     }
 }
@@ -163,6 +176,18 @@ impl licensing_server::Licensing for Licensing {
         &self,
         req: Request<pb::OpenSessionRequest>,
     ) -> Result<Response<pb::OpenSessionResponse>, Status> {
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let origin = Origin {
+            cert: caller.cert_name.as_deref().map(str::to_owned),
+            addr: req
+                .remote_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default(),
+        };
         let r = req.into_inner();
         let req_id = request_id(r.request)?;
         name("user", &r.user, true)?;
@@ -176,7 +201,7 @@ impl licensing_server::Licensing for Licensing {
                 r.secret.len()
             )));
         }
-        self.sessions_per_client(req_id)?;
+        self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
             user: r.user,
@@ -189,6 +214,7 @@ impl licensing_server::Licensing for Licensing {
             holder,
             ttl_ms,
             secret: digest(&r.secret),
+            origin,
         };
         match self.shared.propose(op).await?.reply {
             Reply::SessionOpened { session, ttl_ms } => {
@@ -304,7 +330,16 @@ impl licensing_server::Licensing for Licensing {
             feature: r.feature.clone(),
             version: version.clone(),
             count: r.count,
-            wait_ms: r.wait.then_some(r.wait_timeout_ms),
+            // No wait is forever by accident: "as long as it takes" (0), or longer, is
+            // the server's maximum.
+            wait_ms: r.wait.then(|| {
+                let max = self.shared.cfg.max_queue_wait_ms;
+                if r.wait_timeout_ms == 0 {
+                    max
+                } else {
+                    r.wait_timeout_ms.min(max)
+                }
+            }),
         };
         let mut reply = self.shared.propose(op).await?.reply;
         if let Reply::Queued { place, .. } = reply {

@@ -152,12 +152,23 @@ pub struct Guard {
     roles: Arc<RoleCache>,
 }
 
-/// Certificate (DER) → role. Keyed by the whole certificate, not a digest or a pointer,
-/// so two certificates can never share an entry. Safe to keep: a role is fixed at
-/// issue, and expiry and the chain are checked by rustls at every handshake.
+/// Certificate (DER) → role and common name. Keyed by the whole certificate, not a
+/// digest or a pointer, so two certificates can never share an entry. Safe to keep: both
+/// are fixed at issue, and expiry and the chain are checked by rustls at every handshake.
 #[derive(Debug, Default)]
 struct RoleCache {
-    map: Mutex<HashMap<Vec<u8>, Role>>,
+    map: Mutex<HashMap<Vec<u8>, Known>>,
+}
+
+/// What a certificate proved: its role and its common name.
+type Known = (Role, Arc<str>);
+
+/// Who called, as the Guard proved it, handed to the service in the request's
+/// extensions: the certificate's role and common name (none without a certificate).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub role: Option<Role>,
+    pub cert_name: Option<Arc<str>>,
 }
 
 /// Certificates remembered before the cache starts over: enough for every workstation
@@ -165,17 +176,20 @@ struct RoleCache {
 const MAX_CACHED_ROLES: usize = 10_000;
 
 impl RoleCache {
-    fn role_of(&self, der: &[u8]) -> Result<Role, tally_pki::Error> {
+    fn role_of(&self, der: &[u8]) -> Result<Known, tally_pki::Error> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(r) = map.get(der) {
-            return Ok(*r);
+            return Ok(r.clone());
         }
         let role = tally_pki::role_of(der)?;
+        let name: Arc<str> = tally_pki::common_name(der)
+            .unwrap_or_else(|| "(no CN)".into())
+            .into();
         if map.len() >= MAX_CACHED_ROLES {
             map.clear();
         }
-        map.insert(der.to_vec(), role);
-        Ok(role)
+        map.insert(der.to_vec(), (role, name.clone()));
+        Ok((role, name))
     }
 }
 
@@ -198,8 +212,8 @@ impl Guard {
         }
     }
 
-    /// The caller's role, if it presented a certificate.
-    fn role(&self, req: &Request<()>) -> Result<Option<Role>, Status> {
+    /// The caller's role and certificate name, if it presented a certificate.
+    fn role(&self, req: &Request<()>) -> Result<Option<Known>, Status> {
         let Some(certs) = req.peer_certs() else {
             return Ok(None);
         };
@@ -212,8 +226,12 @@ impl Guard {
         Ok(Some(role))
     }
 
-    fn check_role(&self, req: &Request<()>) -> Result<(), Status> {
+    fn check_role(&self, req: &Request<()>) -> Result<Caller, Status> {
         let who = self.role(req)?;
+        let caller = Caller {
+            role: who.as_ref().map(|(r, _)| *r),
+            cert_name: who.as_ref().map(|(_, n)| n.clone()),
+        };
         let (allowed, need): (&[Role], &str) = match self.service {
             Service::Raft => (&[Role::Peer], "a cluster node's certificate (role peer)"),
             Service::Admin => (
@@ -226,21 +244,14 @@ impl Guard {
             ),
         };
         match who {
-            None if self.service == Service::Licensing && !self.require_client_cert => Ok(()),
+            None if self.service == Service::Licensing && !self.require_client_cert => Ok(caller),
             None => Err(Status::unauthenticated(format!(
                 "no client certificate was presented; this call needs {need}"
             ))),
-            Some(role) if allowed.contains(&role) => Ok(()),
-            Some(role) => {
-                // Parsed only here: the name is for the refusal's message.
-                let name = req
-                    .peer_certs()
-                    .and_then(|c| c.first().and_then(|leaf| tally_pki::common_name(leaf)))
-                    .unwrap_or_else(|| "(no CN)".into());
-                Err(Status::permission_denied(format!(
-                    "certificate \"{name}\" has role {role}; this call needs {need}"
-                )))
-            }
+            Some((role, _)) if allowed.contains(&role) => Ok(caller),
+            Some((role, name)) => Err(Status::permission_denied(format!(
+                "certificate \"{name}\" has role {role}; this call needs {need}"
+            ))),
         }
     }
 }
@@ -287,9 +298,10 @@ impl Guard {
 }
 
 impl Interceptor for Guard {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if self.tls {
-            self.check_role(&req)?;
+            let caller = self.check_role(&req)?;
+            req.extensions_mut().insert(caller);
         }
         if self.service == Service::Raft {
             self.check_cluster(&req)?;
@@ -388,8 +400,9 @@ mod tests {
         let (client, admin) = (der(Role::Client, "ann"), der(Role::Admin, "ann"));
         let cache = RoleCache::default();
         for _ in 0..3 {
-            assert_eq!(cache.role_of(&client).unwrap(), Role::Client);
-            assert_eq!(cache.role_of(&admin).unwrap(), Role::Admin);
+            assert_eq!(cache.role_of(&client).unwrap().0, Role::Client);
+            assert_eq!(cache.role_of(&admin).unwrap().0, Role::Admin);
+            assert_eq!(&*cache.role_of(&admin).unwrap().1, "ann");
         }
         assert!(cache.role_of(b"not a certificate").is_err());
         let map = cache.map.lock().unwrap();

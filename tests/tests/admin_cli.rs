@@ -1,6 +1,7 @@
 //! The `tallyctl` commands the other end-to-end tests leave out, against three real
-//! `tallyd` processes: a queued checkout served when an admin removes the holder's lease,
-//! license unload, the "no leader" exit code, and the failover and scale benches.
+//! `tallyd` processes: the queue and sessions listings, an admin cancelling a wait and
+//! closing a hung client's session (the next in line gets the seat), license unload, the
+//! "no leader" exit code, and the failover and scale benches.
 #![allow(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test"
@@ -32,6 +33,22 @@ fn spawn(cluster: &ThreeNodes, args: &[&str]) -> Bg {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap())
+}
+
+trait WaitOutput {
+    /// Waits for the process and returns its status and standard error.
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitOutput for Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read as _;
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (self.wait().unwrap(), err)
+    }
 }
 
 fn first_line(bg: &mut Bg) -> Value {
@@ -69,7 +86,7 @@ fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) {
 }
 
 #[test]
-fn a_queued_checkout_gets_the_removed_seat_and_no_leader_exits_3() {
+fn admins_list_and_end_waits_and_sessions_and_no_leader_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = ThreeNodes::start(dir.path());
     sign_and_load(
@@ -106,10 +123,58 @@ fn a_queued_checkout_gets_the_removed_seat_and_no_leader_exits_3() {
         assert!(Instant::now() < deadline, "bob never queued: {f}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The admin takes ann's lease away: the seat is free at once and bob gets it.
-    let lease = held["lease_id"].as_u64().unwrap().to_string();
-    let rm = tallyctl(&cluster, &["remove", &lease]);
-    assert!(rm.status.success(), "{}", stderr(&rm));
+    // Cy queues too; the admin sees both waits and cancels cy's, whose checkout ends
+    // with the reason (exit 4: denied).
+    let mut cy = spawn(
+        &cluster,
+        &[
+            "checkout", "solo", "--user", "cy", "--wait", "60", "--hold", "1",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let queue = loop {
+        let q = tallyctl_json(&cluster, &["queue"]);
+        if q.as_array().unwrap().len() == 2 {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "cy never queued: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (queue[0]["user"].as_str(), queue[0]["position"].as_u64()),
+        (Some("bob"), Some(1)),
+        "{queue}"
+    );
+    assert_eq!(queue[1]["user"], "cy", "{queue}");
+    let place = queue[1]["place"].as_u64().unwrap().to_string();
+    let cancel = tallyctl(&cluster, &["queue", "cancel", &place]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let out = cy.0.wait_with_output_ref();
+    assert_eq!(out.0.code(), Some(4), "{}", out.1);
+    assert!(
+        out.1.contains("an administrator cancelled this wait"),
+        "{}",
+        out.1
+    );
+
+    // The sessions listing says who proved what: tallyctl runs with the admin's
+    // certificate from 127.0.0.1.
+    let sessions = tallyctl_json(&cluster, &["sessions"]);
+    let ann_s = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user"] == "ann")
+        .unwrap_or_else(|| panic!("no session of ann: {sessions}"));
+    assert_eq!(ann_s["client_addr"], "127.0.0.1", "{ann_s}");
+    assert_eq!(ann_s["cert_name"], "admin", "{ann_s}");
+    assert_eq!(ann_s["id"], held["session_id"], "{ann_s}");
+
+    // Ann's client hangs; the admin closes her session: the seat is free at once and
+    // bob, first in line, gets it.
+    let id = held["session_id"].as_u64().unwrap().to_string();
+    let close = tallyctl(&cluster, &["sessions", "close", &id]);
+    assert!(close.status.success(), "{}", stderr(&close));
     let granted = first_line(&mut bob);
     assert_eq!(granted["feature"], "solo", "{granted}");
     assert_ne!(granted["lease_id"], held["lease_id"]);

@@ -314,7 +314,7 @@ async fn limits_stop_a_flood_and_others_keep_working() {
         limits: Limits {
             per_address_rps: 100,
             per_session_rps: 5,
-            sessions_per_client: 2,
+            sessions_per_identity: 2,
         },
         ..Default::default()
     })
@@ -340,15 +340,18 @@ async fn limits_stop_a_flood_and_others_keep_working() {
         }
     };
 
-    // Sessions per client id: two, then a clear refusal; a retry of an applied open
-    // still gets its first answer.
+    // Sessions per caller (here its address: no certificate): two, then a clear refusal,
+    // whatever client id the caller picks (a self-chosen id used to reset the count); a
+    // retry of an applied open still gets its first answer.
     let s1 = open(1, 1).await.unwrap();
     open(1, 2).await.unwrap();
-    assert_refused(
-        open(1, 3).await,
-        Code::ResourceExhausted,
-        "limits.sessions_per_client",
-    );
+    for (client, seq) in [(1, 3), (2, 1), (77, 1)] {
+        assert_refused(
+            open(client, seq).await,
+            Code::ResourceExhausted,
+            "addr 127.0.0.1 already holds 2 live sessions (limits.sessions_per_identity)",
+        );
+    }
     assert_eq!(open(1, 1).await.unwrap().session_id, s1.session_id);
 
     // Someone who knows only the (sequential) session id cannot use up its owner's
@@ -437,9 +440,13 @@ async fn limits_stop_a_flood_and_others_keep_working() {
         limited > 0,
         "30 writes at once from one session were all let through"
     );
-    let other = Client::connect(&c.endpoints, client_opts(opts(tls(d.path(), None))))
-        .await
-        .unwrap();
+    // Another caller (this one proves a workstation certificate) is counted apart.
+    let other = Client::connect(
+        &c.endpoints,
+        client_opts(opts(tls(d.path(), Some("dev-client")))),
+    )
+    .await
+    .unwrap();
     other
         .checkout("solid_modeler", CheckoutOptions::default())
         .await

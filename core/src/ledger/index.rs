@@ -27,6 +27,8 @@ pub(crate) struct Index {
     pub duplicates: BTreeMap<(String, u32), (String, u32)>,
     /// The next instant a line's term ends, when the pools must be checked again.
     pub next_boundary: Option<TimeMs>,
+    /// Live sessions per caller identity (certificate, else address).
+    pub per_identity: BTreeMap<String, u32>,
 }
 
 impl Index {
@@ -58,6 +60,9 @@ impl Index {
             if let Some(d) = w.deadline_ms {
                 ix.queue_deadlines.insert((d, *place));
             }
+        }
+        for s in st.sessions.values() {
+            *ix.per_identity.entry(s.origin.identity()).or_default() += 1;
         }
         for (client, rec) in &st.clients {
             if rec.live_sessions == 0 {

@@ -60,6 +60,7 @@ pub struct Session {
     pub last_heartbeat_ms: TimeMs,
     pub secret: SecretDigest,
     pub leases: BTreeSet<LeaseId>,
+    pub origin: Origin,
 }
 
 /// One session's claim on a seat.
@@ -265,7 +266,8 @@ impl Ledger {
                 holder,
                 ttl_ms,
                 secret,
-            } => self.open_session(index, req.client, holder, *ttl_ms, *secret, ev),
+                origin,
+            } => self.open_session(index, req.client, holder, origin, *ttl_ms, *secret, ev),
             Op::Checkout {
                 req,
                 auth,
@@ -338,6 +340,20 @@ impl Ledger {
             },
             Op::RemoveLease { lease } => Reply::Done {
                 affected: u32::from(self.remove_lease(*lease, ev)),
+            },
+            Op::CloseSessionByAdmin { session } => {
+                let Some(leases) = self.st.sessions.get(session).map(|s| s.leases.clone()) else {
+                    return Reply::Done { affected: 0 };
+                };
+                for lease in leases {
+                    self.remove_lease(lease, ev);
+                }
+                self.end_session(*session, ReleaseCause::SessionClosed, ev);
+                ev.push(Event::SessionClosed { session: *session });
+                Reply::Done { affected: 1 }
+            }
+            Op::CancelWait { place } => Reply::Done {
+                affected: u32::from(self.cancel_wait(*place, ev)),
             },
             Op::LoadLicense { source, license } => self.load_license(index, source, license, ev),
             Op::UnloadLicense { source } => self.unload_license(source, ev),
@@ -426,11 +442,16 @@ impl Ledger {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one Op::OpenSession, passed from its one call site"
+    )]
     fn open_session(
         &mut self,
         index: u64,
         client: ClientId,
         holder: &Holder,
+        origin: &Origin,
         ttl_ms: u64,
         secret: SecretDigest,
         ev: &mut Vec<Event>,
@@ -446,8 +467,10 @@ impl Ledger {
                 last_heartbeat_ms: now,
                 secret,
                 leases: BTreeSet::new(),
+                origin: origin.clone(),
             },
         );
+        *self.ix.per_identity.entry(origin.identity()).or_default() += 1;
         ev.push(Event::SessionOpened {
             session: index,
             user: holder.user.clone(),
@@ -479,6 +502,13 @@ impl Ledger {
         let Some(session) = self.st.sessions.remove(&id) else {
             return 0;
         };
+        let identity = session.origin.identity();
+        if let Some(n) = self.ix.per_identity.get_mut(&identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.ix.per_identity.remove(&identity);
+            }
+        }
         let mut released = 0;
         for lease in &session.leases {
             if self.release(*lease, cause, ev) {
@@ -536,6 +566,12 @@ impl Ledger {
     /// The cluster's identity, once its first leader made it.
     pub fn cluster_id(&self) -> Option<ClusterId> {
         self.st.cluster_id
+    }
+
+    /// Live sessions opened by one caller identity ([`Origin::identity`]): what the
+    /// server's per-caller session limit counts.
+    pub fn live_sessions_of_identity(&self, identity: &str) -> u32 {
+        self.ix.per_identity.get(identity).copied().unwrap_or(0)
     }
 
     /// Grows by one with every clock repair.

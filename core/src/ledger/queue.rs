@@ -1,9 +1,18 @@
 //! The checkout queue: waits replicated in the log and served first come, first served.
 //!
 //! A checkout that finds no free seat and asked to wait gets a place, named by its
-//! entry's index. While a feature has waiters, no new checkout takes a fresh seat of it
-//! (it queues behind them, or is denied), so nobody overtakes; taking back one's own
-//! lingering seat or sharing one under `DUP_GROUP` charges nothing new and stays allowed.
+//! entry's index, unless it could never be granted (more seats than the feature grants
+//! at its version) or its session or the feature has too many waiters already.
+//!
+//! The fairness rule is **first come, first served among servable requests**: of the
+//! waiters that free seats could serve now, the earliest is served first, and while one
+//! of them waits, no new checkout takes a fresh seat of the feature (it queues behind,
+//! or is denied). A waiter that does not fit now (it wants 5 seats and 2 are free) never
+//! holds back a request that does fit: seats go to whoever can use them, in arrival
+//! order. A large request can therefore be overtaken while smaller ones keep using the
+//! seats it needs; it is served as soon as enough are free at once, ahead of anyone who
+//! came later. Taking back one's own lingering seat or sharing one under `DUP_GROUP`
+//! charges nothing new and is always allowed.
 //! The leader proposes [`Op::ServeQueue`](super::Op::ServeQueue) when a waiter can be
 //! answered or a wait has ended; each such entry grants to at most one waiter, whose
 //! lease id is that entry's index. A waiter's answer replaces the `Queued` reply kept for
@@ -17,6 +26,14 @@ use crate::license::{DupGroup, Version};
 
 /// Most ended waits answered per entry, so one entry never does unbounded work.
 const TIMEOUTS_PER_ENTRY: usize = 1_000;
+
+/// Most waits one session may have at once: an application waits for a few features,
+/// not hundreds; a client in a loop must not fill the queue.
+pub const WAITERS_PER_SESSION: usize = 16;
+
+/// Most waiters per feature: a long queue is a site that needs more seats, and a bound
+/// keeps every scan of a feature's queue short.
+pub const WAITERS_PER_FEATURE: usize = 1_000;
 
 /// One queued checkout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +65,32 @@ impl Ledger {
         ev: &mut Vec<Event>,
     ) -> Reply {
         let now = self.st.now_ms;
+        let per_feature = self.ix.queues.get(feature).map_or(0, |p| p.len());
+        let per_session = self
+            .st
+            .queue
+            .values()
+            .filter(|w| w.session == session)
+            .count();
+        let full = if per_session >= WAITERS_PER_SESSION {
+            Some((WAITERS_PER_SESSION, true))
+        } else if per_feature >= WAITERS_PER_FEATURE {
+            Some((WAITERS_PER_FEATURE, false))
+        } else {
+            None
+        };
+        if let Some((limit, per_session)) = full {
+            let reason = DenyReason::QueueFull {
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                per_session,
+            };
+            ev.push(Event::Denied {
+                feature: feature.to_owned(),
+                session,
+                reason: reason.clone(),
+            });
+            return Reply::Denied(reason);
+        }
         let deadline_ms = (wait_ms > 0).then(|| now.saturating_add(wait_ms));
         self.st.queue.insert(
             place,
@@ -100,7 +143,7 @@ impl Ledger {
             );
             affected += 1;
         }
-        if let Some(place) = self.answerable_head(now) {
+        if let Some(place) = self.first_answerable(now) {
             if let Some(w) = self.st.queue.get(&place).cloned() {
                 let reply = match self
                     .try_checkout(index, w.session, &w.feature, &w.version, w.count, true)
@@ -154,6 +197,15 @@ impl Ledger {
         }
     }
 
+    /// An administrator's cancellation: the wait ends with `WaitCancelled`.
+    pub(super) fn cancel_wait(&mut self, place: u64, ev: &mut Vec<Event>) -> bool {
+        if !self.st.queue.contains_key(&place) {
+            return false;
+        }
+        self.settle(place, Reply::Denied(DenyReason::WaitCancelled), ev);
+        true
+    }
+
     /// A session ended: its waits end too. O(queue length), which is short in practice:
     /// people wait for seats, not by the thousand.
     pub(super) fn drop_waiters_of(&mut self, session: SessionId, ev: &mut Vec<Event>) {
@@ -169,19 +221,23 @@ impl Ledger {
         }
     }
 
-    /// The earliest-queued head of any feature's queue that can be answered at `now`:
-    /// seats are free for it, its own seat lingers, or it can never be served any more
-    /// (the license was unloaded or expired), which is an answer too.
-    fn answerable_head(&self, now: TimeMs) -> Option<u64> {
+    /// The earliest-queued waiter of any feature that can be answered at `now`: seats
+    /// are free for it, its own seat lingers, or it can never be served any more (the
+    /// license was unloaded, expired or shrank below its count), which is an answer too.
+    fn first_answerable(&self, now: TimeMs) -> Option<u64> {
         self.ix
             .queues
             .values()
-            .filter_map(|places| places.first().copied())
-            .filter(|place| self.head_answerable(*place, now))
+            .filter_map(|places| {
+                places
+                    .iter()
+                    .copied()
+                    .find(|place| self.answerable(*place, now))
+            })
             .min()
     }
 
-    fn head_answerable(&self, place: u64, now: TimeMs) -> bool {
+    fn answerable(&self, place: u64, now: TimeMs) -> bool {
         let Some(w) = self.st.queue.get(&place) else {
             return true;
         };
@@ -189,6 +245,12 @@ impl Ledger {
             return true;
         };
         match pool.admit(now, &w.version, w.count) {
+            // More than the feature grants at all now: answered with a denial.
+            Err(DenyReason::NoSeats {
+                requested,
+                available,
+                ..
+            }) if u64::from(requested) > available => true,
             Err(DenyReason::NoSeats { .. }) => {
                 let key = self.dup_key(pool.dup_group, w.session);
                 let shared = pool.dup_group != DupGroup::None;
@@ -197,6 +259,22 @@ impl Ledger {
             }
             _ => true,
         }
+    }
+
+    /// Whether a waiter of `feature` could take fresh seats now: then a new checkout
+    /// must not take them first. Waiters that do not fit, or that only wait for their
+    /// own lingering seat, hold nobody back.
+    pub(super) fn waiter_could_take_fresh_seats(&self, feature: &str, now: TimeMs) -> bool {
+        let (Some(places), Some(pool)) = (self.ix.queues.get(feature), self.ix.pools.get(feature))
+        else {
+            return false;
+        };
+        places.iter().any(|place| {
+            self.st
+                .queue
+                .get(place)
+                .is_some_and(|w| pool.admit(now, &w.version, w.count).is_ok())
+        })
     }
 
     // ---- Queries ----
@@ -208,7 +286,7 @@ impl Ledger {
             .queue_deadlines
             .first()
             .is_some_and(|(d, _)| *d <= now)
-            || self.answerable_head(now).is_some()
+            || self.first_answerable(now).is_some()
     }
 
     /// 1-based position of a place in its feature's queue; `None` once answered.

@@ -87,37 +87,120 @@ fn waiters_are_served_first_come_first_served() {
     assert_eq!(h.in_use("cad"), 2);
 }
 
+/// First come, first served among servable requests: a waiter that does not fit now
+/// holds nobody back, and one that does goes before anyone who came later.
 #[test]
-fn nobody_overtakes_a_waiter_for_a_fresh_seat() {
+fn seats_go_to_the_earliest_request_that_can_use_them() {
     let mut h = H::new(vec![line("cad", "1.0", 2)]);
-    let (a, b, c) = (
+    let (a, b, c, d, e) = (
         h.open(1, "ann", "h1"),
         h.open(2, "bob", "h2"),
         h.open(3, "cy", "h3"),
+        h.open(4, "dan", "h4"),
+        h.open(5, "eve", "h5"),
     );
     let la = h.grant(a, "cad", 1).lease;
-    // One seat is free, bob needs two: he waits, and the free seat is his to wait for.
+    // One seat is free and bob needs two: he waits, and the free seat goes to cy, who
+    // can use it (it used to stay empty while bob waited).
     let (rb, _) = h.wait(b, "cad", 2, 0);
-    assert!(
-        matches!(
-            denied(&h.checkout(c, "cad", 1)),
-            DenyReason::NoSeats {
-                in_use: 1,
-                available: 2,
-                ..
-            }
-        ),
-        "cy may not take the seat bob is waiting for"
-    );
-    let (_, qc) = h.wait(c, "cad", 1, 0);
-    assert_eq!(place(&qc).1, 2);
+    let lc = h.grant(c, "cad", 1).lease;
     h.checkin(a, la);
+    let ld = h.grant(d, "cad", 1).lease;
+    assert!(!h.l.queue_due(h.now), "bob still does not fit");
+    // Two seats free at once: bob fits, and eve, who came later, waits behind him.
+    h.checkin(c, lc);
+    h.checkin(d, ld);
+    assert!(h.l.queue_due(h.now));
+    assert!(matches!(
+        denied(&h.checkout(e, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
     h.serve();
     match h.l.reply_for(rb) {
         Some(Reply::Granted(g)) => assert_eq!(g.count, 2),
         r => panic!("bob should hold two seats: {r:?}"),
     }
-    assert!(!h.l.queue_due(h.now), "cy waits for a seat to come free");
+}
+
+#[test]
+fn a_wait_that_could_never_be_served_is_refused_not_queued() {
+    let mut l = line("cad", "1.0", 10);
+    l.overdraft = 1;
+    let mut h = H::new(vec![l]);
+    let (a, b) = (h.open(1, "ann", "h1"), h.open(2, "bob", "h2"));
+    let (_, r) = h.wait(a, "cad", 12, 0);
+    assert_eq!(
+        denied(&r),
+        &DenyReason::NoSeats {
+            requested: 12,
+            in_use: 0,
+            available: 11
+        }
+    );
+    assert_eq!(h.l.waiters().count(), 0);
+    // And nobody else is held back by it.
+    h.grant(b, "cad", 1);
+}
+
+#[test]
+fn waits_are_bounded_per_session() {
+    let mut h = H::new(vec![line("cad", "1.0", 1)]);
+    let (a, b) = (h.open(1, "ann", "h1"), h.open(2, "bob", "h2"));
+    h.grant(a, "cad", 1);
+    for _ in 0..super::queue::WAITERS_PER_SESSION {
+        let (_, r) = h.wait(b, "cad", 1, 0);
+        assert!(matches!(r, Reply::Queued { .. }), "{r:?}");
+    }
+    let (_, r) = h.wait(b, "cad", 1, 0);
+    assert_eq!(
+        denied(&r),
+        &DenyReason::QueueFull {
+            limit: super::queue::WAITERS_PER_SESSION as u32,
+            per_session: true
+        }
+    );
+}
+
+#[test]
+fn an_admin_cancels_a_wait_or_closes_a_session() {
+    let mut l = line("cad", "1.0", 1);
+    l.linger_secs = 300;
+    let mut h = H::new(vec![l]);
+    let (a, b, c) = (
+        h.open(1, "ann", "h1"),
+        h.open(2, "bob", "h2"),
+        h.open(3, "cy", "h3"),
+    );
+    let g = h.grant(a, "cad", 1);
+    let (rb, qb) = h.wait(b, "cad", 1, 0);
+    let (rc, _) = h.wait(c, "cad", 1, 0);
+    let out = h.op(Op::CancelWait {
+        place: place(&qb).0,
+    });
+    assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert_eq!(
+        h.l.reply_for(rb),
+        Some(&Reply::Denied(DenyReason::WaitCancelled))
+    );
+    assert_eq!(
+        h.op(Op::CancelWait {
+            place: place(&qb).0
+        })
+        .reply,
+        Reply::Done { affected: 0 }
+    );
+    // Ann's client hangs: the admin closes her session. Her seat is freed at once (no
+    // linger, as with a removal), and cy, next in line, gets it.
+    let out = h.op(Op::CloseSessionByAdmin { session: a });
+    assert_eq!(out.reply, Reply::Done { affected: 1 });
+    assert!(out.events.contains(&Event::Removed {
+        feature: "cad".into(),
+        lease: g.lease
+    }));
+    assert!(out.events.contains(&Event::SessionClosed { session: a }));
+    assert!(h.l.session(a).is_none());
+    h.serve();
+    assert!(matches!(h.l.reply_for(rc), Some(Reply::Granted(_))));
 }
 
 #[test]

@@ -30,8 +30,9 @@ impl Ledger {
         wait_ms: Option<u64>,
         ev: &mut Vec<Event>,
     ) -> Reply {
-        // Waiters go first: nobody takes a fresh seat past them.
-        let fresh_allowed = !self.has_waiters(feature);
+        // Waiters that could take fresh seats now go first: nobody takes one past them
+        // (first come, first served among servable requests; see queue.rs).
+        let fresh_allowed = !self.waiter_could_take_fresh_seats(feature, self.st.now_ms);
         match self.try_checkout(index, session, feature, version, count, fresh_allowed) {
             Ok(grant) => {
                 ev.push(Event::Granted {
@@ -41,7 +42,13 @@ impl Ledger {
                 });
                 Reply::Granted(grant)
             }
-            Err(DenyReason::NoSeats { .. }) if wait_ms.is_some() => self.enqueue(
+            // A request for more than the feature grants at all could never be served:
+            // it is denied, not queued forever.
+            Err(DenyReason::NoSeats {
+                requested,
+                available,
+                ..
+            }) if wait_ms.is_some() && u64::from(requested) <= available => self.enqueue(
                 index,
                 req,
                 session,

@@ -103,6 +103,7 @@ impl H {
                 holder,
                 ttl_ms: 30_000,
                 secret: SECRET,
+                origin: Default::default(),
             })
             .reply
         {
@@ -494,6 +495,7 @@ fn a_lingering_seat_is_reused_by_its_owner_group_only() {
                 },
                 ttl_ms: 30_000,
                 secret: SECRET,
+                origin: Default::default(),
             })
             .reply
         {
@@ -571,6 +573,7 @@ fn a_retried_open_session_opens_one_session() {
         holder,
         ttl_ms: 30_000,
         secret: SECRET,
+        origin: Default::default(),
     };
     let a = h.op(op.clone()).reply;
     let b = h.op(op).reply;

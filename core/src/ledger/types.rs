@@ -54,6 +54,26 @@ pub struct Holder {
     pub pid: u32,
 }
 
+/// What the caller of an open proved about itself, as the server saw it: the client
+/// certificate's name, if it presented one, and its network address. Unlike [`Holder`],
+/// none of it is self-asserted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub cert: Option<String>,
+    pub addr: String,
+}
+
+impl Origin {
+    /// What per-caller limits count by: the certificate if there is one (a workstation's
+    /// identity survives an address change), else the address.
+    pub fn identity(&self) -> String {
+        match &self.cert {
+            Some(c) => format!("cert {c}"),
+            None => format!("addr {}", self.addr),
+        }
+    }
+}
+
 /// Authenticates a session-scoped request: the session and the digest of its secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionAuth {
@@ -70,6 +90,8 @@ pub enum Op {
         holder: Holder,
         ttl_ms: u64,
         secret: SecretDigest,
+        #[serde(default)]
+        origin: Origin,
     },
     /// Take `count` seats of `feature` at `version` or later, all or nothing. With
     /// `wait_ms`, a checkout that finds no free seats joins the feature's queue instead of
@@ -99,6 +121,11 @@ pub enum Op {
     ReclaimSeats { seats: Vec<SeatId> },
     /// An administrator takes a lease away; its seat is freed at once, without linger.
     RemoveLease { lease: LeaseId },
+    /// An administrator ends a session (a stuck or abandoned client): its leases are
+    /// removed as by `RemoveLease`, its waits end, and the session is gone.
+    CloseSessionByAdmin { session: SessionId },
+    /// An administrator cancels a queued checkout; its client hears `WaitCancelled`.
+    CancelWait { place: u64 },
     /// Replace the lines loaded from `source` (a file name) by `license`'s. Signatures
     /// were verified by the server before proposing; the ledger checks consistency.
     LoadLicense {
@@ -166,6 +193,13 @@ pub enum DenyReason {
     QueueTimeout {
         waited_ms: u64,
     },
+    /// The session (`per_session`) or the feature already has `limit` waiters.
+    QueueFull {
+        limit: u32,
+        per_session: bool,
+    },
+    /// An administrator cancelled the wait.
+    WaitCancelled,
 }
 
 /// Why a license load was refused. Nothing of the load is applied.

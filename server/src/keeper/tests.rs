@@ -53,6 +53,7 @@ impl Log {
                 },
                 ttl_ms: TTL,
                 secret: SECRET,
+                origin: Default::default(),
             },
         );
         match reply {
@@ -284,6 +285,7 @@ fn a_mass_expiry_goes_out_in_batches() {
                     },
                     ttl_ms: TTL,
                     secret: SECRET,
+                    origin: Default::default(),
                 },
             );
         }

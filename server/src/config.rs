@@ -92,6 +92,13 @@ pub struct Limits {
     /// Administrators are not counted. High enough for a terminal server's users behind
     /// one address; a client opening sessions in a loop hits it.
     pub sessions_per_identity: u32,
+    /// Open connections to the gRPC port at once (clients, admins and peers): beyond it a
+    /// new connection is closed at once. Raise the process's file limit above it (the
+    /// systemd unit does); 0 switches the cap off.
+    pub max_connections: u32,
+    /// Open connections to the HTTP port at once (dashboards, scrapers, load balancers):
+    /// kept apart from the gRPC port's, so an HTTP flood never costs a client or a peer.
+    pub max_http_connections: u32,
 }
 
 impl Default for Limits {
@@ -100,6 +107,8 @@ impl Default for Limits {
             per_address_rps: 100_000,
             per_session_rps: 1_000,
             sessions_per_identity: 1_000,
+            max_connections: 10_000,
+            max_http_connections: 256,
         }
     }
 }

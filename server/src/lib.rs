@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod conns;
 pub mod convert;
 pub mod dev;
 pub mod http;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tally_proto::v1::admin_server::AdminServer;
 use tally_proto::v1::licensing_server::LicensingServer;
@@ -138,9 +139,19 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         guard(Service::Admin),
     );
     let mut rx = shutdown.subscribe();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = limit(incoming, shared.cfg.limits.max_connections, "grpc");
     let id = shared.id;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        // A peer that vanished (a dead workstation, a cut cable) is found by HTTP/2 pings
+        // within 40 s instead of holding its connection until the OS gives up.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Bounds what one connection can ask at once; tally-client and Raft use a few.
+        .max_concurrent_streams(1_024)
+        .http2_max_header_list_size(64 << 10);
     if let Some(t) = &tls {
         builder = builder.tls_config(t.server())?;
     }
@@ -192,6 +203,29 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         shutdown,
         server,
         keeper,
+    })
+}
+
+/// The accepted connections, with connections beyond `max` (0: no cap) closed at once.
+fn limit(
+    incoming: tonic::transport::server::TcpIncoming,
+    max: u32,
+    what: &'static str,
+) -> impl tonic::codegen::tokio_stream::Stream<
+    Item = std::io::Result<crate::conns::Limited<tokio::net::TcpStream>>,
+> {
+    use tonic::codegen::tokio_stream::StreamExt as _;
+    let slots = crate::conns::Slots::new(
+        if max == 0 {
+            usize::MAX >> 4
+        } else {
+            max as usize
+        },
+        what,
+    );
+    incoming.filter_map(move |r| match r {
+        Ok(tcp) => slots.admit(tcp).map(Ok),
+        Err(e) => Some(Err(e)),
     })
 }
 

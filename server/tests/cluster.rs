@@ -912,3 +912,69 @@ async fn bogus_credentials_cost_no_log_entry() {
     assert!(after - before <= 5, "{before} -> {after}");
     cluster.stop_all().await;
 }
+
+/// Slowloris on the HTTP port: hundreds of idle connections and one that sends half a
+/// request. The port caps its connections and times out unfinished headers, so within
+/// seconds the dashboard answers again, and the gRPC port (checkouts) and Raft (the
+/// leader) never noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_slow_http_connections_do_not_stop_the_node() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let addr = cluster.nodes[&leader].http_addr.clone().unwrap();
+    let mut hogs = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            hogs.push(s);
+        }
+    }
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Meanwhile the gRPC port serves checkouts and the leader keeps leading.
+    let mut c = cluster.client(leader).await;
+    let mut ann = open_ttl(&mut c, "ann", 1, 30_000).await;
+    granted(checkout(&mut c, &mut ann).await);
+    assert_eq!(cluster.leader().await, leader);
+    // The dashboard answers again once the idle ones' header time is up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut raw = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut raw)
+                .await
+                .ok()?;
+            raw.starts_with("HTTP/1.1 200").then_some(())
+        })
+        .await;
+        if matches!(ok, Ok(Some(()))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dashboard never answered again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The half-sent request was cut off, not served.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut rest),
+    )
+    .await
+    .expect("the slow connection was closed")
+    .unwrap_or(0);
+    assert!(
+        !String::from_utf8_lossy(&rest[..n]).contains("200 OK"),
+        "a request whose headers never ended was served"
+    );
+    drop(hogs);
+    cluster.stop_all().await;
+}

@@ -30,6 +30,11 @@ use crate::node::Shared;
 /// A TLS handshake that takes longer than this is dropped, so idle sockets cannot hold
 /// connection slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one connection lives, idle or not: a dashboard's refresh or a scraper
+/// simply opens another, and nothing can hold a slot for ever.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves until `shutdown` fires; then open connections are closed too.
 pub async fn serve(
@@ -39,6 +44,10 @@ pub async fn serve(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
+    let slots = crate::conns::Slots::new(
+        (shared.cfg.limits.max_http_connections as usize).max(1),
+        "http",
+    );
     // Connections live in this set, so they end with the server, not after it.
     let mut conns = JoinSet::new();
     loop {
@@ -55,6 +64,9 @@ pub async fn serve(
             _ = shutdown.recv() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
+        let Some(tcp) = slots.admit(tcp) else {
+            continue;
+        };
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         conns.spawn(async move {
@@ -62,20 +74,31 @@ pub async fn serve(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, &req)) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let r = match acceptor {
-                None => builder.serve_connection(TokioIo::new(tcp), svc).await,
-                Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(tcp)).await {
-                    Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!("http TLS handshake: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                },
+            // HTTP/1 only: what dashboards, scrapers and load balancers speak, and with
+            // it the header timeout runs from the first byte (protocol sniffing for
+            // HTTP/2 would wait for a first byte without any timeout).
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let serve = async {
+                match acceptor {
+                    None => builder.serve_connection(TokioIo::new(tcp), svc).await,
+                    Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(tcp)).await {
+                        Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!("http TLS handshake: {e}");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    },
+                }
             };
-            if let Err(e) = r {
-                tracing::debug!("http connection: {e}");
+            match tokio::time::timeout(CONNECTION_LIFETIME, serve).await {
+                Ok(Err(e)) => tracing::debug!("http connection: {e}"),
+                Ok(Ok(())) | Err(_) => {}
             }
         });
     }

@@ -96,9 +96,8 @@ pub async fn serve(
                     },
                 }
             };
-            match tokio::time::timeout(CONNECTION_LIFETIME, serve).await {
-                Ok(Err(e)) => tracing::debug!("http connection: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, serve).await {
+                tracing::debug!("http connection: {e}");
             }
         });
     }

@@ -315,6 +315,7 @@ async fn limits_stop_a_flood_and_others_keep_working() {
             per_address_rps: 100,
             per_session_rps: 5,
             sessions_per_identity: 2,
+            ..Limits::default()
         },
         ..Default::default()
     })

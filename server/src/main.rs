@@ -164,11 +164,25 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
             tracing::warn!("not initializing: {e}");
         }
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    node.stop().await;
-    Ok(())
+    tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.stop().await;
+            Ok(())
+        }
+        why = node.failed() => {
+            // A supervisor (systemd, Kubernetes) restarts a process that exits non-zero;
+            // the drain lets calls in flight get their UNAVAILABLE and go elsewhere.
+            tracing::error!("consensus stopped: {why}; draining for {} s, then exiting", FATAL_DRAIN.as_secs());
+            tokio::time::sleep(FATAL_DRAIN).await;
+            node.stop().await;
+            anyhow::bail!("consensus stopped: {why} (check the data directory's disk; a restart recovers once it is fixed)")
+        }
+    }
 }
+
+/// How long a node whose consensus stopped keeps answering UNAVAILABLE before it exits.
+const FATAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ctrl-C or SIGTERM (what systemd and `kill` send).
 async fn shutdown_signal() {

@@ -36,6 +36,20 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// Resolves when this node's Raft stops for good (a storage error, a full disk),
+    /// with the reason; never while it runs. `tallyd` then drains and exits non-zero.
+    pub async fn failed(&self) -> String {
+        let mut m = self.shared.raft.metrics();
+        loop {
+            if let Err(e) = &m.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if m.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
+    }
+
     /// Stops serving, the keeper and Raft, and waits for all three, so the data
     /// directory can be reopened as soon as this returns.
     pub async fn stop(self) {

@@ -173,7 +173,17 @@ impl Shared {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(Status::internal(format!("raft stopped: {e}"))),
+            Err(RaftError::Fatal(e)) => Err(stopped(&e)),
+        }
+    }
+
+    /// Why this node's Raft stopped for good (a storage error, a full disk), if it did.
+    /// The node is then neither healthy nor ready, answers everything UNAVAILABLE, and
+    /// `tallyd` exits non-zero after a short drain so a supervisor restarts it.
+    pub fn fatal(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
         }
     }
 
@@ -185,11 +195,20 @@ impl Shared {
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
             }
+            Err(RaftError::Fatal(e)) => Err(stopped(&e)),
             Err(e) => Err(Status::unavailable(format!(
                 "cannot confirm leadership: {e}"
             ))),
         }
     }
+}
+
+/// A node whose Raft stopped answers UNAVAILABLE, not INTERNAL: the call may well work
+/// on another node, and clients retry UNAVAILABLE there.
+fn stopped(e: &impl std::fmt::Display) -> Status {
+    Status::unavailable(format!(
+        "this node's consensus stopped ({e}): its disk or storage failed, and it is shutting down; retry on another node"
+    ))
 }
 
 /// The last entry this node applied while it was live: the entry's time and when (on

@@ -127,7 +127,19 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        "/healthz" => match shared.fatal() {
+            None => reply(StatusCode::OK, TEXT, "ok\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not healthy: consensus stopped ({why}); the node is shutting down\n"),
+            ),
+        },
+        "/readyz" if shared.fatal().is_some() => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "not ready: consensus stopped (see /healthz)\n".into(),
+        ),
         "/readyz" => match View::of(shared).readiness() {
             Ok(s) => reply(StatusCode::OK, TEXT, s + "\n"),
             Err(s) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, s + "\n"),

@@ -385,6 +385,46 @@ pub fn common_name(cert_der: &[u8]) -> Option<String> {
     subject_text(cert_der, CN).ok()?.into_iter().next()
 }
 
+const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+
+/// The host names (DNS names, and IP addresses as text) the certificate vouches for in
+/// its subject alternative names: the hosts a client certificate may claim to be.
+pub fn host_names(cert_der: &[u8]) -> Vec<String> {
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let Ok(cert) = x509_cert::Certificate::from_der(cert_der) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != SUBJECT_ALT_NAME {
+            continue;
+        }
+        let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) else {
+            continue;
+        };
+        for name in san.0 {
+            match name {
+                GeneralName::DnsName(d) => out.push(d.as_str().to_owned()),
+                GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
+                    4 | 16 => {
+                        let b = ip.as_bytes();
+                        let addr = if b.len() == 4 {
+                            IpAddr::from(<[u8; 4]>::try_from(b).unwrap_or_default())
+                        } else {
+                            IpAddr::from(<[u8; 16]>::try_from(b).unwrap_or_default())
+                        };
+                        out.push(addr.to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,8 +439,14 @@ mod tests {
             assert_eq!(common_name(&der).as_deref(), Some("x"));
         }
         let again = Ca::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
-        let c = again.issue(Role::Client, "later", &["ws1.example.com"], 1);
-        assert!(c.is_ok());
+        let c = again
+            .issue(Role::Client, "later", &["ws1.example.com", "10.0.0.7"], 1)
+            .unwrap();
+        assert_eq!(
+            host_names(&c.cert_der().unwrap()),
+            vec!["ws1.example.com".to_owned(), "10.0.0.7".to_owned()]
+        );
+        assert!(host_names(b"garbage").is_empty());
         let other = Ca::generate("other", 30).unwrap();
         let e = Ca::from_pem(ca.cert_pem(), other.key_pem()).unwrap_err();
         assert!(e.to_string().contains("not the key"), "{e}");

@@ -59,6 +59,8 @@ pub struct NodeConfig {
     /// longer waits this long, then is answered with a timeout. No wait is forever by
     /// accident.
     pub max_queue_wait_ms: u64,
+    /// Where a session's user and host come from (`[security] identity`).
+    pub identity: Identity,
     /// The most two nodes' wall clocks may disagree (like CockroachDB's max offset): a
     /// node whose clock is off a quorum of its peers' by more does not lead, and a new
     /// leader's first entry time may run ahead of what it saw passing by at most this.
@@ -139,8 +141,31 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             max_clock_offset_ms: 500,
             max_queue_wait_ms: 86_400_000,
+            identity: Identity::Asserted,
         }
     }
+}
+
+/// Where a session's user and host come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Identity {
+    /// As FlexLM: the client says who it is (its OS user and host name), and the server
+    /// believes it. Anyone who can reach the port can claim any user.
+    #[default]
+    Asserted,
+    /// The user is the client certificate's common name and the host one of its host
+    /// names (subject alternative names); a session that claims anything else is
+    /// refused. Needs `[tls]` and a client certificate per user (administrators may
+    /// still open sessions in any name, e.g. `tallyctl checkout --user`).
+    Certificate,
+}
+
+/// `[security]` in the TOML file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFile {
+    pub identity: Option<Identity>,
 }
 
 /// A configuration value that cannot work, naming the key.
@@ -273,6 +298,12 @@ impl NodeConfig {
         if self.require_client_cert && self.tls.is_none() {
             return Err(bad("require_client_cert", "needs [tls]"));
         }
+        if self.identity == Identity::Certificate && self.tls.is_none() {
+            return Err(bad(
+                "security.identity",
+                "\"certificate\" needs [tls]: identities come from client certificates",
+            ));
+        }
         if self.insecure_plaintext && !self.insecure_plaintext_beyond_loopback {
             for (key, addr) in [("listen", &self.listen), ("http", &self.http)] {
                 if !addr.is_empty() && !is_loopback(addr) {
@@ -343,6 +374,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub max_clock_offset_ms: Option<u64>,
     pub max_queue_wait_ms: Option<u64>,
+    pub security: Option<SecurityFile>,
 }
 
 impl FileConfig {
@@ -401,6 +433,7 @@ impl FileConfig {
             limits: self.limits.unwrap_or(d.limits),
             max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             max_queue_wait_ms: self.max_queue_wait_ms.unwrap_or(d.max_queue_wait_ms),
+            identity: self.security.and_then(|s| s.identity).unwrap_or(d.identity),
             dial: self
                 .dial
                 .into_iter()
@@ -431,7 +464,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 14] = [
+        let cases: [(Breaker, &str); 15] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -441,6 +474,7 @@ mod tests {
             (|c| c.election_max_ms = 2_001, "election_max_ms"),
             (|c| c.listen = "0.0.0.0:27000".into(), "listen"),
             (|c| c.max_queue_wait_ms = 0, "max_queue_wait_ms"),
+            (|c| c.identity = Identity::Certificate, "security.identity"),
             (|c| c.http = "10.0.0.5:27080".into(), "http"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
@@ -486,6 +520,11 @@ mod tests {
         assert_eq!((c.id, c.listen.as_str()), (2, "127.0.0.1:27001"));
         assert_eq!(c.data_dir, PathBuf::from("/srv/n2"));
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
+        let f = FileConfig::parse("[security]\nidentity = \"certificate\"\n").unwrap();
+        let c = f.into_config(std::path::Path::new("/srv")).unwrap();
+        assert_eq!(c.identity, Identity::Certificate);
+        let e = FileConfig::parse("[security]\nidentity = \"ldap\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `ldap`"), "{e}");
         let e = FileConfig::parse("id = 2\nelection_mni_ms = 5\n").unwrap_err();
         assert!(
             e.to_string().contains("unknown field `election_mni_ms`"),

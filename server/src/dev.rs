@@ -108,6 +108,8 @@ pub struct DevOptions {
     /// Refuse Licensing calls without a client certificate (dev issues `dev-client`).
     pub require_client_cert: bool,
     pub limits: Limits,
+    /// Where sessions' user and host come from (`[security] identity`).
+    pub identity: crate::config::Identity,
 }
 
 /// Starts three nodes on `127.0.0.1:base_port..base_port+2` (0: any free ports) with data
@@ -168,6 +170,7 @@ pub async fn start(
             insecure_plaintext: plaintext,
             require_client_cert: opts.require_client_cert,
             limits: opts.limits,
+            identity: opts.identity,
             ..NodeConfig::default()
         };
         nodes.push(node::start(cfg, l).await?);

@@ -11,6 +11,7 @@ use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
 use tonic::{Request, Response, Status};
 
+use crate::config::Identity;
 use crate::convert::{auth, denial_code, deny_message, refusal, request_id, unexpected};
 use crate::keeper::Beat;
 use crate::security::Caller;
@@ -80,6 +81,40 @@ impl Licensing {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Under `[security] identity = "certificate"`, the user a session names must be its
+    /// client certificate's common name and the host one of the certificate's host
+    /// names; administrators may open sessions in any name.
+    fn check_identity(&self, caller: &Caller, user: &str, host: &str) -> Result<(), Status> {
+        if self.shared.cfg.identity != Identity::Certificate || caller.role == Some(Role::Admin) {
+            return Ok(());
+        }
+        let Some(cn) = caller.cert_name.as_deref() else {
+            return Err(Status::unauthenticated(
+                "this cluster takes identities from client certificates (security.identity = \"certificate\"): present your certificate (--cert/--key, TALLY_CERT/TALLY_KEY)",
+            ));
+        };
+        if user != cn {
+            return Err(Status::permission_denied(format!(
+                "the session names user \"{user}\", but your certificate is \"{cn}\" (security.identity = \"certificate\")"
+            )));
+        }
+        if !caller
+            .cert_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+        {
+            return Err(Status::permission_denied(format!(
+                "the session names host \"{host}\", which certificate \"{cn}\" does not vouch for (it names: {})",
+                if caller.cert_hosts.is_empty() {
+                    "no host".to_owned()
+                } else {
+                    caller.cert_hosts.join(", ")
+                }
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a new session past `limits.sessions_per_identity` for the caller's proved
@@ -201,6 +236,7 @@ impl licensing_server::Licensing for Licensing {
                 r.secret.len()
             )));
         }
+        self.check_identity(&caller, &r.user, &r.host)?;
         self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {

@@ -160,15 +160,17 @@ struct RoleCache {
     map: Mutex<HashMap<Vec<u8>, Known>>,
 }
 
-/// What a certificate proved: its role and its common name.
-type Known = (Role, Arc<str>);
+/// What a certificate proved: its role, its common name and its host names.
+type Known = (Role, Arc<str>, Arc<[String]>);
 
 /// Who called, as the Guard proved it, handed to the service in the request's
-/// extensions: the certificate's role and common name (none without a certificate).
+/// extensions: the certificate's role, common name and host names (none without a
+/// certificate).
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub role: Option<Role>,
     pub cert_name: Option<Arc<str>>,
+    pub cert_hosts: Arc<[String]>,
 }
 
 /// Certificates remembered before the cache starts over: enough for every workstation
@@ -185,11 +187,13 @@ impl RoleCache {
         let name: Arc<str> = tally_pki::common_name(der)
             .unwrap_or_else(|| "(no CN)".into())
             .into();
+        let hosts: Arc<[String]> = tally_pki::host_names(der).into();
         if map.len() >= MAX_CACHED_ROLES {
             map.clear();
         }
-        map.insert(der.to_vec(), (role, name.clone()));
-        Ok((role, name))
+        let known = (role, name, hosts);
+        map.insert(der.to_vec(), known.clone());
+        Ok(known)
     }
 }
 
@@ -229,8 +233,11 @@ impl Guard {
     fn check_role(&self, req: &Request<()>) -> Result<Caller, Status> {
         let who = self.role(req)?;
         let caller = Caller {
-            role: who.as_ref().map(|(r, _)| *r),
-            cert_name: who.as_ref().map(|(_, n)| n.clone()),
+            role: who.as_ref().map(|(r, _, _)| *r),
+            cert_name: who.as_ref().map(|(_, n, _)| n.clone()),
+            cert_hosts: who
+                .as_ref()
+                .map_or_else(|| Arc::from(Vec::new()), |(_, _, h)| h.clone()),
         };
         let (allowed, need): (&[Role], &str) = match self.service {
             Service::Raft => (&[Role::Peer], "a cluster node's certificate (role peer)"),
@@ -248,8 +255,8 @@ impl Guard {
             None => Err(Status::unauthenticated(format!(
                 "no client certificate was presented; this call needs {need}"
             ))),
-            Some((role, _)) if allowed.contains(&role) => Ok(caller),
-            Some((role, name)) => Err(Status::permission_denied(format!(
+            Some((role, _, _)) if allowed.contains(&role) => Ok(caller),
+            Some((role, name, _)) => Err(Status::permission_denied(format!(
                 "certificate \"{name}\" has role {role}; this call needs {need}"
             ))),
         }

@@ -506,3 +506,63 @@ fn leader_addr_of_nodes(c: &DevCluster) -> String {
         .addr
         .clone()
 }
+
+/// `[security] identity = "certificate"`: a session's user must be its certificate's name
+/// and its host one the certificate names; a self-asserted name that disagrees is
+/// refused, and so is a caller without a certificate. Under the default (FlexLM's
+/// self-asserted identity) anyone may claim "ann" and share her seat under DUP_GROUP=U.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_identity_refuses_a_claimed_name() {
+    let (d, c) = cluster(DevOptions {
+        identity: tally_server::config::Identity::Certificate,
+        ..Default::default()
+    })
+    .await;
+    let pki = d.path().join("pki");
+    let ca = tally_pki::load_dir(&pki).unwrap();
+    tally_pki::issue_into(&ca, &pki, tally_pki::Role::Client, "ann", &["ws1"], 1).unwrap();
+    let tag = std::sync::atomic::AtomicU8::new(40);
+    let open = |who: Option<&str>, user: &str, host: &str| {
+        let cluster = Cluster::new(&c.endpoints, opts(tls(d.path(), who))).unwrap();
+        let client = tag.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (user, host) = (user.to_owned(), host.to_owned());
+        async move {
+            cluster
+                .call("open", |ch| {
+                    let (user, host) = (user.clone(), host.clone());
+                    async move {
+                        LicensingClient::new(ch)
+                            .open_session(pb::OpenSessionRequest {
+                                request: request(client, 1),
+                                user,
+                                host,
+                                secret: vec![3; 32],
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                })
+                .await
+        }
+    };
+    let ann = open(Some("ann"), "ann", "ws1").await.unwrap();
+    assert_refused(
+        open(Some("ann"), "bob", "ws1").await,
+        Code::PermissionDenied,
+        "the session names user \"bob\", but your certificate is \"ann\"",
+    );
+    assert_refused(
+        open(Some("ann"), "ann", "laptop").await,
+        Code::PermissionDenied,
+        "does not vouch for (it names: ws1)",
+    );
+    assert_refused(
+        open(None, "ann", "ws1").await,
+        Code::Unauthenticated,
+        "takes identities from client certificates",
+    );
+    // An administrator may open a session in any name (tallyctl checkout --user).
+    let carol = open(Some("dev-admin"), "carol", "anywhere").await.unwrap();
+    assert_ne!(carol.session_id, ann.session_id);
+    c.stop().await;
+}

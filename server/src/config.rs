@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// a test bench on loopback; logged loudly at start.
     pub insecure_plaintext: bool,
     pub limits: Limits,
+    /// How far this node's wall clock may be off its peers' before it refuses to lead
+    /// (CockroachDB's max offset, same default). Ledger time is the leader's clock, so a
+    /// node whose clock is years ahead would expire every license if it led. The bound
+    /// is on disagreement between nodes: NTP keeps healthy clocks within milliseconds.
+    pub max_clock_offset_ms: u64,
 }
 
 /// PEM files of one node's TLS identity (paths, read at start).
@@ -112,6 +117,7 @@ impl Default for NodeConfig {
             require_client_cert: false,
             insecure_plaintext: false,
             limits: Limits::default(),
+            max_clock_offset_ms: 500,
         }
     }
 }
@@ -206,6 +212,14 @@ impl NodeConfig {
                 "must lie between min_ttl_ms and max_ttl_ms",
             ));
         }
+        // A lease must not be stretched or cut by more than a fraction of the shortest
+        // TTL when leadership passes between nodes whose clocks differ by the bound.
+        if self.max_clock_offset_ms == 0 || self.max_clock_offset_ms >= self.min_ttl_ms {
+            return Err(bad(
+                "max_clock_offset_ms",
+                format!("must be > 0 and below min_ttl_ms ({} ms)", self.min_ttl_ms),
+            ));
+        }
         if self.snapshot_every == 0 {
             return Err(bad("snapshot_every", "must be at least 1"));
         }
@@ -248,6 +262,10 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_log_after_snapshot,
             install_snapshot_timeout: 10_000,
+            // Closed until the clock monitor finds this node's clock agrees with a
+            // quorum (`clock::pinger`): no campaign on an unchecked clock.
+            enable_elect: false,
+            enable_heartbeat: false,
             ..Default::default()
         };
         c.validate().map_err(|e| bad("raft", e.to_string()))
@@ -284,6 +302,7 @@ pub struct FileConfig {
     pub require_client_cert: Option<bool>,
     pub insecure_plaintext: Option<bool>,
     pub limits: Option<Limits>,
+    pub max_clock_offset_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -337,6 +356,7 @@ impl FileConfig {
             require_client_cert: self.require_client_cert.unwrap_or(d.require_client_cert),
             insecure_plaintext: self.insecure_plaintext.unwrap_or(d.insecure_plaintext),
             limits: self.limits.unwrap_or(d.limits),
+            max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             dial: self
                 .dial
                 .into_iter()
@@ -367,7 +387,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 11] = [
+        let cases: [(Breaker, &str); 13] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -378,6 +398,8 @@ mod tests {
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
             (|c| c.require_client_cert = true, "require_client_cert"),
+            (|c| c.max_clock_offset_ms = 0, "max_clock_offset_ms"),
+            (|c| c.max_clock_offset_ms = 1_000, "max_clock_offset_ms"),
             (
                 |c| {
                     c.tls = Some(TlsFiles {
@@ -398,10 +420,13 @@ mod tests {
 
     #[test]
     fn toml_files_apply_over_defaults_and_typos_are_named() {
-        let f =
-            FileConfig::parse("id = 2\nlisten = \"127.0.0.1:27001\"\ndata_dir = \"n2\"\n").unwrap();
+        let f = FileConfig::parse(
+            "id = 2\nlisten = \"127.0.0.1:27001\"\ndata_dir = \"n2\"\nmax_clock_offset_ms = 250\n",
+        )
+        .unwrap();
         let c = f.into_config(std::path::Path::new("/srv")).unwrap();
         assert_eq!((c.id, c.listen.as_str()), (2, "127.0.0.1:27001"));
+        assert_eq!(c.max_clock_offset_ms, 250);
         assert_eq!(c.data_dir, PathBuf::from("/srv/n2"));
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
         let e = FileConfig::parse("id = 2\nelection_mni_ms = 5\n").unwrap_err();

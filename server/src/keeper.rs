@@ -198,9 +198,14 @@ impl Keeper {
     fn establish(&self, shared: &Shared) -> Option<u64> {
         let m = shared.raft.metrics().borrow().clone();
         let mut st = self.lock();
-        if m.state != ServerState::Leader {
+        // A leader whose clock is off proposes nothing (`Shared::propose`) and is about
+        // to lose its lease: idle, and reload from the checkpoints if it recovers.
+        if m.state != ServerState::Leader || shared.clock.check().is_err() {
             if st.term.is_some() {
-                tracing::info!(term = st.term, "lease keeper idle: no longer the leader");
+                tracing::info!(
+                    term = st.term,
+                    "lease keeper idle: no longer the leader, or its clock is off"
+                );
             }
             *st = State::default();
             return None;
@@ -420,6 +425,8 @@ pub fn sure_leader(shared: &Shared) -> bool {
     m.state == ServerState::Leader
         && m.millis_since_quorum_ack
             .is_some_and(|ms| ms < shared.cfg.election_min_ms)
+        // Its deadlines are on its wall clock: promise none while that is off.
+        && shared.clock.check().is_ok()
 }
 
 #[cfg(test)]

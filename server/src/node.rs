@@ -16,6 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 use tracing::Instrument as _;
 
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::keeper::{now_ms, Keeper};
 use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE};
@@ -33,6 +34,9 @@ pub struct Shared {
     pub log: store::LogStore,
     pub cfg: Arc<NodeConfig>,
     pub keeper: Arc<Keeper>,
+    /// Whether this node's wall clock agrees with its peers': it proposes nothing and
+    /// does not lead while not.
+    pub clock: Clock,
     /// Fires when the node stops, so long-running calls (queued checkouts) end at once
     /// instead of holding up a graceful shutdown.
     pub shutdown: broadcast::Sender<()>,
@@ -65,15 +69,25 @@ pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
 
 impl Shared {
     /// Proposes an op stamped with this leader's clock and waits for it to be applied.
+    /// Refused (UNAVAILABLE, so clients try another node) while this node leads with a
+    /// clock that disagrees with its peers': its time must not reach the log.
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
-        match self
-            .raft
-            .client_write(Command {
-                at_ms: now_ms(),
-                op,
-            })
-            .await
-        {
+        let at_ms = match self.clock.checked_now() {
+            Ok(now) => now,
+            Err(why) => {
+                let leader = self.raft.metrics().borrow().current_leader;
+                if leader.is_none() || leader == Some(self.id) {
+                    return Err(Status::unavailable(format!(
+                        "node {} proposes nothing while its clock is off: {why}",
+                        self.id
+                    )));
+                }
+                // A follower: Raft refuses with the leader's address, for the client
+                // to follow; the time is never used.
+                now_ms()
+            }
+        };
+        match self.raft.client_write(Command { at_ms, op }).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))
@@ -112,6 +126,8 @@ pub struct NodeHandle {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     /// Awaited on stop: it holds the state machine, and so the database file's lock.
     keeper: tokio::task::JoinHandle<()>,
+    /// The clock pinger.
+    pinger: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -124,6 +140,7 @@ impl NodeHandle {
             let _ = h.await;
         }
         let _ = self.keeper.await;
+        let _ = self.pinger.await;
         let _ = self.shared.raft.shutdown().await;
     }
 }
@@ -175,6 +192,8 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         cfg.dial.clone(),
         tls.as_ref().map(TlsMaterial::peer_client),
     )?;
+    // The clock pinger reaches peers over Raft's own channels.
+    let pinger_network = network.clone();
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let shared = Shared {
@@ -182,6 +201,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         raft,
         sm,
         log,
+        clock: Clock::new(cfg.id, cfg.max_clock_offset_ms),
         cfg: Arc::new(cfg),
         keeper: Arc::new(Keeper::default()),
         shutdown: shutdown.clone(),
@@ -196,6 +216,16 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .run(shared.clone(), shutdown.subscribe())
             .instrument(node_span.clone()),
     );
+    let pinger = tokio::spawn(
+        crate::clock::pinger::run(
+            shared.id,
+            shared.clock.clone(),
+            shared.raft.clone(),
+            pinger_network,
+            shutdown.subscribe(),
+        )
+        .instrument(node_span.clone()),
+    );
 
     let secure = tls.is_some();
     let require_cert = shared.cfg.require_client_cert;
@@ -204,6 +234,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     let raft_svc = InterceptedService::new(
         RaftServer::new(RaftService {
             raft: shared.raft.clone(),
+            clock: shared.clock.clone(),
         })
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE),
@@ -280,6 +311,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         shutdown,
         server,
         keeper,
+        pinger,
     })
 }
 

@@ -193,16 +193,26 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
     if ctx.json {
         let v: Vec<_> = nodes
             .iter()
-            .map(|(n, own)| match own {
-                Ok(o) => serde_json::json!({
-                    "id": n.id, "addr": n.grpc_addr, "role": role_name(o.role),
-                    "term": o.term, "last_log_index": o.last_log_index,
-                    "applied_index": o.applied_index, "healthy": true,
-                }),
-                Err(e) => serde_json::json!({
-                    "id": n.id, "addr": n.grpc_addr, "role": role_name(n.role),
-                    "healthy": false, "error": e,
-                }),
+            .map(|(n, own)| {
+                let mut j = match own {
+                    Ok(o) => serde_json::json!({
+                        "id": n.id, "addr": n.grpc_addr, "role": role_name(o.role),
+                        "term": o.term, "last_log_index": o.last_log_index,
+                        "applied_index": o.applied_index, "healthy": true,
+                    }),
+                    Err(e) => serde_json::json!({
+                        "id": n.id, "addr": n.grpc_addr, "role": role_name(n.role),
+                        "healthy": false, "error": e,
+                    }),
+                };
+                let c = Clock::of(n, own.as_ref().ok());
+                if let Some(m) = j.as_object_mut() {
+                    m.insert("clock_offset_ms".into(), c.offset_ms.into());
+                    m.insert("clock_measured_ms_ago".into(), c.measured_ms_ago.into());
+                    m.insert("clock_ok".into(), c.ok.into());
+                    m.insert("clock_problem".into(), c.problem.into());
+                }
+                j
             })
             .collect();
         println!(
@@ -211,6 +221,8 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
                 "leader_id": leader_id, "term": term, "nodes": v,
                 "voters": first.voters, "learners": first.learners,
                 "cluster_id": first.cluster_id,
+                "max_clock_offset_ms": first.max_clock_offset_ms,
+                "clock_reference": first.answered_by,
             })
         );
         return Ok(());
@@ -221,40 +233,89 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         format!("node {leader_id}")
     };
     println!("leader: {leader}, term {term}");
-    if !first.cluster_id.is_empty() {
+    if first.cluster_id.is_empty() {
+        println!("cluster id: none yet (the first leader makes it)");
+    } else {
         println!(
             "cluster id: {} (for CLUSTER= locked licenses)",
             first.cluster_id
         );
     }
+    println!(
+        "clock: each node's wall clock minus node {}'s, as node {} measured it; a node more than {} ms off a quorum does not lead",
+        first.answered_by, first.answered_by, first.max_clock_offset_ms
+    );
     let rows: Vec<Vec<String>> = nodes
         .iter()
-        .map(|(n, own)| match own {
-            Ok(o) => vec![
-                n.id.to_string(),
-                n.grpc_addr.clone(),
-                role_name(o.role).into(),
-                o.term.to_string(),
-                o.last_log_index.to_string(),
-                o.applied_index.to_string(),
-                "ok".into(),
-            ],
-            Err(e) => vec![
-                n.id.to_string(),
-                n.grpc_addr.clone(),
-                role_name(n.role).into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                format!("DOWN: {e}"),
-            ],
+        .map(|(n, own)| {
+            let mut row = match own {
+                Ok(o) => vec![
+                    n.id.to_string(),
+                    n.grpc_addr.clone(),
+                    role_name(o.role).into(),
+                    o.term.to_string(),
+                    o.last_log_index.to_string(),
+                    o.applied_index.to_string(),
+                    "ok".into(),
+                ],
+                Err(e) => vec![
+                    n.id.to_string(),
+                    n.grpc_addr.clone(),
+                    role_name(n.role).into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("DOWN: {e}"),
+                ],
+            };
+            row.push(Clock::of(n, own.as_ref().ok()).cell());
+            row
         })
         .collect();
     table(
         &[
-            "ID", "ADDRESS", "ROLE", "TERM", "LAST LOG", "APPLIED", "HEALTH",
+            "ID", "ADDRESS", "ROLE", "TERM", "LAST LOG", "APPLIED", "HEALTH", "CLOCK",
         ],
         &rows,
     );
     Ok(())
+}
+
+/// One node's clock in status: the offset as the reference node (the one that answered
+/// the membership question) measured it, and the node's own verdict when it answered
+/// itself, else what it last told the reference node.
+#[derive(Debug)]
+struct Clock {
+    offset_ms: Option<i64>,
+    measured_ms_ago: u64,
+    ok: bool,
+    problem: String,
+}
+
+impl Clock {
+    fn of(reference: &pb::NodeStatus, own: Option<&pb::NodeStatus>) -> Clock {
+        let verdict = own.unwrap_or(reference);
+        Clock {
+            offset_ms: reference.clock_offset_ms,
+            measured_ms_ago: reference.clock_measured_ms_ago,
+            ok: verdict.clock_ok,
+            problem: verdict.clock_problem.clone(),
+        }
+    }
+
+    /// `+0 ms`, `+157680000123 ms BAD: <why>`, `?` when never measured. The reason is
+    /// cut to its first clause (who is off by how much); `--json` has all of it.
+    fn cell(&self) -> String {
+        let Some(off) = self.offset_ms else {
+            return "?".into();
+        };
+        if self.ok {
+            format!("{off:+} ms")
+        } else if self.problem.is_empty() {
+            format!("{off:+} ms (no verdict yet)")
+        } else {
+            let short = self.problem.split(';').next().unwrap_or_default();
+            format!("{off:+} ms BAD: {short}")
+        }
+    }
 }

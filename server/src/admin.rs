@@ -58,6 +58,7 @@ impl admin_server::Admin for Admin {
                 // The leader knows how far each follower's log matches its own.
                 let matched = matched_index(&m, *id);
                 let own = *id == self.shared.id;
+                let clock = self.shared.clock.member(*id);
                 pb::NodeStatus {
                     id: *id,
                     grpc_addr: n.addr.clone(),
@@ -77,7 +78,10 @@ impl admin_server::Admin for Admin {
                     },
                     reachable: own || matched.is_some() || m.replication.is_none(),
                     error: String::new(),
-                    ..Default::default()
+                    clock_offset_ms: clock.offset_ms,
+                    clock_measured_ms_ago: clock.measured_ms_ago,
+                    clock_ok: clock.ok,
+                    clock_problem: clock.problem,
                 }
             })
             .collect();
@@ -96,7 +100,7 @@ impl admin_server::Admin for Admin {
                 .cluster_id()
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
-            max_clock_offset_ms: 0,
+            max_clock_offset_ms: self.shared.cfg.max_clock_offset_ms,
         }))
     }
 

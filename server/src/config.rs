@@ -61,9 +61,12 @@ pub struct NodeConfig {
     pub max_queue_wait_ms: u64,
     /// Where a session's user and host come from (`[security] identity`).
     pub identity: Identity,
-    /// The most two nodes' wall clocks may disagree (like CockroachDB's max offset): a
-    /// node whose clock is off a quorum of its peers' by more does not lead, and a new
-    /// leader's first entry time may run ahead of what it saw passing by at most this.
+    /// How far this node's wall clock may be off its peers' before it refuses to lead
+    /// (CockroachDB's max offset, same default). Ledger time is the leader's clock, so a
+    /// node whose clock is years ahead would expire every license if it led. The bound
+    /// is on disagreement between nodes: NTP keeps healthy clocks within milliseconds.
+    /// A new leader's first entry time may also run ahead of what it saw passing by
+    /// at most this (see `shared::TermClock`).
     pub max_clock_offset_ms: u64,
 }
 
@@ -277,6 +280,14 @@ impl NodeConfig {
                 "must be at least 1: it bounds every queued checkout's wait",
             ));
         }
+        // A lease must not be stretched or cut by more than a fraction of the shortest
+        // TTL when leadership passes between nodes whose clocks differ by the bound.
+        if self.max_clock_offset_ms == 0 || self.max_clock_offset_ms >= self.min_ttl_ms {
+            return Err(bad(
+                "max_clock_offset_ms",
+                format!("must be > 0 and below min_ttl_ms ({} ms)", self.min_ttl_ms),
+            ));
+        }
         if self.snapshot_every == 0 {
             return Err(bad("snapshot_every", "must be at least 1"));
         }
@@ -335,6 +346,10 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_log_after_snapshot,
             install_snapshot_timeout: 10_000,
+            // Closed until the clock monitor finds this node's clock agrees with a
+            // quorum (`clock::pinger`): no campaign on an unchecked clock.
+            enable_elect: false,
+            enable_heartbeat: false,
             ..Default::default()
         };
         c.validate().map_err(|e| bad("raft", e.to_string()))
@@ -464,7 +479,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 15] = [
+        let cases: [(Breaker, &str); 17] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -479,6 +494,8 @@ mod tests {
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),
             (|c| c.default_ttl_ms = 10, "default_ttl_ms"),
             (|c| c.require_client_cert = true, "require_client_cert"),
+            (|c| c.max_clock_offset_ms = 0, "max_clock_offset_ms"),
+            (|c| c.max_clock_offset_ms = 1_000, "max_clock_offset_ms"),
             (
                 |c| {
                     c.tls = Some(TlsFiles {
@@ -514,10 +531,13 @@ mod tests {
 
     #[test]
     fn toml_files_apply_over_defaults_and_typos_are_named() {
-        let f =
-            FileConfig::parse("id = 2\nlisten = \"127.0.0.1:27001\"\ndata_dir = \"n2\"\n").unwrap();
+        let f = FileConfig::parse(
+            "id = 2\nlisten = \"127.0.0.1:27001\"\ndata_dir = \"n2\"\nmax_clock_offset_ms = 250\n",
+        )
+        .unwrap();
         let c = f.into_config(std::path::Path::new("/srv")).unwrap();
         assert_eq!((c.id, c.listen.as_str()), (2, "127.0.0.1:27001"));
+        assert_eq!(c.max_clock_offset_ms, 250);
         assert_eq!(c.data_dir, PathBuf::from("/srv/n2"));
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
         let f = FileConfig::parse("[security]\nidentity = \"certificate\"\n").unwrap();

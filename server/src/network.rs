@@ -98,18 +98,37 @@ impl Network {
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
+
+    /// A Raft client for a peer over its cached channel (dialled at its `dial` override
+    /// if there is one), for calls outside openraft's replication (the clock pinger).
+    /// Stamp each request with [`Network::stamp`].
+    pub(crate) fn raft_client(
+        &self,
+        target: NodeId,
+        node: &TallyNode,
+    ) -> Result<RaftClient<Channel>, String> {
+        let addr = self.dial.get(&target).unwrap_or(&node.addr);
+        self.channel(addr).map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+        })
+    }
+
+    /// Adds the metadata every Raft call carries: this node's cluster name and id, which
+    /// the peer's guard checks.
+    pub(crate) fn stamp<T>(&self, req: &mut Request<T>) {
+        req.metadata_mut()
+            .insert(CLUSTER_METADATA, self.cluster.clone());
+        req.metadata_mut().insert(SENDER_METADATA, self.me.clone());
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &TallyNode) -> Peer {
-        let addr = self.dial.get(&target).unwrap_or(&node.addr).clone();
-        let client = self.channel(&addr).map(|ch| {
-            RaftClient::new(ch)
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE)
-        });
+        let client = self.raft_client(target, node);
         Peer {
             target,
             client,
@@ -259,9 +278,11 @@ fn tokio_stream_iter(
     tonic::codegen::tokio_stream::iter(chunks)
 }
 
-/// The server side of the Raft service: decodes, hands to openraft, encodes the result.
+/// The server side of the Raft service: decodes, hands to openraft, encodes the result;
+/// and answers clock pings from the node's clock monitor.
 pub struct RaftService {
     pub raft: Raft,
+    pub clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -302,14 +323,23 @@ impl raft_server::Raft for RaftService {
         encode(&self.raft.vote(rpc).await)
     }
 
+    /// This node's wall time, read as late as possible (the caller brackets it with its
+    /// round trip), and its own verdict on its clock, for the caller's status.
     async fn clock(
         &self,
-        _: Request<tally_proto::v1::ClockPing>,
+        req: Request<tally_proto::v1::ClockPing>,
     ) -> Result<Response<tally_proto::v1::ClockPong>, Status> {
+        let h = self.clock.health();
+        let wall_ms = crate::shared::wall_ms();
+        tracing::trace!(
+            caller_wall_ms = req.into_inner().sent_wall_ms,
+            wall_ms,
+            "clock ping"
+        );
         Ok(Response::new(tally_proto::v1::ClockPong {
-            wall_ms: crate::shared::wall_ms(),
-            clock_ok: true,
-            clock_problem: String::new(),
+            wall_ms,
+            clock_ok: h.ok(),
+            clock_problem: h.problem().unwrap_or_default(),
         }))
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tonic::service::interceptor::InterceptedService;
 use tracing::Instrument as _;
 
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::network::{Network, RaftService, MAX_RAFT_MESSAGE};
 use crate::security::{Guard, RateLimiter, Service, TlsMaterial};
@@ -33,6 +34,8 @@ pub struct NodeHandle {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     /// Awaited on stop: it holds the state machine, and so the database file's lock.
     keeper: tokio::task::JoinHandle<()>,
+    /// The clock pinger.
+    pinger: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -59,6 +62,7 @@ impl NodeHandle {
             let _ = h.await;
         }
         let _ = self.keeper.await;
+        let _ = self.pinger.await;
         let _ = self.shared.raft.shutdown().await;
     }
 }
@@ -110,9 +114,20 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         cfg.dial.clone(),
         tls.as_ref().map(TlsMaterial::peer_client),
     )?;
+    // The clock pinger reaches peers over Raft's own channels.
+    let pinger_network = network.clone();
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
-    let shared = Shared::new(cfg.id, raft, sm, log, Arc::new(cfg), shutdown.clone());
+    let clock = Clock::new(cfg.id, cfg.max_clock_offset_ms);
+    let shared = Shared::new(
+        cfg.id,
+        raft,
+        sm,
+        log,
+        Arc::new(cfg),
+        clock,
+        shutdown.clone(),
+    );
 
     // Every log line of this node carries its id: `tallyd dev` runs three in one process.
     let node_span = tracing::info_span!("node", id = shared.id);
@@ -123,6 +138,16 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .run(shared.clone(), shutdown.subscribe())
             .instrument(node_span.clone()),
     );
+    let pinger = tokio::spawn(
+        crate::clock::pinger::run(
+            shared.id,
+            shared.clock.clone(),
+            shared.raft.clone(),
+            pinger_network,
+            shutdown.subscribe(),
+        )
+        .instrument(node_span.clone()),
+    );
 
     let secure = tls.is_some();
     let require_cert = shared.cfg.require_client_cert;
@@ -131,6 +156,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     let raft_svc = InterceptedService::new(
         RaftServer::new(RaftService {
             raft: shared.raft.clone(),
+            clock: shared.clock.clone(),
         })
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE),
@@ -217,6 +243,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         shutdown,
         server,
         keeper,
+        pinger,
     })
 }
 

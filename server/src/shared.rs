@@ -12,6 +12,7 @@ use tally_proto::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use tokio::sync::broadcast;
 use tonic::Status;
 
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::keeper::Keeper;
 use crate::store::{self, StateMachine};
@@ -27,11 +28,14 @@ pub struct Shared {
     pub log: store::LogStore,
     pub cfg: Arc<NodeConfig>,
     pub keeper: Arc<Keeper>,
+    /// Whether this node's wall clock agrees with its peers': it proposes nothing and
+    /// does not lead while not.
+    pub clock: Clock,
     /// Fires when the node stops, so long-running calls (queued checkouts) end at once
     /// instead of holding up a graceful shutdown.
     pub shutdown: broadcast::Sender<()>,
     /// The leader's clock for its term; see [`TermClock`].
-    clock: Arc<TermClock>,
+    term_clock: Arc<TermClock>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -86,6 +90,7 @@ impl Shared {
         sm: StateMachine,
         log: store::LogStore,
         cfg: Arc<NodeConfig>,
+        clock: Clock,
         shutdown: broadcast::Sender<()>,
     ) -> Shared {
         Shared {
@@ -95,8 +100,9 @@ impl Shared {
             log,
             cfg,
             keeper: Arc::new(Keeper::default()),
+            clock,
             shutdown,
-            clock: Arc::new(TermClock::default()),
+            term_clock: Arc::new(TermClock::default()),
         }
     }
 
@@ -105,10 +111,13 @@ impl Shared {
         self.raft.metrics().borrow().clone()
     }
 
+    /// A leader whose clock disagrees with its peers' is not acting as one: it is about
+    /// to lose its lease (it stopped heartbeating), proposes nothing, and its keeper idles
+    /// until it recovers (then reloads from the checkpoints).
     pub fn role(&self) -> Role {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        if m.state != ServerState::Leader {
+        if m.state != ServerState::Leader || self.clock.check().is_err() {
             return Role::Other;
         }
         Role::Leader {
@@ -144,6 +153,9 @@ impl Shared {
         m.state == ServerState::Leader
             && m.millis_since_quorum_ack
                 .is_some_and(|ms| ms < self.cfg.election_min_ms)
+            // Its deadlines run from a clock its peers must agree with: promise none
+            // while they do not.
+            && self.clock.check().is_ok()
     }
 
     /// The cluster's time as this node should use it: while it leads, its term clock
@@ -152,15 +164,27 @@ impl Shared {
         match self.role() {
             Role::Leader { term, .. } => {
                 let live = self.sm.read().live_entry;
-                self.clock.now(term, live, self.cfg.max_clock_offset_ms)
+                self.term_clock
+                    .now(term, live, self.cfg.max_clock_offset_ms)
             }
             Role::Other => wall_ms(),
         }
     }
 
     /// Proposes an op stamped with this leader's term clock and waits for it to be
-    /// applied.
+    /// applied. Refused (UNAVAILABLE, so clients try another node) while this node
+    /// leads, or knows no leader, with a clock that disagrees with its peers': its time
+    /// must not reach the log. On a follower Raft refuses with the leader's address.
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
+        if let Err(why) = self.clock.check() {
+            let leader = self.raft.metrics().borrow().current_leader;
+            if leader.is_none() || leader == Some(self.id) {
+                return Err(Status::unavailable(format!(
+                    "node {} proposes nothing while its clock is off: {why}",
+                    self.id
+                )));
+            }
+        }
         let cmd = Command {
             at_ms: self.now_ms(),
             op,

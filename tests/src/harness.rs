@@ -36,6 +36,10 @@ pub const MAX_LINGER_MS: u64 = 2_000;
 /// Seats per feature in [`LICENSE`] (none has overdraft).
 pub const SEATS: [(&str, u64); 3] = [("alpha", 3), ("beta", 2), ("gamma", 1)];
 
+/// Extra environment variables for some nodes' processes, by node id (libfaketime's,
+/// say), kept across restarts.
+pub type NodeEnv = BTreeMap<u64, Vec<(String, String)>>;
+
 /// One `tallyd` process and its proxies.
 #[derive(Debug)]
 struct Node {
@@ -43,6 +47,7 @@ struct Node {
     client_proxy: Proxy,
     config: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -54,6 +59,9 @@ pub struct Harness {
     links: BTreeMap<(u64, u64), Proxy>,
     /// The client proxies' addresses: what clients connect to.
     pub endpoints: Vec<String>,
+    /// Signs licenses for [`Harness::load_license`]; its public half is the nodes'
+    /// vendor key for vendor `demo`.
+    key: VendorSigningKey,
 }
 
 /// What the nodes are told; fast timings so faults resolve within a test.
@@ -63,6 +71,11 @@ pub const ELECTION_MAX_MS: u64 = 600;
 impl Harness {
     /// Starts `n` nodes with data under `dir`, forms the cluster, loads [`LICENSE`].
     pub async fn start(dir: &Path, n: u64) -> anyhow::Result<Harness> {
+        Harness::start_with(dir, n, NodeEnv::new()).await
+    }
+
+    /// [`Harness::start`], with extra environment variables for some nodes.
+    pub async fn start_with(dir: &Path, n: u64, mut env: NodeEnv) -> anyhow::Result<Harness> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         let key = VendorSigningKey::from_bytes(&secret);
@@ -130,6 +143,7 @@ impl Harness {
                     client_proxy,
                     config,
                     log: dir.join(format!("node{id}.log")),
+                    env: env.remove(id).unwrap_or_default(),
                     child: None,
                 },
             );
@@ -148,6 +162,7 @@ impl Harness {
             nodes,
             links,
             endpoints,
+            key: key.clone(),
         };
         let init = h
             .nodes
@@ -159,17 +174,23 @@ impl Harness {
             h.spawn(id, (id == 1).then_some(init.as_str()))?;
         }
         h.wait_leader(Duration::from_secs(20)).await?;
-        let text = sign_file(LICENSE, &key)?;
-        h.cluster(Duration::from_secs(20))?
+        h.load_license("harness.lic", LICENSE).await?;
+        Ok(h)
+    }
+
+    /// Signs `text` (vendor `demo`) and loads it under `source` through the leader.
+    pub async fn load_license(&self, source: &str, text: &str) -> anyhow::Result<()> {
+        let text = sign_file(text, &self.key)?;
+        self.cluster(Duration::from_secs(20))?
             .call("load license", |ch| {
                 let req = LoadLicenseRequest {
-                    source: "harness.lic".into(),
+                    source: source.into(),
                     text: text.clone(),
                 };
                 async move { AdminClient::new(ch).load_license(req).await }
             })
             .await?;
-        Ok(h)
+        Ok(())
     }
 
     fn spawn(&mut self, id: u64, init: Option<&str>) -> anyhow::Result<()> {
@@ -184,6 +205,7 @@ impl Harness {
             cmd.args(["--init", init]);
         }
         let child = cmd
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -58,7 +58,27 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     for n in nodes {
         assert!(n["id"].is_u64() && n["addr"].is_string(), "{n}");
         assert!(["leader", "follower"].contains(&n["role"].as_str().unwrap()));
+        // The clock columns: an offset (null until measured), and the node's verdict.
+        assert!(
+            n["clock_offset_ms"].is_i64() || n["clock_offset_ms"].is_null(),
+            "{n}"
+        );
+        assert!(
+            n["clock_ok"].is_boolean() && n["clock_problem"].is_string(),
+            "{n}"
+        );
     }
+    assert_eq!(st["max_clock_offset_ms"], 500, "{st}");
+    assert!(
+        st["cluster_id"].is_string() && st["clock_reference"].is_u64(),
+        "{st}"
+    );
+    let text = tallyctl(&cluster, &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("\ncluster id: ") && text.contains("CLOCK"),
+        "{text}"
+    );
 
     // The vendor signs a second file with the cluster's key; the admin loads it.
     std::fs::write(

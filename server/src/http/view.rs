@@ -27,6 +27,10 @@ pub struct View {
     pub leases: u64,
     pub members: Vec<Member>,
     pub features: Vec<Feature>,
+    /// Why this node's clock may not lead (`None`: it agrees with a quorum of voters).
+    pub clock_problem: Option<String>,
+    /// Each measured peer's wall clock minus this node's (ms).
+    pub clock_offsets: Vec<(u64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,18 +109,28 @@ impl View {
             leases,
             members,
             features,
+            clock_problem: shared.clock.check().err(),
+            clock_offsets: shared
+                .clock
+                .estimates()
+                .into_iter()
+                .map(|(id, e)| (id, e.offset_ms))
+                .collect(),
         }
     }
 
-    /// Ready to serve: part of a cluster that has a leader, and if this node is that
-    /// leader, one a quorum still follows. Otherwise the reason, for the load balancer's
-    /// log and the person reading it.
+    /// Ready to serve: part of a cluster that has a leader, with a clock that agrees with
+    /// its peers', and if this node is that leader, one a quorum still follows.
+    /// Otherwise the reason, for the load balancer's log and the person reading it.
     pub fn readiness(&self) -> Result<String, String> {
         if self.leader == 0 {
             return Err(format!(
                 "node {} knows no leader (term {}): an election is running, or this node cannot reach a quorum",
                 self.node, self.term
             ));
+        }
+        if let Some(p) = &self.clock_problem {
+            return Err(format!("node {}'s clock is off: {p}", self.node));
         }
         if self.leader == self.node && !self.sure_leader {
             return Err(format!(
@@ -186,6 +200,21 @@ impl View {
             "tally_raft_member_matched_index",
             "Leader only: the last index each member's log matches.",
             &matched,
+        );
+        gauge(
+            "tally_clock_ok",
+            "1 if this node's wall clock agrees with a quorum of the voters' (it may lead).",
+            &one(u64::from(self.clock_problem.is_none())),
+        );
+        let offsets: Vec<(String, String)> = self
+            .clock_offsets
+            .iter()
+            .map(|(id, off)| (format!("{{peer=\"{id}\"}}"), off.to_string()))
+            .collect();
+        gauge(
+            "tally_clock_offset_ms",
+            "Each peer's wall clock minus this node's, as last measured.",
+            &offsets,
         );
         gauge(
             "tally_sessions",
@@ -296,7 +325,7 @@ impl View {
                 f.queued
             );
         }
-        o.push_str("</table><h2>Members</h2><table><tr><th>node</th><th>address</th><th>role</th><th>log matched (as the leader sees it)</th></tr>");
+        o.push_str("</table><h2>Members</h2><table><tr><th>node</th><th>address</th><th>role</th><th>log matched (as the leader sees it)</th><th>clock (minus this node's)</th></tr>");
         for m in &self.members {
             let role = if m.id == self.leader {
                 "leader"
@@ -306,9 +335,17 @@ impl View {
                 "learner"
             };
             let matched = m.matched.map_or("-".to_owned(), |i| i.to_string());
+            let clock = if m.id == self.node {
+                "this node".to_owned()
+            } else {
+                self.clock_offsets
+                    .iter()
+                    .find(|(id, _)| *id == m.id)
+                    .map_or("?".to_owned(), |(_, off)| format!("{off:+} ms"))
+            };
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{role}</td><td>{matched}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{role}</td><td>{matched}</td><td>{clock}</td></tr>",
                 m.id,
                 html(&m.addr)
             );
@@ -393,6 +430,39 @@ mod tests {
             ..view()
         };
         assert!(leader.readiness().is_ok());
+        let skewed = View {
+            clock_problem: Some("this node's clock is 30000 ms ahead of node 1".into()),
+            ..view()
+        };
+        let e = skewed.readiness().unwrap_err();
+        assert!(
+            e.contains("clock is off") && e.contains("30000 ms ahead of node 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clock_metrics_show_the_verdict_and_each_peers_offset() {
+        let good = View {
+            clock_offsets: vec![(1, -3), (3, 157_680_000_123)],
+            ..view()
+        };
+        let m = good.metrics();
+        assert!(
+            m.contains("# TYPE tally_clock_ok gauge\ntally_clock_ok 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("# TYPE tally_clock_offset_ms gauge\n"));
+        assert!(m.contains("tally_clock_offset_ms{peer=\"1\"} -3\n"));
+        assert!(m.contains("tally_clock_offset_ms{peer=\"3\"} 157680000123\n"));
+        let bad = View {
+            clock_problem: Some("off".into()),
+            ..good
+        };
+        assert!(bad.metrics().contains("\ntally_clock_ok 0\n"));
+        let h = bad.dashboard();
+        assert!(h.contains("<td>-3 ms</td></tr>"), "{h}");
+        assert!(h.contains("NOT READY: node 2's clock is off"), "{h}");
     }
 
     #[test]
@@ -414,9 +484,13 @@ mod tests {
         assert!(m.contains("tally_raft_is_leader 0\n"));
         assert!(m.contains("tally_node_info{node=\"2\",cluster=\"acme\",state=\"follower\"} 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
-        for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let v = View {
+            clock_offsets: vec![(1, -7)],
+            ..v
+        };
+        for line in v.metrics().lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or("");
-            assert!(value.parse::<u64>().is_ok(), "{line}");
+            assert!(value.parse::<i64>().is_ok(), "{line}");
         }
         let free = View {
             features: vec![Feature {

@@ -28,7 +28,8 @@ use tokio::time::Instant;
 const FAKETIME_SO: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// A license that a clock five years ahead would find expired.
-const TERM_LICENSE: &str = "VENDOR demo\nFEATURE term demo 1.0 31-dec-2027 3\n";
+const TERM_LICENSE: &str =
+    "VENDOR demo\nFEATURE term demo 1.0 31-dec-2027 3\nFEATURE short demo 1.0 31-dec-2027 1 LINGER=2\n";
 
 /// The environment that runs a process on libfaketime, with `spec` in `FAKETIME` or a
 /// file. Monotonic time stays real: timers, Raft and RTTs are unaffected.
@@ -305,6 +306,54 @@ async fn a_node_with_a_wrong_clock_never_leads(spec: &str, ahead: bool) {
     );
     let term = features.features.iter().find(|f| f.name == "term").unwrap();
     assert_eq!(term.in_use, 2, "{term:?}");
+
+    // A client that crashes now has its seat back within TTL + linger + 2 s: the bad
+    // clock delays no reclaim (and hastens none: the TTL runs from the open, which is
+    // after `opening`).
+    let opening = tokio::time::Instant::now();
+    let crasher = Client::connect(
+        &h.endpoints,
+        ClientOptions {
+            user: "bob".into(),
+            host: "ws2".into(),
+            ttl: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let held = crasher
+        .checkout("short", CheckoutOptions::default())
+        .await
+        .unwrap();
+    std::mem::forget(held);
+    let crashed = tokio::time::Instant::now();
+    crasher.abandon();
+    let bound = Duration::from_millis(3_000 + 2_000 + 2_000);
+    loop {
+        let f = c
+            .call("features", |ch| async move {
+                AdminClient::new(ch)
+                    .list_features(ListFeaturesRequest {})
+                    .await
+            })
+            .await
+            .unwrap();
+        let short = f.features.iter().find(|f| f.name == "short").unwrap();
+        if short.in_use == 0 {
+            break;
+        }
+        assert!(
+            crashed.elapsed() < bound,
+            "the crashed client's seat was not back within TTL + linger + 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        opening.elapsed() >= Duration::from_millis(5_000),
+        "reclaimed {:?} after the open, before TTL + linger",
+        opening.elapsed()
+    );
 
     // The bad node still says why, and never led.
     let s = wait_node(&h, bad, Duration::from_secs(5), "its verdict", |s| {

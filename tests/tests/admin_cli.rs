@@ -271,3 +271,80 @@ fn the_failover_and_scale_benches_run_against_real_processes() {
     assert!(s["memory"].is_object(), "{s}");
     let _ = cluster.script("stop", None);
 }
+
+/// Membership from tallyctl: a fourth node (its certificate from the site CA) joins as a
+/// learner, becomes a voter, and is demoted again.
+#[test]
+fn a_fourth_node_joins_as_a_learner_then_votes_then_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    let d = cluster.dir.clone();
+    let pki = d.join("pki");
+    let o = tallyctl(
+        &cluster,
+        &[
+            "pki",
+            "issue",
+            pki.to_str().unwrap(),
+            "--role",
+            "peer",
+            "--name",
+            "node4",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // three-nodes.sh names its cluster after a checksum of its directory.
+    let sum = Command::new("bash")
+        .arg("-c")
+        .arg("printf %s \"$1\" | cksum | cut -d' ' -f1")
+        .arg("_")
+        .arg(&d)
+        .output()
+        .unwrap();
+    let name = format!("local-{}", String::from_utf8_lossy(&sum.stdout).trim());
+    let port = tally_tests::free_ports(1);
+    let addr = format!("127.0.0.1:{port}");
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_owned();
+    let node4 = Bg(Command::new(bin("tallyd"))
+        .args([
+            "run",
+            "--cluster-name",
+            &name,
+            "--id",
+            "4",
+            "--listen",
+            &addr,
+        ])
+        .args([
+            "--data",
+            d.join("node4").to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--vendor-key",
+            &format!("demo={}", d.join("vendor.pub").display()),
+        ])
+        .args(["--tls-cert", &p("node4.crt"), "--tls-key", &p("node4.key")])
+        .args(["--tls-ca", &p("ca.crt")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let add = tallyctl_json(&cluster, &["node", "add", "4", &addr]);
+    assert_eq!(add["voters"], serde_json::json!([1, 2, 3]), "{add}");
+    assert_eq!(add["learners"], serde_json::json!([4]), "{add}");
+    let voters = tallyctl_json(&cluster, &["node", "voters", "1,2,3,4"]);
+    assert_eq!(
+        voters["voters"],
+        serde_json::json!([1, 2, 3, 4]),
+        "{voters}"
+    );
+    let st = tallyctl_json(&cluster, &["status"]);
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 4, "{st}");
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3, 4]), "{st}");
+    let back = tallyctl_json(&cluster, &["node", "voters", "1,2,3"]);
+    assert_eq!(back["voters"], serde_json::json!([1, 2, 3]), "{back}");
+    drop(node4);
+    let _ = cluster.script("stop", None);
+}

@@ -148,6 +148,8 @@ pub struct FeatureLine {
     /// `CLUSTER=<id>`: the line counts only on the cluster with this identity (a FlexLM
     /// host id for a whole cluster). Signed like every keyword, so it cannot be removed.
     pub cluster: Option<ClusterId>,
+    /// `EDITION="name"`, `EDITION_CAP=n`, `EDITION_CLOSED`: see [`Edition`].
+    pub edition: Option<Edition>,
     /// 1-based line number in the source file where this directive started, for errors.
     pub line_no: u32,
 }
@@ -182,9 +184,24 @@ impl FeatureLine {
             term: TermPolicy::default(),
             signature: None,
             cluster: None,
+            edition: None,
             line_no,
         }
     }
+}
+
+/// A product edition, as the vendor signs it on a line (STARFACE's Compact and Free, say).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Edition {
+    /// `EDITION="Compact"`: the edition's name, for people.
+    pub name: String,
+    /// `EDITION_CAP=20`: the feature grants at most this many seats in all, whatever
+    /// packs are loaded; a load that would exceed it is refused.
+    pub cap: Option<u32>,
+    /// `EDITION_CLOSED`: the edition takes no packs (INCREMENT lines) and cannot be
+    /// combined with any other line of the feature: its seats are not carried into a
+    /// commercial license (unload it first).
+    pub closed: bool,
 }
 
 /// A cluster's identity: 64 random bits made when the cluster first forms, replicated in

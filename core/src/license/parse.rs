@@ -8,13 +8,13 @@ use base64::Engine as _;
 
 use super::lex::{logical_lines, Logical, Token};
 use super::{
-    ClusterId, Count, Date, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind,
-    Version,
+    ClusterId, Count, Date, DupGroup, Edition, Expiry, FeatureLine, LicenseFile, LicenseModel,
+    LineKind, Version,
 };
 use crate::Error;
 
 /// Keywords a FEATURE or INCREMENT line may carry, in the order errors list them.
-pub const KEYWORDS: [&str; 12] = [
+pub const KEYWORDS: [&str; 15] = [
     "LINGER",
     "DUP_GROUP",
     "OVERDRAFT",
@@ -27,6 +27,9 @@ pub const KEYWORDS: [&str; 12] = [
     "GRACE",
     "DEMO",
     "CLUSTER",
+    "EDITION",
+    "EDITION_CAP",
+    "EDITION_CLOSED",
 ];
 
 /// The named-user fair-use window when a bare `USER_BASED` gives none (the brief's
@@ -193,6 +196,13 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
         if !seen.insert(*known) {
             return Err(at(t, format!("{known} is given twice")));
         }
+        if *known == "EDITION_CLOSED" {
+            if value.is_some() {
+                return Err(at(t, "EDITION_CLOSED takes no value"));
+            }
+            line.edition.get_or_insert_with(Edition::default).closed = true;
+            continue;
+        }
         if *known == "USER_BASED" && value.is_none() {
             line.model = LicenseModel::NamedUser {
                 fair_use_days: DEFAULT_FAIR_USE_DAYS,
@@ -236,6 +246,15 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             "NOTICE" => line.notice = Some(value.to_owned()),
             "VENDOR_STRING" => line.vendor_string = Some(value.to_owned()),
             "SIGN" => line.signature = Some(signature(t, value)?),
+            "EDITION" => {
+                if value.is_empty() {
+                    return Err(at(t, "EDITION needs a name: EDITION=\"Compact\""));
+                }
+                line.edition.get_or_insert_with(Edition::default).name = value.to_owned();
+            }
+            "EDITION_CAP" => {
+                line.edition.get_or_insert_with(Edition::default).cap = Some(number(t, known, value)?)
+            }
             "CLUSTER" => {
                 line.cluster = Some(ClusterId::parse(value).ok_or_else(|| {
                     at(
@@ -245,6 +264,14 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
                 })?)
             }
             _ => return Err(at(t, format!("keyword {known} is not handled"))),
+        }
+    }
+    if let Some(e) = &line.edition {
+        if e.name.is_empty() {
+            return Err(end(
+                l,
+                "EDITION_CAP and EDITION_CLOSED belong to an edition: add EDITION=\"name\"",
+            ));
         }
     }
     if let (Some(start), Expiry::On(exp), Some(t)) = (line.start, line.expiry, start_tok) {

@@ -13,7 +13,8 @@
 //! the count as a number or `uncounted`, then the keywords that differ from their default,
 //! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
 //! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`,
-//! `CLUSTER` (16 lowercase hex digits);
+//! `CLUSTER` (16 lowercase hex digits), `EDITION` (quoted), `EDITION_CAP`, and a bare
+//! `EDITION_CLOSED`;
 //! strings always double-quoted, `"` and `\` escaped with `\`. The signed message is the
 //! canonical line prefixed by the domain tag `tally-license-v1\n`, so a signature made
 //! for anything else can never pass as a license signature.
@@ -93,6 +94,15 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
     }
     if let Some(c) = line.cluster {
         kw("CLUSTER", c.to_string());
+    }
+    if let Some(e) = &line.edition {
+        kw("EDITION", quote(&e.name));
+        if let Some(cap) = e.cap {
+            kw("EDITION_CAP", cap.to_string());
+        }
+        if e.closed {
+            out.push("EDITION_CLOSED".to_owned());
+        }
     }
     out
 }

@@ -173,11 +173,6 @@ pub fn load_error(e: &LoadError) -> Status {
             feature,
             line,
             what,
-        }
-        | LoadError::Unsupported {
-            feature,
-            line,
-            what,
         } => {
             format!("line {line} ({feature}): {what}")
         }

@@ -11,6 +11,7 @@
 
 mod clock;
 mod index;
+mod loads;
 mod pool;
 mod queue;
 mod revoke;

@@ -1,14 +1,13 @@
 //! Seats and leases: checkout (sharing, linger reuse, fresh seats), release and linger,
 //! reclaim, admin removal, and license loads that reshape the pools.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::index::Index;
 use super::{
-    DenyReason, DupKey, Duplicate, Event, Grant, Lease, LeaseId, Ledger, LoadError, ReleaseCause,
-    Reply, RequestId, Seat, SeatId, SessionId,
+    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, ReleaseCause, Reply, RequestId, Seat,
+    SeatId, SessionId,
 };
-use crate::license::{DupGroup, FeatureLine, LicenseFile, LicenseModel, Version};
+use crate::license::{DupGroup, Version};
 
 /// No single checkout may ask for more seats than this; larger counts are certainly
 /// garbled input, and refusing them keeps every sum far from overflow.
@@ -382,117 +381,5 @@ impl Ledger {
             self.free_seat(l.seat, ev);
         }
         true
-    }
-
-    pub(super) fn load_license(
-        &mut self,
-        index: u64,
-        source: &str,
-        license: &LicenseFile,
-        ev: &mut Vec<Event>,
-    ) -> Reply {
-        if let Some(line) = license
-            .lines
-            .iter()
-            .find(|l| l.cluster.is_some_and(|c| Some(c) != self.st.cluster_id))
-        {
-            return Reply::LoadRefused(LoadError::WrongCluster {
-                feature: line.name.clone(),
-                line: line.line_no,
-                locked_to: line.cluster.unwrap_or(crate::license::ClusterId([0; 8])),
-                this: self.st.cluster_id,
-            });
-        }
-        let mut next = self.st.licenses.clone();
-        next.insert(source.to_owned(), license.clone());
-        if let Err(e) = check_consistent(&next, source) {
-            return Reply::LoadRefused(e);
-        }
-        self.st.licenses = next;
-        self.st.loaded_at.insert(source.to_owned(), index);
-        self.ix = Index::rebuild(&self.st);
-        let duplicates = license
-            .lines
-            .iter()
-            .filter_map(|l| {
-                let (of_source, of_line) = self.duplicate_of(source, l.line_no)?;
-                Some(Duplicate {
-                    line: l.line_no,
-                    of_source: of_source.to_owned(),
-                    of_line,
-                })
-            })
-            .collect();
-        self.enforce_after_load(source, ev);
-        let lines = u32::try_from(license.lines.len()).unwrap_or(u32::MAX);
-        ev.push(Event::LicenseLoaded {
-            source: source.to_owned(),
-            lines,
-        });
-        Reply::LicenseLoaded {
-            source: source.to_owned(),
-            lines,
-            duplicates,
-        }
-    }
-
-    pub(super) fn unload_license(&mut self, source: &str, ev: &mut Vec<Event>) -> Reply {
-        if self.st.licenses.remove(source).is_none() {
-            return Reply::LoadRefused(LoadError::NoSuchSource {
-                source: source.to_owned(),
-            });
-        }
-        self.st.loaded_at.remove(source);
-        self.ix = Index::rebuild(&self.st);
-        self.enforce_after_load(source, ev);
-        ev.push(Event::LicenseUnloaded {
-            source: source.to_owned(),
-        });
-        Reply::Done { affected: 1 }
-    }
-}
-
-/// The lines of one feature, across all loaded files, must agree on what a pool can have
-/// only one of; a model the ledger cannot enforce yet is refused rather than ignored.
-/// Errors name a line of the file being loaded (`source`), which is what the admin can fix.
-fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Result<(), LoadError> {
-    let others = files.iter().filter(|(s, _)| s.as_str() != source);
-    let loading = files.iter().filter(|(s, _)| s.as_str() == source);
-    let mut first: BTreeMap<&str, (&str, &FeatureLine)> = BTreeMap::new();
-    for (src, line) in others
-        .chain(loading)
-        .flat_map(|(s, f)| f.lines.iter().map(move |l| (s, l)))
-    {
-        if let LicenseModel::NamedUser { .. } = line.model {
-            return Err(LoadError::Unsupported {
-                feature: line.name.clone(),
-                line: line.line_no,
-                what: "USER_BASED (named-user) licensing is not enforced by this server version"
-                    .into(),
-            });
-        }
-        let (seen_src, seen) = *first.entry(&line.name).or_insert((src, line));
-        if seen.dup_group != line.dup_group {
-            return Err(LoadError::Conflict {
-                feature: line.name.clone(),
-                line: line.line_no,
-                what: format!(
-                    "DUP_GROUP={} differs from DUP_GROUP={} of {} line {}",
-                    dup_name(line.dup_group),
-                    dup_name(seen.dup_group),
-                    seen_src,
-                    seen.line_no
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn dup_name(g: DupGroup) -> &'static str {
-    match g {
-        DupGroup::None => "NONE",
-        DupGroup::User => "U",
-        DupGroup::UserHost => "UH",
     }
 }

@@ -805,7 +805,7 @@ fn a_reload_replaces_its_source_and_revokes_what_it_no_longer_grants() {
 }
 
 #[test]
-fn inconsistent_or_unsupported_loads_change_nothing() {
+fn inconsistent_loads_change_nothing() {
     let mut h = H::new(vec![line("cad", "1.0", 2)]);
     let before = h.l.snapshot();
     let mut u = line("cad", "1.0", 1);
@@ -824,8 +824,9 @@ fn inconsistent_or_unsupported_loads_change_nothing() {
         what: "DUP_GROUP=U differs from DUP_GROUP=NONE of site.lic line 1".into(),
     };
     assert_eq!(out.reply, Reply::LoadRefused(conflict));
-    let mut n = line("sim", "1.0", 1);
+    let mut n = line("cad", "1.0", 1);
     n.model = LicenseModel::NamedUser { fair_use_days: 30 };
+    n.line_no = 2;
     let out = h.op(Op::LoadLicense {
         source: "named.lic".into(),
         license: LicenseFile {
@@ -833,10 +834,14 @@ fn inconsistent_or_unsupported_loads_change_nothing() {
             lines: vec![n],
         },
     });
-    assert!(matches!(
+    assert_eq!(
         out.reply,
-        Reply::LoadRefused(LoadError::Unsupported { .. })
-    ));
+        Reply::LoadRefused(LoadError::Conflict {
+            feature: "cad".into(),
+            line: 2,
+            what: "USER_BASED (named users) but site.lic line 1 is floating: one feature has one licensing model".into()
+        })
+    );
     let out = h.op(Op::UnloadLicense {
         source: "nope.lic".into(),
     });

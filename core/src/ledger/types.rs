@@ -211,12 +211,6 @@ pub enum LoadError {
         line: u32,
         what: String,
     },
-    /// The line uses a licensing model this server does not enforce yet.
-    Unsupported {
-        feature: String,
-        line: u32,
-        what: String,
-    },
     NoSuchSource {
         source: String,
     },

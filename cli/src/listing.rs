@@ -74,6 +74,13 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
                     "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
                     "linger_ms": f.linger_ms, "dup_group": f.dup_group,
                     "start_ms": f.start_ms, "expiry_ms": f.expiry_ms,
+                    "model": f.model, "term_state": f.term_state,
+                    "expires": (matches!(f.term_state.as_str(), "active" | "expiring") && f.term_until_ms > 0)
+                        .then_some(f.term_until_ms),
+                    "grace_until": (f.term_state == "grace").then_some(f.term_until_ms),
+                    "demo_seats": (f.term_state == "demo").then_some(f.demo_seats),
+                    "assigned": (f.model == "named_user").then_some(f.assigned),
+                    "window_ends": (f.window_ends_ms > 0).then_some(f.window_ends_ms),
                     "holders": f.holders.iter().map(lease_json).collect::<Vec<_>>(),
                 })
             })
@@ -125,7 +132,19 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
         } else {
             format!("expires {}", when(f.expiry_ms))
         });
+        if f.model == "named_user" {
+            about.push(format!("named users: {} assigned", f.assigned));
+            if f.window_ends_ms > 0 {
+                about.push(format!(
+                    "over-assigned: fair-use window ends {}",
+                    when(f.window_ends_ms)
+                ));
+            }
+        }
         println!("  {}", about.join(", "));
+        if let Some(line) = term_line(f) {
+            println!("  {line}");
+        }
         for h in &f.holders {
             let display = if h.display.is_empty() {
                 String::new()
@@ -151,6 +170,28 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// The line a human notices when a feature's term needs attention; none while it is
+/// simply active.
+fn term_line(f: &pb::FeatureInfo) -> Option<String> {
+    match f.term_state.as_str() {
+        "expiring" => Some(format!(
+            "NOTE: expiring on {}: load the renewal",
+            when(f.term_until_ms)
+        )),
+        "grace" => Some(format!(
+            "WARNING: expired; in its grace period until {}, then only its demo seats remain",
+            when(f.term_until_ms)
+        )),
+        "demo" => Some(format!(
+            "WARNING: expired and past its grace: {} demo seat(s) until a renewed license is loaded",
+            f.demo_seats
+        )),
+        "expired" => Some("WARNING: expired: no seats until a renewed license is loaded".into()),
+        "not_started" => Some(format!("NOTE: starts on {}", when(f.term_until_ms))),
+        _ => None,
+    }
 }
 
 pub async fn leases(

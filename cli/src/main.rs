@@ -12,6 +12,7 @@ mod license;
 mod listing;
 mod pki;
 mod sessions;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<sessions::SessionsCmd>,
     },
+    /// Named users of USER_BASED features: assign, unassign, list.
+    #[command(subcommand)]
+    Users(users::Cmd),
     /// The queued checkouts, earliest first; `cancel PLACE` ends one.
     Queue {
         #[command(subcommand)]
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,
             Cmd::Sessions { cmd } => sessions::sessions(&ctx, cmd).await,
             Cmd::Queue { cmd } => sessions::queue(&ctx, cmd).await,
+            Cmd::Users(c) => users::run(&ctx, c).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,

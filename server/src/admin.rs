@@ -162,6 +162,19 @@ impl admin_server::Admin for Admin {
                             .max()
                             .unwrap_or(0)
                     },
+                    model: match f.model {
+                        tally_core::license::LicenseModel::Floating => "floating",
+                        tally_core::license::LicenseModel::NamedUser { .. } => "named_user",
+                    }
+                    .into(),
+                    term_state: crate::convert::term_name(&f.term).into(),
+                    term_until_ms: crate::convert::term_until(&f.term),
+                    demo_seats: match f.term {
+                        tally_core::ledger::TermState::Demo { seats } => seats,
+                        _ => 0,
+                    },
+                    assigned: f.assigned,
+                    window_ends_ms: f.window_ends_ms.unwrap_or(0),
                     name: f.name,
                     holders,
                 }
@@ -260,6 +273,27 @@ impl admin_server::Admin for Admin {
                 "unexpected ledger reply: {other:?}"
             ))),
         }
+    }
+
+    async fn assign_users(
+        &self,
+        req: Request<pb::AssignUsersRequest>,
+    ) -> Result<Response<pb::AssignUsersResponse>, Status> {
+        crate::users::change(&self.shared, req, true).await
+    }
+
+    async fn unassign_users(
+        &self,
+        req: Request<pb::AssignUsersRequest>,
+    ) -> Result<Response<pb::AssignUsersResponse>, Status> {
+        crate::users::change(&self.shared, req, false).await
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        crate::users::list(&self.shared, req).await
     }
 
     async fn list_queue(
@@ -610,7 +644,7 @@ impl admin_server::Admin for Admin {
 
 /// The administrator's certificate name, as the Guard proved it, for the server's log of
 /// admin actions.
-fn admin_name<T>(req: &Request<T>) -> String {
+pub(crate) fn admin_name<T>(req: &Request<T>) -> String {
     req.extensions()
         .get::<crate::security::Caller>()
         .and_then(|c| c.cert_name.as_deref().map(str::to_owned))

@@ -3,12 +3,36 @@
 
 use tally_core::ledger::{
     ClientId, DenyReason, LoadError, Reply, RequestId, Revocation, RevokeReason, SessionAuth,
+    TermState,
 };
 use tally_core::license::{Date, DupGroup};
 use tally_proto::v1 as pb;
 use tonic::Status;
 
 use crate::licensing::digest;
+
+/// A term state's name, as `tallyctl features --json` and the metrics spell it.
+pub fn term_name(t: &TermState) -> &'static str {
+    match t {
+        TermState::NotStarted { .. } => "not_started",
+        TermState::Active { .. } => "active",
+        TermState::Expiring { .. } => "expiring",
+        TermState::Grace { .. } => "grace",
+        TermState::Demo { .. } => "demo",
+        TermState::Expired => "expired",
+    }
+}
+
+/// The instant a term state is about: its start, end, or grace's end (0: none).
+pub fn term_until(t: &TermState) -> u64 {
+    match *t {
+        TermState::NotStarted { starts_ms } => starts_ms,
+        TermState::Active { ends_ms } => ends_ms.unwrap_or(0),
+        TermState::Expiring { ends_ms } => ends_ms,
+        TermState::Grace { until_ms } => until_ms,
+        TermState::Demo { .. } | TermState::Expired => 0,
+    }
+}
 
 /// One sentence naming why a lease was taken away.
 pub fn revocation_message(r: &Revocation) -> String {
@@ -21,6 +45,15 @@ pub fn revocation_message(r: &Revocation) -> String {
             "seat of \"{}\" revoked: the license term ended (expiry plus grace); {remaining} seat(s) remain until a renewed license is loaded",
             r.feature
         ),
+        RevokeReason::UserUnassigned => format!(
+            "seat of \"{}\" revoked: an administrator unassigned you from this named-user feature",
+            r.feature
+        ),
+        RevokeReason::FairUseEnded { window_ended_ms } => format!(
+            "seat of \"{}\" revoked: you are assigned beyond the licensed count, and the fair-use window ended on {}; more seats must be loaded or users unassigned",
+            r.feature,
+            Date::of_ms(*window_ended_ms)
+        ),
     }
 }
 
@@ -31,6 +64,8 @@ pub fn revocation(r: &Revocation) -> pb::Revocation {
         cause: match r.reason {
             RevokeReason::LicenseChanged { .. } => pb::RevocationCause::LicenseChanged,
             RevokeReason::TermEnded { .. } => pb::RevocationCause::TermEnded,
+            RevokeReason::UserUnassigned => pb::RevocationCause::UserUnassigned,
+            RevokeReason::FairUseEnded { .. } => pb::RevocationCause::FairUseEnded,
         } as i32,
         message: revocation_message(r),
         at_ms: r.at_ms,
@@ -115,6 +150,19 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         } => format!(
             "{limit} checkouts already wait for \"{feature}\", the most the queue holds; try again later"
         ),
+        DenyReason::NamedUserNotAssigned => format!(
+            "\"{feature}\" is licensed to named users, and you are not one of them: ask an administrator (tallyctl users assign {feature} USER)"
+        ),
+        DenyReason::NamedUserBlocked {
+            window_ended_ms,
+            count,
+        } => format!(
+            "you are assigned to \"{feature}\" beyond its {count} licensed users, and the fair-use window ended on {}: load more seats, or unassign users (tallyctl users unassign)",
+            Date::of_ms(*window_ended_ms)
+        ),
+        DenyReason::NotNamedUser => {
+            format!("\"{feature}\" is not licensed to named users (no USER_BASED line is loaded)")
+        }
         DenyReason::WaitCancelled => {
             format!("an administrator cancelled this wait for \"{feature}\"")
         }
@@ -142,6 +190,9 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::QueueTimeout { .. } => D::QueueTimeout,
         DenyReason::QueueFull { .. } => D::QueueFull,
         DenyReason::WaitCancelled => D::WaitCancelled,
+        DenyReason::NamedUserNotAssigned => D::NamedUserNotAssigned,
+        DenyReason::NamedUserBlocked { .. } => D::NamedUserBlocked,
+        DenyReason::NotNamedUser => D::NotNamedUser,
     }
 }
 

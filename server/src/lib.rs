@@ -16,6 +16,7 @@ pub mod security;
 pub mod shared;
 pub mod store;
 pub mod types;
+pub mod users;
 
 pub use tally_core as core;
 pub use tally_proto as proto;

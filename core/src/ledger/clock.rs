@@ -48,7 +48,7 @@ impl Ledger {
             });
         }
         if self.ix.next_boundary.is_some_and(|b| b <= at_ms) {
-            self.enforce_terms(ev);
+            self.enforce_terms(before, ev);
         }
     }
 
@@ -88,7 +88,7 @@ impl Ledger {
         for r in self.st.revocations.values_mut().flatten() {
             pull(&mut r.at_ms);
         }
-        self.ix = super::Index::rebuild(&self.st);
+        self.reindex();
         ev.push(Event::ClockRepaired { from_ms, to_ms });
         Reply::Done { affected: 1 }
     }

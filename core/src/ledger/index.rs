@@ -72,11 +72,11 @@ impl Index {
         ix
     }
 
-    /// The first instant after `now` at which any line's term ends.
+    /// The first instant after `now` at which any pool's term state may change.
     pub fn boundary_after(&self, now: TimeMs) -> Option<TimeMs> {
         self.pools
             .values()
-            .filter_map(|p| p.term_end_after(now))
+            .filter_map(|p| p.term_boundary_after(now))
             .min()
     }
 }
@@ -107,6 +107,20 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
             if pool.lines.is_empty() {
                 pool.dup_group = line.dup_group;
                 pool.model = line.model;
+            }
+            // A named user is one seat however many hosts and processes they use.
+            if let crate::license::LicenseModel::NamedUser { fair_use_days } = line.model {
+                pool.dup_group = crate::license::DupGroup::User;
+                let days = match pool.model {
+                    crate::license::LicenseModel::NamedUser { fair_use_days: d } => d,
+                    crate::license::LicenseModel::Floating => 0,
+                };
+                pool.model = crate::license::LicenseModel::NamedUser {
+                    fair_use_days: days.max(fair_use_days),
+                };
+            }
+            if let Some(cap) = line.edition.as_ref().and_then(|e| e.cap) {
+                pool.cap = Some(pool.cap.map_or(u64::from(cap), |c| c.min(u64::from(cap))));
             }
             pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
             pool.lines.push(PoolLine::from_line(line));

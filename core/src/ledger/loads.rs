@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use super::index::Index;
 use super::{Duplicate, Event, Ledger, LoadError, Reply};
 use crate::license::{canonical_line, DupGroup, FeatureLine, LicenseFile, LicenseModel, LineKind};
 
@@ -35,7 +34,7 @@ impl Ledger {
         }
         self.st.licenses = next;
         self.st.loaded_at.insert(source.to_owned(), index);
-        self.ix = Index::rebuild(&self.st);
+        self.reindex();
         let duplicates = license
             .lines
             .iter()
@@ -68,7 +67,7 @@ impl Ledger {
             });
         }
         self.st.loaded_at.remove(source);
-        self.ix = Index::rebuild(&self.st);
+        self.reindex();
         self.enforce_after_load(source, ev);
         ev.push(Event::LicenseUnloaded {
             source: source.to_owned(),

@@ -12,6 +12,7 @@
 mod clock;
 mod index;
 mod loads;
+mod named;
 mod pool;
 mod queue;
 mod revoke;
@@ -19,6 +20,8 @@ mod seats;
 mod snapshot;
 mod types;
 
+#[cfg(test)]
+mod named_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
@@ -33,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::license::{ClusterId, LicenseFile, Version};
 pub use clock::OUTAGE_GAP_MS;
 use index::Index;
+pub use named::{Assigned, NamedState, USERS_PER_ENTRY};
+pub use pool::{TermState, EXPIRING_WITHIN_MS};
 pub use queue::Waiter;
 pub use types::*;
 
@@ -193,6 +198,10 @@ struct State {
     /// The index of the entry that loaded each source: of two copies of one line, the
     /// one loaded first is the one that counts.
     loaded_at: BTreeMap<String, u64>,
+    /// Named users per feature (see `named.rs`).
+    named: BTreeMap<String, BTreeMap<String, Assigned>>,
+    /// Open fair-use windows: feature → when its over-assignment began.
+    windows: BTreeMap<String, TimeMs>,
 }
 
 /// The seat ledger. See the module docs.
@@ -210,6 +219,12 @@ enum Dedup {
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Rebuilds the derived indexes from the state, and the next boundary with them.
+    fn reindex(&mut self) {
+        self.ix = Index::rebuild(&self.st);
+        self.ix.next_boundary = self.next_boundary();
     }
 
     /// Applies one entry and says what it did. Entries must come in log order; an index
@@ -369,6 +384,8 @@ impl Ledger {
                 Reply::Done { affected: 1 }
             }
             Op::RepairClock { to_ms } => self.repair_clock(*to_ms, ev),
+            Op::AssignUsers { feature, users } => self.assign_users(index, feature, users, ev),
+            Op::UnassignUsers { feature, users } => self.unassign_users(feature, users, ev),
         }
     }
 
@@ -633,6 +650,11 @@ impl Ledger {
             .collect()
     }
 
+    /// A feature's term state at ledger time; `None` if no line of it is loaded.
+    pub fn term_state(&self, feature: &str) -> Option<TermState> {
+        Some(self.ix.pools.get(feature)?.term_state(self.st.now_ms))
+    }
+
     /// Per-feature counts at the ledger's current time.
     pub fn features(&self) -> Vec<FeatureStatus> {
         let now = self.st.now_ms;
@@ -657,6 +679,10 @@ impl Ledger {
                     in_use: pool.charged(),
                     lingering,
                     linger_ms: pool.linger_ms,
+                    term: pool.term_state(now),
+                    model: pool.model,
+                    assigned: self.st.named.get(name).map_or(0, |a| a.len() as u64),
+                    window_ends_ms: self.fair_use_window(name).map(|(_, end)| end),
                 }
             })
             .collect()
@@ -675,4 +701,10 @@ pub struct FeatureStatus {
     /// Of `in_use`, seats lingering after release.
     pub lingering: u64,
     pub linger_ms: u64,
+    pub term: TermState,
+    pub model: crate::license::LicenseModel,
+    /// Named users assigned (named-user features only).
+    pub assigned: u64,
+    /// When the open fair-use window ends, if one is open.
+    pub window_ends_ms: Option<TimeMs>,
 }

@@ -86,8 +86,32 @@ pub(crate) struct Pool {
     pub dup_group: DupGroup,
     pub linger_ms: u64,
     pub model: LicenseModel,
+    /// The smallest `EDITION_CAP` among the lines: the most seats the pool grants in all.
+    pub cap: Option<u64>,
     /// Seats charged (held or lingering), by the version they were checked out at.
     pub demand: BTreeMap<Version, u64>,
+}
+
+/// How long before a term's end a pool is "expiring": the renewal is usually issued four
+/// weeks before the end, and an admin should notice by then.
+pub const EXPIRING_WITHIN_MS: u64 = 28 * DAY_MS;
+
+/// Where a pool's license term stands, from its signed dates and ledger time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TermState {
+    /// No line has started yet.
+    NotStarted { starts_ms: TimeMs },
+    /// Valid, and not ending within [`EXPIRING_WITHIN_MS`] (`ends_ms`: `None` for a
+    /// permanent line).
+    Active { ends_ms: Option<TimeMs> },
+    /// Valid, and ending within [`EXPIRING_WITHIN_MS`]: time to load the renewal.
+    Expiring { ends_ms: TimeMs },
+    /// Past its end, inside `GRACE`: still counts, with warnings, until `until_ms`.
+    Grace { until_ms: TimeMs },
+    /// Past its grace: only `seats` demo seats count until a renewal is loaded.
+    Demo { seats: u32 },
+    /// Past its end and grace, with no demo seats.
+    Expired,
 }
 
 /// The seats a pool can grant right now, per threshold version.
@@ -152,6 +176,11 @@ impl Pool {
                         licensed += u64::from(*seats);
                         with_overdraft += u64::from(*seats);
                     }
+                }
+                // An edition's cap bounds everything, overdraft included.
+                if let Some(cap) = self.cap {
+                    licensed = licensed.min(cap);
+                    with_overdraft = with_overdraft.min(cap);
                 }
                 (w, licensed, with_overdraft)
             })
@@ -280,14 +309,71 @@ impl Pool {
         })
     }
 
-    /// The first instant after `now` at which a line of this pool stops counting (its
-    /// expiry plus grace), when seats may have to be revoked.
-    pub fn term_end_after(&self, now: TimeMs) -> Option<TimeMs> {
+    /// The first instant after `now` at which the pool's term state may change (a line
+    /// starts, starts expiring, ends, or its grace ends), when seats may have to be
+    /// revoked and the change is an event.
+    pub fn term_boundary_after(&self, now: TimeMs) -> Option<TimeMs> {
         self.lines
             .iter()
-            .filter_map(|l| l.end_ms.map(|e| e.saturating_add(l.grace_ms)))
+            .flat_map(|l| {
+                let end = l.end_ms;
+                [
+                    Some(l.start_ms),
+                    end.map(|e| e.saturating_sub(EXPIRING_WITHIN_MS)),
+                    end,
+                    end.map(|e| e.saturating_add(l.grace_ms)),
+                ]
+            })
+            .flatten()
             .filter(|t| *t > now)
             .min()
+    }
+
+    /// The pool's term state at `now`; see [`TermState`].
+    pub fn term_state(&self, now: TimeMs) -> TermState {
+        let states: Vec<(LineState, &PoolLine)> =
+            self.lines.iter().map(|l| (l.state(now), l)).collect();
+        let active: Vec<&PoolLine> = states
+            .iter()
+            .filter(|(s, _)| *s == LineState::Active)
+            .map(|(_, l)| *l)
+            .collect();
+        if !active.is_empty() {
+            // The term ends when the last active line ends; never, if one is permanent.
+            let ends_ms = if active.iter().any(|l| l.end_ms.is_none()) {
+                None
+            } else {
+                active.iter().filter_map(|l| l.end_ms).max()
+            };
+            return match ends_ms {
+                Some(e) if e.saturating_sub(now) <= EXPIRING_WITHIN_MS => {
+                    TermState::Expiring { ends_ms: e }
+                }
+                ends_ms => TermState::Active { ends_ms },
+            };
+        }
+        let grace = states
+            .iter()
+            .filter(|(s, _)| *s == LineState::Grace)
+            .filter_map(|(_, l)| l.end_ms.map(|e| e.saturating_add(l.grace_ms)))
+            .max();
+        if let Some(until_ms) = grace {
+            return TermState::Grace { until_ms };
+        }
+        if states.iter().all(|(s, _)| *s == LineState::NotStarted) {
+            let starts_ms = self.lines.iter().map(|l| l.start_ms).min().unwrap_or(0);
+            return TermState::NotStarted { starts_ms };
+        }
+        match self
+            .lines
+            .iter()
+            .filter(|l| l.state(now) == LineState::Expired)
+            .map(|l| l.demo_seats)
+            .max()
+        {
+            Some(seats) if seats > 0 => TermState::Demo { seats },
+            _ => TermState::Expired,
+        }
     }
 
     /// Seats that the counting lines grant now (licensed, overdraft limit), at the lowest

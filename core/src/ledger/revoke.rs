@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId};
+use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId, TimeMs};
 
 /// Revocation notes kept per session: a holder learns of them on its next heartbeat, a
 /// few seconds later, so only a burst needs more than one; older notes give way.
@@ -26,19 +26,33 @@ impl Ledger {
             },
             ev,
         );
+        self.refresh_windows(ev);
     }
 
-    /// Revokes what the pools no longer grant now that ledger time crossed the end of a
-    /// line's term, and finds the next such end.
-    pub(super) fn enforce_terms(&mut self, ev: &mut Vec<Event>) {
+    /// Ledger time crossed a boundary (from `before`): announces the pools whose term
+    /// state changed, revokes what they no longer grant, ends the fair-use windows that
+    /// are over, and finds the next boundary.
+    pub(super) fn enforce_terms(&mut self, before: TimeMs, ev: &mut Vec<Event>) {
+        let now = self.st.now_ms;
+        for (feature, pool) in &self.ix.pools {
+            let (was, is) = (pool.term_state(before), pool.term_state(now));
+            if was != is {
+                ev.push(Event::TermChanged {
+                    feature: feature.clone(),
+                    state: is,
+                });
+            }
+        }
         self.enforce(&RevokeReason::TermEnded { remaining: 0 }, ev);
-        self.ix.next_boundary = self.ix.boundary_after(self.st.now_ms);
+        self.refresh_windows(ev);
+        self.ix.next_boundary = self.next_boundary();
     }
 
     fn enforce(&mut self, reason: &RevokeReason, ev: &mut Vec<Event>) {
         let features: BTreeSet<String> =
             self.st.seats.values().map(|s| s.feature.clone()).collect();
         for feature in features {
+            self.enforce_named(&feature, ev);
             self.enforce_feature(&feature, reason, ev);
         }
     }
@@ -84,7 +98,7 @@ impl Ledger {
     }
 
     /// Takes a seat away from all its holders and frees it.
-    fn revoke_seat(&mut self, seat: SeatId, reason: &RevokeReason, ev: &mut Vec<Event>) {
+    pub(super) fn revoke_seat(&mut self, seat: SeatId, reason: &RevokeReason, ev: &mut Vec<Event>) {
         let holders: Vec<LeaseId> = self
             .st
             .seats

@@ -7,7 +7,7 @@ use super::{
     DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, ReleaseCause, Reply, RequestId, Seat,
     SeatId, SessionId,
 };
-use crate::license::{DupGroup, Version};
+use crate::license::{DupGroup, LicenseModel, Version};
 
 /// No single checkout may ask for more seats than this; larger counts are certainly
 /// garbled input, and refusing them keeps every sum far from overflow.
@@ -80,12 +80,15 @@ impl Ledger {
         fresh_allowed: bool,
     ) -> Result<Grant, DenyReason> {
         let now = self.st.now_ms;
+        self.named_admission(feature, session)?;
         let pool = self
             .ix
             .pools
             .get(feature)
             .ok_or(DenyReason::UnknownFeature)?;
-        if count == 0 || count > MAX_CHECKOUT_COUNT {
+        let named = matches!(pool.model, LicenseModel::NamedUser { .. });
+        // A named user is one seat: asking for more is a garbled request.
+        if count == 0 || count > MAX_CHECKOUT_COUNT || (named && count != 1) {
             return Err(DenyReason::InvalidCount { requested: count });
         }
         // Even a shared or reused seat needs the feature to be grantable now: an expired

@@ -47,8 +47,12 @@ impl Ledger {
                 tail.len()
             )));
         }
-        let ix = Index::rebuild(&st);
-        Ok(Ledger { st, ix })
+        let mut l = Ledger {
+            st,
+            ix: Index::default(),
+        };
+        l.reindex();
+        Ok(l)
     }
 
     /// Whether two ledgers hold the same replicated state (derived indexes aside).

@@ -150,6 +150,10 @@ pub enum Op {
     /// the site was wrong at once, say): ledger time is set back to `to_ms`, times that
     /// lie beyond it are pulled back with it, and every session's TTL starts afresh.
     RepairClock { to_ms: TimeMs },
+    /// An administrator names users of a named-user feature (see `named.rs`).
+    AssignUsers { feature: String, users: Vec<String> },
+    /// An administrator takes users off a named-user feature; their seats are revoked.
+    UnassignUsers { feature: String, users: Vec<String> },
 }
 
 /// Why a checkout or a session-scoped request was refused.
@@ -200,6 +204,16 @@ pub enum DenyReason {
     },
     /// An administrator cancelled the wait.
     WaitCancelled,
+    /// The feature is licensed to named users, and this user is not one of them.
+    NamedUserNotAssigned,
+    /// This user is assigned beyond the feature's `count`, and the fair-use window for
+    /// that ended at `window_ended_ms`.
+    NamedUserBlocked {
+        window_ended_ms: TimeMs,
+        count: u64,
+    },
+    /// Users can be assigned only to a feature whose license is `USER_BASED`.
+    NotNamedUser,
 }
 
 /// Why a license load was refused. Nothing of the load is applied.
@@ -241,6 +255,10 @@ pub enum RevokeReason {
     /// Lines of the feature reached the end of their term (expiry plus grace); `remaining`
     /// seats still count (the demo count, once every line has ended).
     TermEnded { remaining: u64 },
+    /// An administrator unassigned the user from the named-user feature.
+    UserUnassigned,
+    /// The user is assigned beyond the count, and the fair-use window ended.
+    FairUseEnded { window_ended_ms: TimeMs },
 }
 
 /// A lease the cluster revoked, kept with its session so the holder's next heartbeat
@@ -407,6 +425,29 @@ pub enum Event {
     ClockRepaired {
         from_ms: TimeMs,
         to_ms: TimeMs,
+    },
+    UsersAssigned {
+        feature: String,
+        users: Vec<String>,
+    },
+    UsersUnassigned {
+        feature: String,
+        users: Vec<String>,
+    },
+    /// A named-user feature became over-assigned: users beyond its count work until
+    /// `until_ms`, then are blocked.
+    FairUseOpened {
+        feature: String,
+        until_ms: TimeMs,
+    },
+    /// The count covers every assigned user again.
+    FairUseClosed {
+        feature: String,
+    },
+    /// A pool's term state changed as ledger time passed (see [`TermState`]).
+    TermChanged {
+        feature: String,
+        state: super::TermState,
     },
 }
 

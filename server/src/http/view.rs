@@ -51,6 +51,11 @@ pub struct Feature {
     pub lingering: u64,
     pub overdraft_limit: u64,
     pub queued: u64,
+    /// `active`, `expiring`, `grace`, `demo`, `expired` or `not_started`.
+    pub term: &'static str,
+    /// Whole days until the term's next change (end, grace's end, start); `None` when
+    /// there is none (permanent, demo, expired).
+    pub days_left: Option<u64>,
 }
 
 impl View {
@@ -87,6 +92,11 @@ impl View {
             .into_iter()
             .map(|f| Feature {
                 queued: queued.get(f.name.as_str()).copied().unwrap_or(0),
+                term: crate::convert::term_name(&f.term),
+                days_left: match crate::convert::term_until(&f.term) {
+                    0 => None,
+                    t => Some(t.saturating_sub(l.now_ms()) / 86_400_000),
+                },
                 name: f.name,
                 issued: f.issued,
                 in_use: f.in_use,
@@ -269,6 +279,34 @@ impl View {
             "Checkouts waiting in the queue, per feature.",
             &per(|f| f.queued.to_string()),
         );
+        let terms: Vec<(String, String)> = self
+            .features
+            .iter()
+            .map(|f| {
+                (
+                    format!("{{feature=\"{}\",state=\"{}\"}}", label(&f.name), f.term),
+                    "1".to_owned(),
+                )
+            })
+            .collect();
+        gauge(
+            "tally_feature_term_state",
+            "The feature's license term state (1 for the state it is in): active, expiring, grace, demo, expired or not_started.",
+            &terms,
+        );
+        let days: Vec<(String, String)> = self
+            .features
+            .iter()
+            .filter_map(|f| {
+                f.days_left
+                    .map(|d| (format!("{{feature=\"{}\"}}", label(&f.name)), d.to_string()))
+            })
+            .collect();
+        gauge(
+            "tally_feature_term_days_left",
+            "Whole days until the feature's term changes next (its end, its grace's end, or its start).",
+            &days,
+        );
         o
     }
 
@@ -302,7 +340,7 @@ impl View {
                 Err(e) => format!("NOT READY: {e}."),
             }),
         );
-        o.push_str("<h2>Features</h2><table><tr><th>feature</th><th>in use</th><th>issued</th><th>overdraft</th><th>lingering</th><th>queued</th></tr>");
+        o.push_str("<h2>Features</h2><table><tr><th>feature</th><th>in use</th><th>issued</th><th>overdraft</th><th>lingering</th><th>queued</th><th>term</th></tr>");
         for f in &self.features {
             let over = if f.in_use > f.issued {
                 " class=\"over\""
@@ -311,7 +349,7 @@ impl View {
             };
             let _ = write!(
                 o,
-                "<tr><td>{}</td><td{over}>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td{over}>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td{warn}>{}</td></tr>",
                 html(&f.name),
                 f.in_use,
                 if uncounted(f.issued) {
@@ -322,7 +360,16 @@ impl View {
                 f.in_use.saturating_sub(f.issued),
                 f.overdraft_limit,
                 f.lingering,
-                f.queued
+                f.queued,
+                match f.days_left {
+                    Some(d) if f.term != "active" => format!("{} ({d} days)", f.term),
+                    _ => f.term.to_owned(),
+                },
+                warn = if matches!(f.term, "active" | "not_started") {
+                    ""
+                } else {
+                    " class=\"over\""
+                },
             );
         }
         o.push_str("</table><h2>Members</h2><table><tr><th>node</th><th>address</th><th>role</th><th>log matched (as the leader sees it)</th><th>clock (minus this node's)</th></tr>");
@@ -404,6 +451,8 @@ mod tests {
                 lingering: 1,
                 overdraft_limit: 1,
                 queued: 5,
+                term: "grace",
+                days_left: Some(3),
             }],
             ..View::default()
         }
@@ -482,6 +531,14 @@ mod tests {
         assert!(m.contains("tally_feature_seats_in_use{feature=\"we\\\"ird\\\\\"} 3\n"));
         assert!(m.contains("tally_feature_overdraft_in_use{feature=\"we\\\"ird\\\\\"} 1\n"));
         assert!(m.contains("tally_raft_is_leader 0\n"));
+        assert!(
+            m.contains("tally_feature_term_state{feature=\"we\\\"ird\\\\\",state=\"grace\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tally_feature_term_days_left{feature=\"we\\\"ird\\\\\"} 3\n"),
+            "{m}"
+        );
         assert!(m.contains("tally_node_info{node=\"2\",cluster=\"acme\",state=\"follower\"} 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
         let v = View {
@@ -515,5 +572,6 @@ mod tests {
         assert!(h.contains("Tally cluster a&lt;b") && !h.contains("a<b"));
         assert!(h.contains("<td class=\"over\">3</td>"), "{h}");
         assert!(h.contains("1 of 1") && h.contains("Ready."));
+        assert!(h.contains("<td class=\"over\">grace (3 days)</td>"), "{h}");
     }
 }

@@ -8,13 +8,20 @@
 //! session before TTL after a heartbeat any leader acknowledged, while the
 //! checkpoints (written at a bounded rate) keep repeated elections from keeping a dead
 //! session alive forever.
+//!
+//! After a full-cluster outage (the log silent for longer than the ledger's outage gap),
+//! a new leader first writes the entry that ends the outage, where the ledger restarts
+//! every TTL, and loads deadlines only then: sessions not heard of since get exactly their
+//! TTL from the return, so a live client that heartbeats within it keeps its seats and a
+//! dead one is expired a TTL after the return.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::ServerState;
-use tally_core::ledger::{Op, SecretDigest, SessionId, TimeMs};
+use tally_core::ledger::{Op, SecretDigest, SessionId, TimeMs, OUTAGE_GAP_MS};
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
@@ -95,6 +102,21 @@ impl State {
 #[derive(Debug, Default)]
 pub struct Keeper {
     state: Mutex<State>,
+    /// The term in which this node, leading, found the log silent for longer than the
+    /// outage gap (0: none): the entry that ends that outage is then its own, so no
+    /// leader can have acknowledged a heartbeat since, and TTLs run from it exactly.
+    outage_term: AtomicU64,
+}
+
+/// What [`Keeper::establish`] found.
+enum Standing {
+    /// Not the leader, or not yet sure of its state.
+    Idle,
+    /// Leading, with deadlines loaded for this term.
+    Leading(u64),
+    /// Leading, but the log has been silent since before an outage: the outage must be
+    /// in the log (an entry ending it) before deadlines can be loaded.
+    AfterOutage,
 }
 
 pub fn now_ms() -> TimeMs {
@@ -171,8 +193,13 @@ impl Keeper {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
-            let Some(term) = self.establish(&shared) else {
-                continue;
+            let term = match self.establish(&shared) {
+                Standing::Leading(term) => term,
+                Standing::Idle => continue,
+                Standing::AfterOutage => {
+                    end_outage(&shared).await;
+                    continue;
+                }
             };
             let checkpoint = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
             if checkpoint {
@@ -194,8 +221,8 @@ impl Keeper {
         }
     }
 
-    /// Loads fresh deadlines on promotion; drops them on demotion. The term while leading.
-    fn establish(&self, shared: &Shared) -> Option<u64> {
+    /// Loads fresh deadlines on promotion; drops them on demotion.
+    fn establish(&self, shared: &Shared) -> Standing {
         let m = shared.raft.metrics().borrow().clone();
         let mut st = self.lock();
         if m.state != ServerState::Leader {
@@ -203,10 +230,10 @@ impl Keeper {
                 tracing::info!(term = st.term, "lease keeper idle: no longer the leader");
             }
             *st = State::default();
-            return None;
+            return Standing::Idle;
         }
-        if st.term == Some(m.current_term) {
-            return st.term;
+        if let Some(term) = st.term.filter(|t| *t == m.current_term) {
+            return Standing::Leading(term);
         }
         // Deadlines are valid only once this term's first entry is applied: before that
         // the state machine may lack sessions the previous leader committed.
@@ -214,7 +241,7 @@ impl Keeper {
             .last_applied
             .is_some_and(|l| l.leader_id.term == m.current_term);
         if !applied_own_term {
-            return None;
+            return Standing::Idle;
         }
         // A heartbeat the old leader acknowledged may postdate the last checkpoint by up
         // to the checkpoint lag (a beat is written once it moved by TTL/4, at most every
@@ -225,23 +252,45 @@ impl Keeper {
         // take them, so the two can never wait on each other.
         drop(st);
         let sm = shared.sm.read();
+        // After a full-cluster outage, the ledger has not seen it yet: its time stands
+        // where the last entry left it, and every session's floor is from before the
+        // outage. Deadlines loaded now would all be past: heartbeats would be answered
+        // "expired", and expiries proposed that the ledger refuses (leaving those
+        // sessions untracked, never to expire). The outage must first be in the log: the
+        // ledger restarts every TTL at the entry that ends it (`end_outage` proposes one).
+        if now_ms().saturating_sub(sm.ledger.now_ms()) > OUTAGE_GAP_MS {
+            self.outage_term.store(m.current_term, Ordering::Relaxed);
+            return Standing::AfterOutage;
+        }
+        // Whether the entry that ended the latest outage is this term's: then no other
+        // leader has acknowledged a heartbeat since, and this one has not started to.
+        let ended_outage = self.outage_term.load(Ordering::Relaxed) == m.current_term;
         let mut st = self.lock();
         *st = State::default();
+        let resumed = sm.ledger.resumed_ms();
         for (id, s) in sm.ledger.sessions() {
-            st.touch(
-                id,
-                fresh_start(sm.ledger.heartbeat_floor(s), s.ttl_ms, &shared.cfg),
-                s.ttl_ms,
-            );
+            let floor = sm.ledger.heartbeat_floor(s);
+            // A session last heard of before the outage this term ended has its TTL
+            // from the return, no more (the ledger's rule; the design's "a dead one is
+            // reclaimed within TTL + linger of the return"): no leader acknowledged a
+            // heartbeat after it that a checkpoint could have missed, so the failover
+            // allowance does not apply.
+            let start = if ended_outage && floor == resumed {
+                floor
+            } else {
+                fresh_start(floor, s.ttl_ms, &shared.cfg)
+            };
+            st.touch(id, start, s.ttl_ms);
             st.tracked_up_to = st.tracked_up_to.max(id);
         }
         st.term = Some(m.current_term);
         tracing::info!(
             term = m.current_term,
             sessions = st.beats.len(),
+            after_outage = ended_outage,
             "lease keeper active: deadlines loaded"
         );
-        st.term
+        Standing::Leading(m.current_term)
     }
 
     /// Starts tracking sessions opened since the last look (from their open time, which
@@ -374,6 +423,22 @@ async fn tick_if_idle(shared: &Shared) {
     }
     if let Err(e) = shared.propose(Op::Tick).await {
         tracing::warn!("proposing a clock tick: {}", e.message());
+    }
+}
+
+/// Ends an outage in the log: the first entry after the silence, a clock tick, makes the
+/// ledger restart every session's TTL (see [`Keeper::establish`]). In a new cluster,
+/// whose log has no time yet, it is simply the first tick.
+async fn end_outage(shared: &Shared) {
+    match shared.propose(Op::Tick).await {
+        Ok(out) => {
+            for e in &out.events {
+                if let tally_core::ledger::Event::Resumed { silent_ms } = e {
+                    tracing::info!(silent_ms, "the cluster is back after an outage");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("proposing the entry that ends an outage: {}", e.message()),
     }
 }
 

@@ -164,7 +164,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             tally_client::Error::Denied { .. } => 4,
             tally_client::Error::Refused { .. }
             | tally_client::Error::SessionLost { .. }
-            | tally_client::Error::LeaseGone { .. } => 1,
+            | tally_client::Error::LeaseGone { .. }
+            | tally_client::Error::Revoked { .. } => 1,
         };
     }
     if e.downcast_ref::<tally_core::Error>().is_some() {

@@ -9,9 +9,12 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tally_proto::LEADER_ADDR_METADATA;
+// Tokio's clock, not the system's: the same in production, and virtual in tests of the
+// heartbeat that pause time.
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -100,9 +103,15 @@ pub struct Cluster {
 #[derive(Debug)]
 struct Inner {
     opts: ConnectOptions,
+    /// The longest pause between two sweeps of every node in [`Cluster::call`].
+    max_pause: Duration,
     /// Shared with clones made by [`Cluster::with_options`]: one set of channels.
     nodes: Arc<Mutex<Nodes>>,
 }
+
+/// The default cap on the pause between sweeps: an election takes 0.3-0.6 s, and a pause
+/// that grew past it would add itself to every failover the application sees.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Nodes {
@@ -173,6 +182,7 @@ impl Cluster {
         Ok(Cluster {
             inner: Arc::new(Inner {
                 opts,
+                max_pause: MAX_PAUSE,
                 nodes: Arc::new(Mutex::new(Nodes {
                     uris,
                     channels,
@@ -188,6 +198,21 @@ impl Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 opts,
+                max_pause: self.inner.max_pause,
+                nodes: self.inner.nodes.clone(),
+            }),
+        }
+    }
+
+    /// The same, with the pause between sweeps of every node allowed to grow to
+    /// `max_pause` (never below the default): for background calls, like heartbeats,
+    /// that can afford to notice a new leader later and must not hammer a cluster that is
+    /// down.
+    pub(crate) fn with_max_pause(&self, max_pause: Duration) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                opts: self.inner.opts.clone(),
+                max_pause: max_pause.max(MAX_PAUSE),
                 nodes: self.inner.nodes.clone(),
             }),
         }
@@ -319,9 +344,7 @@ impl Cluster {
                 tried_since_pause = 0;
                 let left = self.inner.opts.retry_for.saturating_sub(elapsed);
                 tokio::time::sleep(pause.min(left)).await;
-                // Capped low: an election takes 0.3-0.6 s, and a pause that grew past it
-                // would add itself to every failover the application sees.
-                pause = (pause * 2).min(Duration::from_millis(100));
+                pause = (pause * 2).min(self.inner.max_pause);
             }
         }
     }

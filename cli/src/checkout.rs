@@ -1,11 +1,13 @@
 //! `tallyctl checkout`: a real client session that holds seats, heartbeating, until the
-//! time is up, it is interrupted, or the session is lost.
+//! time is up, it is interrupted, the cluster revokes the seats or the session is lost.
+//! Heartbeats that fail (a cluster that is down, however long) only put the session in
+//! danger: it keeps holding, and says so on stderr.
 
 use std::time::Duration;
 
 use tally_client::{CheckoutOptions, Client, ClientOptions, SessionState, Wait};
 
-use crate::{Ctx, Denied};
+use crate::{Ctx, Denied, SeatLost};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,7 +22,10 @@ pub struct Args {
     /// as long as it takes.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "0")]
     wait: Option<u64>,
-    /// Hold the seats this many seconds, then check in (default: until Ctrl-C).
+    /// Hold the seats this many seconds, then check in (default: until Ctrl-C or
+    /// SIGTERM). Heartbeats that fail do not end the hold ("session in danger" on
+    /// stderr, and "session healthy again" once they get through); seats the cluster
+    /// revokes, or a session it says is gone, end it with exit code 6.
     #[arg(long)]
     hold: Option<u64>,
     /// Session TTL to ask for, in seconds (the cluster clamps it).
@@ -97,16 +102,50 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let lease = seat.lease_id();
     let mut watch = client.watch();
-    tokio::select! {
-        _ = hold => {}
-        _ = interrupted() => {}
-        _ = watch.wait_for(|s| matches!(s, SessionState::Lost { .. })) => {
-            let why = match client.state() {
-                SessionState::Lost { reason } => reason,
-                other => format!("{other:?}"),
-            };
-            anyhow::bail!("lost the seats: {why}");
+    let mut hold = std::pin::pin!(hold);
+    let mut interrupted = std::pin::pin!(interrupted());
+    let mut in_danger = false;
+    loop {
+        // Status lines go to stderr: with --json, stdout holds the grant's JSON alone.
+        let gone = {
+            let state = watch.borrow_and_update();
+            if let Some(r) = state.revoked().iter().find(|r| r.lease_id == lease) {
+                Some(r.message.clone())
+            } else {
+                match &*state {
+                    SessionState::Lost { reason } => Some(format!("session lost: {reason}")),
+                    SessionState::InDanger { error, .. } if !in_danger => {
+                        eprintln!("session in danger: {error}; still holding, retrying");
+                        in_danger = true;
+                        None
+                    }
+                    SessionState::Healthy { .. } if in_danger => {
+                        eprintln!("session healthy again");
+                        in_danger = false;
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(why) = gone {
+            // The seat is not held any more (so dropping it checks nothing in); end the
+            // session if it is still open, and say why with exit code 6.
+            drop(seat);
+            let _ = client.close().await;
+            return Err(SeatLost(why).into());
+        }
+        tokio::select! {
+            _ = &mut hold => break,
+            _ = &mut interrupted => break,
+            changed = watch.changed() => {
+                // The sender lives in the client, which lives here: it cannot close.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
     seat.checkin().await?;

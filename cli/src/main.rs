@@ -1,9 +1,7 @@
 //! `tallyctl`: the license administrator's and the vendor's command line. Thin: parse
 //! flags, run one command, turn its error into one line and an exit code.
 //!
-//! Exit codes: 0 done; 1 the cluster refused or something else failed; 2 bad usage;
-//! 3 the cluster could not be reached or has no leader (retry later); 4 a checkout was
-//! denied; 5 a license or key file is invalid (bad syntax, bad signature, wrong key).
+//! Exit codes: see [`EXIT_CODES`].
 
 mod admin;
 mod bench;
@@ -21,11 +19,23 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tally_client::{Cluster, ConnectOptions, Tls};
 
+/// What each exit code means, as `tallyctl --help` shows it.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  the cluster refused, or something else failed
+  2  bad usage
+  3  the cluster could not be reached or has no leader (retry later)
+  4  a checkout was denied
+  5  a license or key file is invalid (bad syntax, bad signature, wrong key)
+  6  a held seat was taken back (revoked, removed) or its session lost";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tallyctl",
     version,
-    about = "Administer a Tally license cluster"
+    about = "Administer a Tally license cluster",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// The cluster's nodes, comma-separated HOST:PORT (any of them; all is best).
@@ -174,15 +184,29 @@ impl std::fmt::Display for Denied {
 
 impl std::error::Error for Denied {}
 
+/// Held seats that are gone (revoked by the cluster, or their session lost): the holder
+/// must stop using them, so this has its own exit code too.
+#[derive(Debug)]
+pub struct SeatLost(pub String);
+
+impl std::fmt::Display for SeatLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SeatLost {}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<tally_client::Error>() {
         return match c {
             tally_client::Error::Unavailable { .. } => 3,
             tally_client::Error::Endpoint { .. } | tally_client::Error::Tls { .. } => 2,
             tally_client::Error::Denied { .. } => 4,
-            tally_client::Error::Refused { .. }
-            | tally_client::Error::SessionLost { .. }
-            | tally_client::Error::LeaseGone { .. } => 1,
+            tally_client::Error::SessionLost { .. }
+            | tally_client::Error::LeaseGone { .. }
+            | tally_client::Error::Revoked { .. } => 6,
+            tally_client::Error::Refused { .. } => 1,
         };
     }
     if e.downcast_ref::<tally_core::Error>().is_some() {
@@ -190,6 +214,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<Denied>().is_some() {
         return 4;
+    }
+    if e.downcast_ref::<SeatLost>().is_some() {
+        return 6;
     }
     1
 }

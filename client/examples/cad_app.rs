@@ -63,13 +63,21 @@ async fn main() -> Result<(), Error> {
         seat.fencing_token()
     );
 
-    // The work: five "operations", stopping early if the license is lost.
+    // The work: five "operations", stopping early if the license is lost or revoked.
+    // Heartbeats that fail only put the session in danger: the seat is still held.
     let mut session = client.watch();
+    let lease = seat.lease_id();
     for step in 1..=5 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => println!("  operation {step} done"),
-            _ = session.wait_for(|s| matches!(s, SessionState::Lost { .. })) => {
-                eprintln!("license lost, saving and stopping: {:?}", client.state());
+            _ = session.wait_for(|s| {
+                matches!(s, SessionState::Lost { .. })
+                    || s.revoked().iter().any(|r| r.lease_id == lease)
+            }) => {
+                match seat.revoked() {
+                    Some(r) => eprintln!("license revoked, saving and stopping: {}", r.message),
+                    None => eprintln!("license lost, saving and stopping: {:?}", client.state()),
+                }
                 return Ok(());
             }
         }

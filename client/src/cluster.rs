@@ -9,9 +9,12 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tally_proto::LEADER_ADDR_METADATA;
+// Tokio's clock, not the system's: the same in production, and virtual in tests of the
+// heartbeat that pause time.
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -100,9 +103,15 @@ pub struct Cluster {
 #[derive(Debug)]
 struct Inner {
     opts: ConnectOptions,
+    /// The longest pause between two sweeps of every node in [`Cluster::call`].
+    max_pause: Duration,
     /// Shared with clones made by [`Cluster::with_options`]: one set of channels.
     nodes: Arc<Mutex<Nodes>>,
 }
+
+/// The default cap on the pause between sweeps: an election takes 0.3-0.6 s, and a pause
+/// that grew past it would add itself to every failover the application sees.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Nodes {
@@ -173,6 +182,7 @@ impl Cluster {
         Ok(Cluster {
             inner: Arc::new(Inner {
                 opts,
+                max_pause: MAX_PAUSE,
                 nodes: Arc::new(Mutex::new(Nodes {
                     uris,
                     channels,
@@ -188,6 +198,21 @@ impl Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 opts,
+                max_pause: self.inner.max_pause,
+                nodes: self.inner.nodes.clone(),
+            }),
+        }
+    }
+
+    /// The same, with the pause between sweeps of every node allowed to grow to
+    /// `max_pause` (never below the default): for background calls, like heartbeats,
+    /// that can afford to notice a new leader later and must not hammer a cluster that is
+    /// down.
+    pub(crate) fn with_max_pause(&self, max_pause: Duration) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                opts: self.inner.opts.clone(),
+                max_pause: max_pause.max(MAX_PAUSE),
                 nodes: self.inner.nodes.clone(),
             }),
         }
@@ -284,7 +309,11 @@ impl Cluster {
                         if self.follow(&addr) {
                             tracing::debug!(from = %uri, to = %addr, "following the leader");
                             // A redirect is an answer, not a failure: go straight there.
-                            tried_since_pause = 0;
+                            // It neither counts towards the sweep nor starts a new one: a
+                            // follower names its old leader until its election timeout
+                            // passes, and if that leader is gone, redirect, refusal and
+                            // rotation back to the follower would go round without
+                            // ever pausing (thousands of calls a second).
                             if start.elapsed() < self.inner.opts.retry_for {
                                 continue;
                             }
@@ -319,9 +348,7 @@ impl Cluster {
                 tried_since_pause = 0;
                 let left = self.inner.opts.retry_for.saturating_sub(elapsed);
                 tokio::time::sleep(pause.min(left)).await;
-                // Capped low: an election takes 0.3-0.6 s, and a pause that grew past it
-                // would add itself to every failover the application sees.
-                pause = (pause * 2).min(Duration::from_millis(100));
+                pause = (pause * 2).min(self.inner.max_pause);
             }
         }
     }
@@ -457,5 +484,108 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
         assert!(text.starts_with("status: no leader answered"), "{text}");
+    }
+
+    /// A follower that still names a leader that is gone, as every follower does until
+    /// its election timeout passes after the leader stopped.
+    #[derive(Debug)]
+    struct StaleFollower {
+        calls: Arc<std::sync::atomic::AtomicU64>,
+        /// Where nothing listens any more.
+        gone: String,
+    }
+
+    #[tonic::async_trait]
+    impl tally_proto::v1::licensing_server::Licensing for StaleFollower {
+        async fn heartbeat(
+            &self,
+            _: tonic::Request<tally_proto::v1::HeartbeatRequest>,
+        ) -> Result<Response<tally_proto::v1::HeartbeatResponse>, Status> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut s = Status::unavailable(format!(
+                "not the leader; the leader is node 1 at {}",
+                self.gone
+            ));
+            s.metadata_mut()
+                .insert(LEADER_ADDR_METADATA, self.gone.parse().unwrap());
+            Err(s)
+        }
+
+        async fn open_session(
+            &self,
+            _: tonic::Request<tally_proto::v1::OpenSessionRequest>,
+        ) -> Result<Response<tally_proto::v1::OpenSessionResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn checkout(
+            &self,
+            _: tonic::Request<tally_proto::v1::CheckoutRequest>,
+        ) -> Result<Response<tally_proto::v1::CheckoutResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn checkin(
+            &self,
+            _: tonic::Request<tally_proto::v1::CheckinRequest>,
+        ) -> Result<Response<tally_proto::v1::CheckinResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn close_session(
+            &self,
+            _: tonic::Request<tally_proto::v1::CloseSessionRequest>,
+        ) -> Result<Response<tally_proto::v1::CloseSessionResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_a_leader_that_is_gone_does_not_spin() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(tally_proto::v1::licensing_server::LicensingServer::new(
+                    StaleFollower {
+                        calls: calls.clone(),
+                        gone: gone.clone(),
+                    },
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let budget = Duration::from_millis(500);
+        let c = Cluster::new(
+            [addr.as_str()],
+            ConnectOptions {
+                retry_for: budget,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let e = c
+            .call("heartbeat", |ch| async move {
+                tally_proto::v1::licensing_client::LicensingClient::new(ch)
+                    .heartbeat(tally_proto::v1::HeartbeatRequest::default())
+                    .await
+            })
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        server.abort();
+        // Follower, then the node it names, then a pause that grows to 100 ms: a score
+        // of calls in half a second. Without the pauses it was thousands.
+        let n = calls.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=40).contains(&n),
+            "{n} calls to the follower in {budget:?}"
+        );
     }
 }

@@ -61,12 +61,23 @@ pub enum Error {
         available: u64,
     },
 
-    /// A checkin found the lease no longer held: an administrator removed it, or the
-    /// session expired and its seats were reclaimed.
+    /// A checkin found the lease no longer held: an administrator removed it, the
+    /// cluster revoked it (before a heartbeat could say so), or the session expired and
+    /// its seats were reclaimed.
     #[error(
-        "lease {lease_id} is no longer held (removed by an administrator, or its session expired)"
+        "lease {lease_id} is no longer held (removed by an administrator, revoked, or its session expired)"
     )]
     LeaseGone { lease_id: u64 },
+
+    /// The cluster took the lease back (a license file was unloaded or reloaded with
+    /// fewer seats, or the license's term ended): the seat is no longer held. `message`
+    /// says why, for people. See [`Seat::revoked`](crate::Seat::revoked).
+    #[error("lease {lease_id} of {feature} is no longer held: {message}")]
+    Revoked {
+        lease_id: u64,
+        feature: String,
+        message: String,
+    },
 
     /// The session is gone (expired, closed, or refused by the cluster); open a new
     /// [`Client`](crate::Client) to go on.

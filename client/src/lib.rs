@@ -10,7 +10,10 @@
 //!    a fencing token, or [`Error::Denied`] with the reason (no seats free, unknown
 //!    feature, expired license, ...).
 //! 3. Work. Watch [`Client::watch`] to learn when the session is in danger (heartbeats
-//!    failing) or lost; a leader failover is handled for you and shows as nothing at all.
+//!    failing: the heartbeat keeps trying, and the seats stay held until the cluster
+//!    itself says the session is gone, even across a full-cluster outage), lost, or
+//!    when the cluster revoked a seat ([`Seat::revoked`]: a license was unloaded, or its
+//!    term ended). A leader failover is handled for you and shows as nothing at all.
 //! 4. [`Seat::checkin`] (or drop the seat) to give it back.
 //! 5. [`Client::close`] (or drop every handle) to end the session.
 //!
@@ -31,11 +34,17 @@
 //! let mut session = client.watch();
 //! tokio::select! {
 //!     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {} // the work
-//!     _ = session.wait_for(|s| matches!(s, SessionState::Lost { .. })) => {
-//!         eprintln!("license lost: {:?}", client.state());
+//!     _ = session.wait_for(|s| {
+//!         matches!(s, SessionState::Lost { .. }) || !s.revoked().is_empty()
+//!     }) => {
+//!         eprintln!("license lost or revoked: {:?}", client.state());
 //!     }
 //! }
-//! seat.checkin().await?;
+//! match seat.checkin().await {
+//!     // A revoked seat is no longer held: there is nothing to give back.
+//!     Ok(_) | Err(Error::Revoked { .. }) => {}
+//!     Err(e) => return Err(e),
+//! }
 //! client.close().await?;
 //! # Ok(()) }
 //! ```
@@ -59,6 +68,6 @@ pub use cluster::{normalise, Cluster, ConnectOptions};
 pub use error::Error;
 pub use options::{CheckoutOptions, ClientOptions, Wait};
 pub use seat::Seat;
-pub use session::{Client, SessionState};
+pub use session::{Client, Revoked, SessionState};
 pub use tally_proto as proto;
 pub use tls::Tls;

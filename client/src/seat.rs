@@ -1,4 +1,5 @@
-//! A held seat: a guard that checks the seat in when dropped.
+//! A held seat: a guard that checks the seat in when dropped, unless the cluster took it
+//! back.
 
 use std::sync::Arc;
 
@@ -6,10 +7,11 @@ use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_client::LicensingClient;
 
 use crate::session::Core;
-use crate::Error;
+use crate::{Error, Revoked};
 
-/// Seats of one feature, held until [`Seat::checkin`] or drop. Holding a seat keeps the
-/// session's heartbeat running even if the [`Client`](crate::Client) itself was dropped.
+/// Seats of one feature, held until [`Seat::checkin`] or drop, or until the cluster
+/// revokes them ([`Seat::revoked`]). Holding a seat keeps the session's heartbeat running
+/// even if the [`Client`](crate::Client) itself was dropped.
 ///
 /// ```no_run
 /// # async fn demo(client: tally_client::Client) -> Result<(), tally_client::Error> {
@@ -75,9 +77,39 @@ impl Seat {
         &self.grant
     }
 
-    /// Gives the seats back. Returns when they linger until (Unix ms), if they do.
+    /// Whether the cluster took this lease back (a license unloaded, a term ended), and
+    /// why, as the session's heartbeat last learnt it: within a heartbeat period or so of
+    /// the revocation. A revoked seat is no longer held: stop using what it licenses.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tally_client::Client) -> Result<(), tally_client::Error> {
+    /// let seat = client.checkout("solid_modeler", Default::default()).await?;
+    /// let mut state = client.watch();
+    /// let lease = seat.lease_id();
+    /// let _ = state
+    ///     .wait_for(|s| s.revoked().iter().any(|r| r.lease_id == lease))
+    ///     .await;
+    /// if let Some(r) = seat.revoked() {
+    ///     eprintln!("license taken back, saving and stopping: {}", r.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn revoked(&self) -> Option<Revoked> {
+        self.core.revocation_of(self.grant.lease_id)
+    }
+
+    /// Gives the seats back. Returns when they linger until (Unix ms), if they do. A seat
+    /// the cluster revoked is not held any more: that is [`Error::Revoked`], without a
+    /// call to the cluster.
     pub async fn checkin(mut self) -> Result<Option<u64>, Error> {
         self.released = true;
+        if let Some(r) = self.revoked() {
+            return Err(Error::Revoked {
+                lease_id: r.lease_id,
+                feature: r.feature,
+                message: r.message,
+            });
+        }
         checkin(&self.core, self.grant.lease_id).await
     }
 }
@@ -109,15 +141,25 @@ impl Drop for Seat {
     /// Checks in from a background task when a runtime is there to run it; otherwise the
     /// seat is freed when the session expires.
     fn drop(&mut self) {
-        // A lost (or abandoned) session has nothing left to check in.
-        if self.released || self.core.check_alive().is_err() {
+        // A lost (or abandoned) session has nothing left to check in, nor has a revoked
+        // seat.
+        if self.released
+            || self.core.check_alive().is_err()
+            || self.core.revocation_of(self.grant.lease_id).is_some()
+        {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (core, lease) = (self.core.clone(), self.grant.lease_id);
             rt.spawn(async move {
-                if let Err(e) = checkin(&core, lease).await {
-                    tracing::warn!(lease, "checkin of a dropped seat failed: {e}");
+                match checkin(&core, lease).await {
+                    Ok(_) => {}
+                    // Taken back (revoked or removed) before the heartbeat said so:
+                    // nothing was left to give back.
+                    Err(Error::LeaseGone { .. }) => {
+                        tracing::debug!(lease, "a dropped seat was no longer held")
+                    }
+                    Err(e) => tracing::warn!(lease, "checkin of a dropped seat failed: {e}"),
                 }
             });
         }

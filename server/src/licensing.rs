@@ -9,6 +9,7 @@ use tally_core::ledger::{
 use tally_core::license::Version;
 use tally_proto::v1 as pb;
 use tally_proto::v1::licensing_server;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::config::Identity;
@@ -34,14 +35,29 @@ pub struct Licensing {
     /// Writes (checkout, checkin, close) per session: each is a log entry on every node,
     /// so one session in a loop must not crowd out everyone else's.
     per_session: Option<Arc<RateLimiter<u64>>>,
+    /// True once the node is stopping. A long poll must see that even if it starts after
+    /// the shutdown signal (a client retrying at once on its open connection, which a
+    /// stopping server still serves): a receiver of the broadcast made then never gets
+    /// it, and its poll would hold the node's stop up for the whole [`LONG_POLL`], while
+    /// the node, still leading, refuses new connections.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Licensing {
+    /// Needs a tokio runtime: a task turns the node's shutdown signal into `stopping`.
     pub fn new(shared: Shared) -> Self {
         let per_session = RateLimiter::new(shared.cfg.limits.per_session_rps);
+        let (tx, stopping) = watch::channel(false);
+        let mut shutdown = shared.shutdown.subscribe();
+        tokio::spawn(async move {
+            // A closed channel means the node is gone as well.
+            let _ = shutdown.recv().await;
+            let _ = tx.send(true);
+        });
         Self {
             shared,
             per_session,
+            stopping,
         }
     }
 
@@ -172,7 +188,7 @@ impl Licensing {
     /// watching this node's applied state: the answer replaces the request's kept reply.
     async fn await_queue(&self, req: RequestId, place: u64) -> Reply {
         let mut applied = self.shared.sm.applied_index();
-        let mut stopping = self.shared.shutdown.subscribe();
+        let mut stopping = self.stopping.clone();
         let deadline = tokio::time::Instant::now() + LONG_POLL;
         loop {
             {
@@ -189,7 +205,7 @@ impl Licensing {
             }
             let more = tokio::select! {
                 r = tokio::time::timeout_at(deadline, applied.changed()) => matches!(r, Ok(Ok(()))),
-                _ = stopping.recv() => false,
+                _ = stopping.wait_for(|s| *s) => false,
             };
             if !more {
                 // Time is up, or the node is stopping: report the place as it stands, and

@@ -232,7 +232,8 @@ async fn collect(h: &Harness) -> anyhow::Result<(Vec<Entry>, BTreeMap<u64, (u64,
     }
 }
 
-async fn export(h: &Harness, id: u64) -> anyhow::Result<Vec<Entry>> {
+/// Node `id`'s whole log, as ledger entries (what the checker replays).
+pub async fn export(h: &Harness, id: u64) -> anyhow::Result<Vec<Entry>> {
     let (addr, c) = h.direct(id)?;
     let mut out = Vec::new();
     let mut from = 1;

@@ -296,7 +296,7 @@ fn watch_deadlines(
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
             let deadline = match &*rx.borrow_and_update() {
-                SessionState::Healthy { deadline_ms } => *deadline_ms,
+                SessionState::Healthy { deadline_ms, .. } => *deadline_ms,
                 _ => continue,
             };
             if let Ok(mut h) = history.lock() {

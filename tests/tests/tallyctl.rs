@@ -20,11 +20,17 @@ impl Drop for Holder {
     }
 }
 
-fn hold(cluster: &ThreeNodes, feature: &str, user: &str) -> (Holder, serde_json::Value) {
+fn hold(
+    cluster: &ThreeNodes,
+    feature: &str,
+    user: &str,
+    more: &[&str],
+) -> (Holder, serde_json::Value) {
     let mut child = Command::new(bin("tallyctl"))
         .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
         .args(["--json", "checkout", feature])
         .args(["--user", user, "--hold", "120"])
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -111,7 +117,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     assert_eq!(sources, ["cad.lic", "demo.lic"]);
 
     // Check out, and see it in every listing.
-    let (holder, grant) = hold(&cluster, "cad", "ann");
+    let (holder, grant) = hold(&cluster, "cad", "ann", &[]);
     let lease = grant["lease_id"].as_u64().unwrap();
     assert!(grant["fencing_token"].as_u64().unwrap() >= lease);
     let features = tallyctl_json(&cluster, &["features"]);
@@ -212,6 +218,50 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         .unwrap()
         .iter()
         .any(|f| f["name"] == "cad" && f["issued"] == 2));
+
+    // Unloading cad.lic revokes a held seat: the holder (heartbeating every second, TTL
+    // 3 s) prints why and exits 6 within a couple of heartbeats.
+    let (mut holder, grant) = hold(&cluster, "cad", "bob", &["--ttl", "3"]);
+    let lease = grant["lease_id"].as_u64().unwrap();
+    let unload = tallyctl(&cluster, &["license", "unload", "cad.lic"]);
+    assert!(unload.status.success(), "{}", stderr(&unload));
+    let unloaded = std::time::Instant::now();
+    let code = loop {
+        if let Some(st) = holder.0.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            unloaded.elapsed() < std::time::Duration::from_secs(10),
+            "tallyctl checkout kept holding a revoked seat"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(holder.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("seat of \"cad\" revoked: the license file \"cad.lic\" was unloaded"),
+        "{err}"
+    );
+    let leases = tallyctl_json(&cluster, &["leases"]);
+    assert!(
+        !leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["id"].as_u64() == Some(lease)),
+        "{leases}"
+    );
+    // The exit codes are listed in --help.
+    let help = Command::new(bin("tallyctl"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("6  a held seat was taken back"),
+        "{}",
+        String::from_utf8_lossy(&help.stdout)
+    );
 
     assert!(cluster.script("stop", None).status.success());
 }

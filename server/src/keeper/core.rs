@@ -9,6 +9,13 @@
 //!   (checkpoint, or the end of an outage) plus the election timeout plus the checkpoint
 //!   lag, so a failover never cuts short a heartbeat the old leader acknowledged. The
 //!   start is a fixed function of the ledger, so repeated elections extend nothing.
+//! - After a full-cluster outage the ledger has not seen the outage until an entry ends
+//!   it (the ledger restarts every TTL there). A new leader that finds the log silent for
+//!   longer than the outage gap first writes that entry, then loads deadlines: loaded
+//!   before, every deadline would be past and live clients would be told "expired". When
+//!   the entry that ended the outage is its own term's, no leader can have acknowledged a
+//!   heartbeat since, so sessions not heard of since get exactly their TTL from the
+//!   return, without the failover allowance.
 //! - A heartbeat moves a session's deadline to now + TTL in memory, but promises the
 //!   client only what a successor would grant from the ledger (`durable`): until the
 //!   beat is checkpointed, the promise is capped there.
@@ -18,7 +25,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use tally_core::ledger::{Ledger, Op, SecretDigest, SessionId, TimeMs};
+use tally_core::ledger::{Ledger, Op, SecretDigest, SessionId, TimeMs, OUTAGE_GAP_MS};
 
 /// Most sessions expired, or seats reclaimed, per proposed entry: a mass expiry becomes
 /// many small entries instead of one that stalls the log (etcd 8097/12105).
@@ -65,6 +72,9 @@ pub fn fresh_start(floor_ms: TimeMs, ttl_ms: u64, election_max_ms: u64) -> TimeM
 pub struct Core {
     /// The (term, clock epoch) whose deadlines are loaded; `None` while not leading.
     pub(super) loaded: Option<(u64, u64)>,
+    /// The term in which this node, leading, found the log silent for longer than the
+    /// outage gap and wrote the entry that ends the outage.
+    outage_term: Option<u64>,
     /// Last heartbeat seen (or the derived fresh start) per session, with its TTL.
     pub(super) beats: HashMap<SessionId, (TimeMs, u64)>,
     /// Every tracked session by deadline: what expires next is the front, so a tick
@@ -100,15 +110,31 @@ impl Core {
         *self = Core::new(self.election_max_ms);
     }
 
+    /// Whether the log has been silent for longer than the outage gap at `now`: then the
+    /// leader of `term` must first write the entry that ends the outage (a clock tick),
+    /// and establish only once it is applied.
+    pub fn outage_pending(&mut self, term: u64, ledger: &Ledger, now: TimeMs) -> bool {
+        let silent = now.saturating_sub(ledger.now_ms()) > OUTAGE_GAP_MS;
+        if silent {
+            self.outage_term = Some(term);
+        }
+        silent
+    }
+
     /// Loads fresh deadlines for a term (or after a clock repair): see the module docs.
     pub fn establish(&mut self, term: u64, ledger: &Ledger) {
+        let ended_outage = self.outage_term == Some(term);
         self.step_down();
+        self.outage_term = ended_outage.then_some(term);
+        let resumed = ledger.resumed_ms();
         for (id, s) in ledger.sessions() {
-            self.touch(
-                id,
-                fresh_start(ledger.heartbeat_floor(s), s.ttl_ms, self.election_max_ms),
-                s.ttl_ms,
-            );
+            let floor = ledger.heartbeat_floor(s);
+            let start = if ended_outage && floor == resumed && s.last_heartbeat_ms < resumed {
+                floor
+            } else {
+                fresh_start(floor, s.ttl_ms, self.election_max_ms)
+            };
+            self.touch(id, start, s.ttl_ms);
             self.tracked_up_to = self.tracked_up_to.max(id);
         }
         self.loaded = Some((term, ledger.clock_epoch()));

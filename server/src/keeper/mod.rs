@@ -72,7 +72,7 @@ impl Keeper {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
             }
-            let Some(term) = self.establish(&shared) else {
+            let Some(term) = self.establish(&shared).await else {
                 continue;
             };
             self.lead(&shared)
@@ -82,8 +82,9 @@ impl Keeper {
     }
 
     /// Loads fresh deadlines on promotion (and after a clock repair); drops them on
-    /// demotion. The term while leading.
-    fn establish(&self, shared: &Shared) -> Option<u64> {
+    /// demotion. The term while leading. After a full-cluster outage it first writes the
+    /// entry that ends the outage (see `core`), and establishes on a later tick.
+    async fn establish(&self, shared: &Shared) -> Option<u64> {
         let term = match shared.role() {
             Role::Leader {
                 term,
@@ -102,17 +103,33 @@ impl Keeper {
                 return None;
             }
         };
-        let sm = shared.sm.read();
-        self.with(shared, |core| {
-            if !core.is_loaded(term, sm.ledger.clock_epoch()) {
+        let now = shared.now_ms();
+        let outage = {
+            let sm = shared.sm.read();
+            self.with(shared, |core| {
+                if core.is_loaded(term, sm.ledger.clock_epoch()) {
+                    return false;
+                }
+                if core.outage_pending(term, &sm.ledger, now) {
+                    return true;
+                }
                 core.establish(term, &sm.ledger);
                 tracing::info!(
                     term,
                     sessions = core.beats.len(),
                     "lease keeper active: deadlines loaded"
                 );
-            }
-        });
+                false
+            })
+        };
+        if outage {
+            tracing::info!(
+                term,
+                "the log was silent for longer than the outage gap: writing the entry that ends the outage before loading deadlines"
+            );
+            let _ = propose(shared, Op::Tick, "the entry that ends an outage").await;
+            return None;
+        }
         Some(term)
     }
 

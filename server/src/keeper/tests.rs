@@ -342,3 +342,35 @@ fn deadlines_follow_beats_forward_only_and_forget_cleans_up() {
         vec![(5_000, 8)]
     );
 }
+
+/// Helper-found bug (outage test): a leader elected after a full-cluster outage loaded
+/// deadlines before any entry recorded the outage, so every deadline was past and the
+/// first heartbeat of a live client was answered "expired". It must first write the entry
+/// that ends the outage; then sessions not heard of since get exactly TTL from the return.
+#[test]
+fn after_an_outage_the_leader_ends_it_in_the_log_before_loading_deadlines() {
+    let mut log = Log::new();
+    let s = log.open(T0, 1);
+    let back = T0 + 60_000;
+    let mut core = Core::new(ELECTION_MAX);
+    assert!(
+        core.outage_pending(4, &log.ledger, back),
+        "the log is silent"
+    );
+    // Loaded now, the session would already be due: exactly the bug.
+    let d = fresh_start(T0, TTL, ELECTION_MAX) + TTL;
+    assert!(d < back);
+    // The keeper writes a tick (its own term's), then loads.
+    log.apply(back, Op::Tick);
+    assert!(!core.outage_pending(4, &log.ledger, back));
+    core.establish(4, &log.ledger);
+    assert_eq!(core.beats[&s], (back, TTL), "exactly TTL from the return");
+    assert!(matches!(
+        beat(&mut core, &log, back + TTL / 2, s),
+        Beat::Alive { .. }
+    ));
+    // A leader of a later term did not end the outage itself: it keeps the allowance.
+    let mut later = Core::new(ELECTION_MAX);
+    later.establish(5, &log.ledger);
+    assert_eq!(later.beats[&s].0, fresh_start(back, TTL, ELECTION_MAX));
+}

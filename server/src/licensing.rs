@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use tally_core::ledger::{
-    DenyReason, Holder, Op, Origin, Reply, RequestId, SecretDigest, SessionAuth,
+    DenyReason, Holder, Ledger, Op, Origin, Reply, RequestId, SecretDigest, SessionAuth,
 };
 use tally_core::license::Version;
 use tally_proto::v1 as pb;
@@ -48,9 +48,17 @@ impl Licensing {
     /// Checks a session-scoped request against the applied state before anything is
     /// proposed, so a request with bogus credentials costs no log entry on any node. Only
     /// an established leader decides here (its state has everything committed before its
-    /// term); elsewhere the proposal forwards or waits as usual. A retry of a request the
-    /// ledger already answered goes through, to get its first answer.
-    fn authenticate(&self, req: RequestId, auth: &SessionAuth) -> Result<(), DenyReason> {
+    /// term); elsewhere the proposal forwards or waits as usual. The ledger checks the
+    /// same again (`Ledger::vet`): a request of a live session must prove its secret and
+    /// carry its opener's client id even when its request id has a kept answer, which is
+    /// the session's alone; of the requests of a session that is gone, only a retried
+    /// close goes through, to get its first answer.
+    fn authenticate(
+        &self,
+        req: RequestId,
+        auth: &SessionAuth,
+        closing: bool,
+    ) -> Result<(), DenyReason> {
         if !matches!(
             self.shared.role(),
             NodeRole::Leader {
@@ -61,13 +69,35 @@ impl Licensing {
             return Ok(());
         }
         let sm = self.shared.sm.read();
-        if sm.ledger.reply_for(req).is_some() {
-            return Ok(());
-        }
         match sm.ledger.session(auth.session) {
+            None if closing && Ledger::closed(sm.ledger.reply_for(req), auth.session) => Ok(()),
             None => Err(DenyReason::UnknownSession),
             Some(s) if s.secret != auth.secret => Err(DenyReason::BadSecret),
+            Some(s) if s.client != req.client => Err(DenyReason::WrongClient),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// A retried open must carry the secret its session was opened with (the ledger
+    /// checks it again): checked here too, on an established leader, so that replaying
+    /// someone's open with another secret costs no log entry.
+    fn retried_open(&self, req: RequestId, secret: &SecretDigest) -> Result<(), DenyReason> {
+        if !matches!(
+            self.shared.role(),
+            NodeRole::Leader {
+                established: true,
+                ..
+            }
+        ) {
+            return Ok(());
+        }
+        let sm = self.shared.sm.read();
+        match sm.ledger.reply_for(req) {
+            Some(Reply::SessionOpened { session, .. }) => match sm.ledger.session(*session) {
+                Some(s) if s.secret != *secret => Err(DenyReason::BadSecret),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
@@ -237,6 +267,8 @@ impl licensing_server::Licensing for Licensing {
             )));
         }
         self.check_identity(&caller, &r.user, &r.host)?;
+        self.retried_open(req_id, &digest(&r.secret))
+            .map_err(|d| refusal(&d))?;
         self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
@@ -339,7 +371,7 @@ impl licensing_server::Licensing for Licensing {
         let auth = auth(r.auth)?;
         tracing::Span::current().record("session", auth.session);
         name("feature", &r.feature, true)?;
-        if let Err(d) = self.authenticate(req_id, &auth) {
+        if let Err(d) = self.authenticate(req_id, &auth, false) {
             return Ok(Response::new(pb::CheckoutResponse {
                 result: Some(pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
@@ -433,7 +465,8 @@ impl licensing_server::Licensing for Licensing {
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
-        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
+        self.authenticate(req_id, &auth, false)
+            .map_err(|d| refusal(&d))?;
         self.session_rate(auth.session)?;
         let op = Op::Checkin {
             req: req_id,
@@ -461,7 +494,8 @@ impl licensing_server::Licensing for Licensing {
         let auth = auth(r.auth)?;
         let req_id = request_id(r.request)?;
         let session = auth.session;
-        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
+        self.authenticate(req_id, &auth, true)
+            .map_err(|d| refusal(&d))?;
         self.session_rate(session)?;
         let op = Op::CloseSession { req: req_id, auth };
         match self.shared.propose(op).await?.reply {

@@ -200,6 +200,11 @@ pub enum DenyReason {
     },
     /// An administrator cancelled the wait.
     WaitCancelled,
+    /// The request names a live session that another client id opened. A session's
+    /// requests carry its opener's client id, whose window of kept answers is the
+    /// session's own: another's request id would get the opener's answers, or put its
+    /// answers into the opener's window. Last, so that kept answers keep their encoding.
+    WrongClient,
 }
 
 /// Why a license load was refused. Nothing of the load is applied.

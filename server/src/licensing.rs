@@ -192,6 +192,20 @@ fn name(field: &str, value: &str, required: bool) -> Result<(), Status> {
     Ok(())
 }
 
+/// Longest piece of a caller's input quoted back in a refusal.
+const MAX_SHOWN: usize = 64;
+
+/// `value` quoted for a refusal, cut to [`MAX_SHOWN`] characters with its length: the
+/// message travels as an HTTP/2 header, and a client refuses headers over 16 KiB or so,
+/// so echoing a request's megabyte whole made the refusal itself fail (gRPC clients saw
+/// RESOURCE_EXHAUSTED "metadata size exceeds" instead of the reason).
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// How long one checkout call waits in the queue before answering "still queued"; the
 /// client then asks again with the same request id. Short enough that no proxy or load
 /// balancer times the call out, long enough that a waiter costs one log entry per 20 s.
@@ -387,8 +401,8 @@ impl licensing_server::Licensing for Licensing {
         } else {
             Version::parse(&r.version).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "`version` must look like 2026.1, got {:?}",
-                    r.version
+                    "`version` must look like 2026.1, got {}",
+                    shown(&r.version)
                 ))
             })?
         };
@@ -508,5 +522,19 @@ impl licensing_server::Licensing for Licensing {
             Reply::Denied(d) => Err(refusal(&d)),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refusals_quote_at_most_a_short_piece_of_the_input() {
+        assert_eq!(super::shown("2026.x"), "\"2026.x\"");
+        let huge = "1.".repeat(500_000);
+        let s = super::shown(&huge);
+        assert!(s.len() < 100, "{s}");
+        assert!(s.ends_with("... (1000000 bytes)"), "{s}");
+        // Cut on a character boundary, never inside one.
+        assert!(super::shown(&"é".repeat(100)).ends_with("(200 bytes)"));
     }
 }

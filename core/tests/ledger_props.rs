@@ -258,6 +258,16 @@ impl Run {
         }
     }
 
+    /// A request of live session `s`, from the client id that opened it (a session's
+    /// requests must be).
+    fn req_of(&mut self, s: SessionId) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.ledger.session(s).map_or([s as u8; 16], |x| x.client),
+            seq: self.seq,
+        }
+    }
+
     fn client_op(&mut self, op: Op) {
         let out = self.apply(op.clone());
         self.requests.push((op, out.reply));
@@ -369,7 +379,7 @@ impl Run {
                 wait,
             } => {
                 if let Some(s) = pick(&self.sessions(), session) {
-                    let req = self.req(s as u8);
+                    let req = self.req_of(s);
                     let f = usize::from(feature);
                     let version = Version(vec![u32::from(major), u32::from(minor)]);
                     let fits = self.fits(f, &version, u32::from(count))
@@ -444,7 +454,7 @@ impl Run {
             }
             Step::Checkin { lease } => {
                 if let Some((l, s)) = pick(&self.leases(), lease) {
-                    let req = self.req(s as u8);
+                    let req = self.req_of(s);
                     self.client_op(Op::Checkin {
                         req,
                         auth: Self::auth(s),
@@ -454,7 +464,7 @@ impl Run {
             }
             Step::Close { session } => {
                 if let Some(s) = pick(&self.sessions(), session) {
-                    let req = self.req(s as u8);
+                    let req = self.req_of(s);
                     self.client_op(Op::CloseSession {
                         req,
                         auth: Self::auth(s),
@@ -517,7 +527,16 @@ impl Run {
                 if n > 0 {
                     let (op, first) = self.requests[n - 1 - usize::from(back) % n.min(8)].clone();
                     // A queued checkout's answer is whatever the queue decided since.
+                    let gone = |auth: &SessionAuth| self.ledger.session(auth.session).is_none();
                     let expected = match (&first, &op) {
+                        // Of a session that is gone, only a close is answered as at first.
+                        (Reply::SessionClosed { .. }, Op::CloseSession { .. }) => first,
+                        (
+                            _,
+                            Op::Checkout { auth, .. }
+                            | Op::Checkin { auth, .. }
+                            | Op::CloseSession { auth, .. },
+                        ) if gone(auth) => Reply::Denied(DenyReason::UnknownSession),
                         (Reply::Queued { .. }, Op::Checkout { req, .. }) => {
                             self.ledger.reply_for(*req).cloned().unwrap_or(first)
                         }
@@ -534,7 +553,7 @@ impl Run {
                 if let Some(s) = pick(&self.sessions(), session) {
                     let before = self.observable();
                     let target = pick(&self.leases(), lease).map_or(0, |(l, _)| l);
-                    let req = self.req(s as u8);
+                    let req = self.req_of(s);
                     let auth = SessionAuth {
                         session: s,
                         secret: [0xFF; 32],

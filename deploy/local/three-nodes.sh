@@ -22,6 +22,9 @@
 # certificate; DIR/tally.env holds the TALLY_* variables (endpoints, CA, the admin's
 # certificate and key) that give tallyctl admin access once sourced: `. DIR/tally.env`.
 #
+# Config: TALLY_NODE_CONFIG=FILE (a node TOML, e.g. just a [limits] table) is given to
+# every node as --config; the script's flags (ports, data, TLS, cluster name) win over it.
+#
 # Binaries: $TALLY_BIN_DIR if set (it must hold tallyd and tallyctl), else the
 # workspace's target/release, built first if missing.
 #
@@ -110,13 +113,14 @@ vendor_name() {
 }
 
 start_node() {
-  local n=$1 init=()
+  local n=$1 init=() config=()
   alive "$n" && die "node $n is already running (pid $(cat "$dir/node$n.pid"))"
   # Only a brand-new cluster is formed; a node with data rejoins by itself.
   if [ "$n" = 1 ] && [ "${2:-}" = fresh ]; then
     init=(--init "1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))")
   fi
-  "$bin/tallyd" run --cluster-name "$(cluster_name)" --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
+  [ -z "${TALLY_NODE_CONFIG:-}" ] || config=(--config "$TALLY_NODE_CONFIG")
+  "$bin/tallyd" run "${config[@]}" --cluster-name "$(cluster_name)" --id "$n" --listen "127.0.0.1:$((base + n - 1))" --data "$dir/node$n" \
     --http "$(http_addr "$n")" \
     --vendor-key "$(vendor_name)=$dir/vendor.pub" "${init[@]}" \
     --tls-cert "$dir/pki/node$n.crt" --tls-key "$dir/pki/node$n.key" --tls-ca "$dir/pki/ca.crt" \

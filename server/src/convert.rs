@@ -166,6 +166,7 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         DenyReason::WaitCancelled => {
             format!("an administrator cancelled this wait for \"{feature}\"")
         }
+        DenyReason::WrongClient => "another client id opened this session: a session's requests must carry the client id it was opened with".into(),
         DenyReason::QueueTimeout { waited_ms } => {
             format!(
                 "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
@@ -193,6 +194,7 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::NamedUserNotAssigned => D::NamedUserNotAssigned,
         DenyReason::NamedUserBlocked { .. } => D::NamedUserBlocked,
         DenyReason::NotNamedUser => D::NotNamedUser,
+        DenyReason::WrongClient => D::WrongClient,
     }
 }
 
@@ -200,7 +202,7 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
 pub fn refusal(reason: &DenyReason) -> Status {
     let msg = deny_message(reason, "");
     match reason {
-        DenyReason::BadSecret => Status::permission_denied(msg),
+        DenyReason::BadSecret | DenyReason::WrongClient => Status::permission_denied(msg),
         DenyReason::UnknownSession | DenyReason::UnknownLease => Status::not_found(msg),
         _ => Status::failed_precondition(msg),
     }

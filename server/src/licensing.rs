@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use tally_core::ledger::{
-    DenyReason, Holder, Op, Origin, Reply, RequestId, SecretDigest, SessionAuth,
+    DenyReason, Holder, Ledger, Op, Origin, Reply, RequestId, SecretDigest, SessionAuth,
 };
 use tally_core::license::Version;
 use tally_proto::v1 as pb;
@@ -64,9 +64,17 @@ impl Licensing {
     /// Checks a session-scoped request against the applied state before anything is
     /// proposed, so a request with bogus credentials costs no log entry on any node. Only
     /// an established leader decides here (its state has everything committed before its
-    /// term); elsewhere the proposal forwards or waits as usual. A retry of a request the
-    /// ledger already answered goes through, to get its first answer.
-    fn authenticate(&self, req: RequestId, auth: &SessionAuth) -> Result<(), DenyReason> {
+    /// term); elsewhere the proposal forwards or waits as usual. The ledger checks the
+    /// same again (`Ledger::vet`): a request of a live session must prove its secret and
+    /// carry its opener's client id even when its request id has a kept answer, which is
+    /// the session's alone; of the requests of a session that is gone, only a retried
+    /// close goes through, to get its first answer.
+    fn authenticate(
+        &self,
+        req: RequestId,
+        auth: &SessionAuth,
+        closing: bool,
+    ) -> Result<(), DenyReason> {
         if !matches!(
             self.shared.role(),
             NodeRole::Leader {
@@ -77,13 +85,35 @@ impl Licensing {
             return Ok(());
         }
         let sm = self.shared.sm.read();
-        if sm.ledger.reply_for(req).is_some() {
-            return Ok(());
-        }
         match sm.ledger.session(auth.session) {
+            None if closing && Ledger::closed(sm.ledger.reply_for(req), auth.session) => Ok(()),
             None => Err(DenyReason::UnknownSession),
             Some(s) if s.secret != auth.secret => Err(DenyReason::BadSecret),
+            Some(s) if s.client != req.client => Err(DenyReason::WrongClient),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// A retried open must carry the secret its session was opened with (the ledger
+    /// checks it again): checked here too, on an established leader, so that replaying
+    /// someone's open with another secret costs no log entry.
+    fn retried_open(&self, req: RequestId, secret: &SecretDigest) -> Result<(), DenyReason> {
+        if !matches!(
+            self.shared.role(),
+            NodeRole::Leader {
+                established: true,
+                ..
+            }
+        ) {
+            return Ok(());
+        }
+        let sm = self.shared.sm.read();
+        match sm.ledger.reply_for(req) {
+            Some(Reply::SessionOpened { session, .. }) => match sm.ledger.session(*session) {
+                Some(s) if s.secret != *secret => Err(DenyReason::BadSecret),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
@@ -178,6 +208,20 @@ fn name(field: &str, value: &str, required: bool) -> Result<(), Status> {
     Ok(())
 }
 
+/// Longest piece of a caller's input quoted back in a refusal.
+const MAX_SHOWN: usize = 64;
+
+/// `value` quoted for a refusal, cut to [`MAX_SHOWN`] characters with its length: the
+/// message travels as an HTTP/2 header, and a client refuses headers over 16 KiB or so,
+/// so echoing a request's megabyte whole made the refusal itself fail (gRPC clients saw
+/// RESOURCE_EXHAUSTED "metadata size exceeds" instead of the reason).
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// How long one checkout call waits in the queue before answering "still queued"; the
 /// client then asks again with the same request id. Short enough that no proxy or load
 /// balancer times the call out, long enough that a waiter costs one log entry per 20 s.
@@ -253,6 +297,8 @@ impl licensing_server::Licensing for Licensing {
             )));
         }
         self.check_identity(&caller, &r.user, &r.host)?;
+        self.retried_open(req_id, &digest(&r.secret))
+            .map_err(|d| refusal(&d))?;
         self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
@@ -355,7 +401,7 @@ impl licensing_server::Licensing for Licensing {
         let auth = auth(r.auth)?;
         tracing::Span::current().record("session", auth.session);
         name("feature", &r.feature, true)?;
-        if let Err(d) = self.authenticate(req_id, &auth) {
+        if let Err(d) = self.authenticate(req_id, &auth, false) {
             return Ok(Response::new(pb::CheckoutResponse {
                 result: Some(pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
@@ -371,8 +417,8 @@ impl licensing_server::Licensing for Licensing {
         } else {
             Version::parse(&r.version).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "`version` must look like 2026.1, got {:?}",
-                    r.version
+                    "`version` must look like 2026.1, got {}",
+                    shown(&r.version)
                 ))
             })?
         };
@@ -449,7 +495,8 @@ impl licensing_server::Licensing for Licensing {
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
-        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
+        self.authenticate(req_id, &auth, false)
+            .map_err(|d| refusal(&d))?;
         self.session_rate(auth.session)?;
         let op = Op::Checkin {
             req: req_id,
@@ -477,7 +524,8 @@ impl licensing_server::Licensing for Licensing {
         let auth = auth(r.auth)?;
         let req_id = request_id(r.request)?;
         let session = auth.session;
-        self.authenticate(req_id, &auth).map_err(|d| refusal(&d))?;
+        self.authenticate(req_id, &auth, true)
+            .map_err(|d| refusal(&d))?;
         self.session_rate(session)?;
         let op = Op::CloseSession { req: req_id, auth };
         match self.shared.propose(op).await?.reply {
@@ -490,5 +538,19 @@ impl licensing_server::Licensing for Licensing {
             Reply::Denied(d) => Err(refusal(&d)),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refusals_quote_at_most_a_short_piece_of_the_input() {
+        assert_eq!(super::shown("2026.x"), "\"2026.x\"");
+        let huge = "1.".repeat(500_000);
+        let s = super::shown(&huge);
+        assert!(s.len() < 100, "{s}");
+        assert!(s.ends_with("... (1000000 bytes)"), "{s}");
+        // Cut on a character boundary, never inside one.
+        assert!(super::shown(&"é".repeat(100)).ends_with("(200 bytes)"));
     }
 }

@@ -243,9 +243,13 @@ impl Ledger {
         let mut events = Vec::new();
         self.advance_clock(entry.at_ms, &mut events);
         let reply = match self.client_request(&entry.op) {
-            Some(req) => match self.dedup(req) {
-                Dedup::Replay(reply) => reply,
-                Dedup::Execute => {
+            Some(req) => match self.vet(req, &entry.op).map(|()| self.dedup(req)) {
+                // Checked before the kept answers, which only their session's owner reads.
+                // Like any failed authentication it leaves nothing behind, not even a
+                // denial in the usage history: bogus credentials say nothing of demand.
+                Err(reason) => Reply::Denied(reason),
+                Ok(Dedup::Replay(reply)) => reply,
+                Ok(Dedup::Execute) => {
                     let reply = self.execute(entry.index, &entry.op, &mut events);
                     // A request that failed authentication leaves nothing behind: no kept
                     // answer, no client record. A flood of bogus credentials must not
@@ -387,6 +391,51 @@ impl Ledger {
             Op::AssignUsers { feature, users } => self.assign_users(index, feature, users, ev),
             Op::UnassignUsers { feature, users } => self.unassign_users(feature, users, ev),
         }
+    }
+
+    /// Whether a client request may see or add to its client's kept answers: a request of
+    /// a live session must prove the session's secret and come from the client id that
+    /// opened it, and a retried open must carry the secret its session was opened with.
+    /// Without this, anyone who learnt a request id got its answer (another session's
+    /// lease, say) and a session could write into another client's window, so that the
+    /// owner's next request was answered with the intruder's grant. A request whose
+    /// session is gone is refused as such (whatever its first answer was, the session's
+    /// seats are gone now), except a retried close, which gets its first answer.
+    fn vet(&self, req: RequestId, op: &Op) -> Result<(), DenyReason> {
+        let auth = match op {
+            Op::Checkout { auth, .. }
+            | Op::Checkin { auth, .. }
+            | Op::CloseSession { auth, .. } => auth,
+            Op::OpenSession { secret, .. } => {
+                return match self.reply_for(req) {
+                    Some(Reply::SessionOpened { session, .. }) => {
+                        match self.st.sessions.get(session) {
+                            Some(s) if s.secret != *secret => Err(DenyReason::BadSecret),
+                            _ => Ok(()),
+                        }
+                    }
+                    _ => Ok(()),
+                };
+            }
+            _ => return Ok(()),
+        };
+        match self.st.sessions.get(&auth.session) {
+            None if matches!(op, Op::CloseSession { .. })
+                && Self::closed(self.reply_for(req), auth.session) =>
+            {
+                Ok(())
+            }
+            None => Err(DenyReason::UnknownSession),
+            Some(s) if s.secret != auth.secret => Err(DenyReason::BadSecret),
+            Some(s) if s.client != req.client => Err(DenyReason::WrongClient),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Whether `kept` answered a close of `session`: what a retried close may read after
+    /// its session is gone.
+    pub fn closed(kept: Option<&Reply>, session: SessionId) -> bool {
+        matches!(kept, Some(Reply::SessionClosed { session: s, .. }) if *s == session)
     }
 
     fn dedup(&self, req: RequestId) -> Dedup {

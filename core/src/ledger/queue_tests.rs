@@ -348,14 +348,16 @@ fn a_snapshot_keeps_the_queue_and_its_order() {
 #[test]
 fn a_request_numbered_u64_max_after_a_full_window_of_waiters_is_safe() {
     let mut h = H::new(vec![line("cad", "1.0", 1)]);
-    let s = h.open(1, "ann", "ws1");
+    // The session's own client id (a session's requests must carry it), with numbers
+    // past those its open and grant used.
+    let s = h.open(0xAB, "ann", "ws1");
     h.grant(s, "cad", 1);
     let client = [0xAB; 16];
     let auth = SessionAuth {
         session: s,
         secret: SECRET,
     };
-    for seq in 1..=REPLY_WINDOW as u64 {
+    for seq in 100..100 + REPLY_WINDOW as u64 {
         let r = h.op(Op::Checkout {
             req: RequestId { client, seq },
             auth,

@@ -89,6 +89,16 @@ impl H {
         }
     }
 
+    /// A request of session `s`: from the client id that opened it (a session's requests
+    /// must be), or from `other` when there is no such session.
+    pub(super) fn req_of(&mut self, s: SessionId, other: u8) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            client: self.l.session(s).map_or([other; 16], |x| x.client),
+            seq: self.seq,
+        }
+    }
+
     pub(super) fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
         let req = self.req(client);
         let holder = Holder {
@@ -119,7 +129,7 @@ impl H {
         version: &str,
         count: u32,
     ) -> Op {
-        let req = self.req(0xC0);
+        let req = self.req_of(s, 0xC0);
         let auth = SessionAuth {
             session: s,
             secret: SECRET,
@@ -147,7 +157,7 @@ impl H {
     }
 
     pub(super) fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
-        let req = self.req(0xC1);
+        let req = self.req_of(s, 0xC1);
         self.op(Op::Checkin {
             req,
             auth: SessionAuth {
@@ -1007,4 +1017,131 @@ fn requests_that_fail_authentication_leave_nothing_behind() {
         before,
         h.l.snapshot().len()
     );
+}
+
+/// A kept answer belongs to the session that earned it. Another session (or anyone who
+/// learnt a request id) used to get it by sending the same client id and number: bob got
+/// ann's lease in his grant; a forged secret got it too; and bob's request under ann's
+/// client id was kept in ann's window, so ann's next request was answered with bob's
+/// lease and never ran. Each is refused now, changes nothing, and keeps nothing.
+#[test]
+fn a_request_id_of_another_session_gets_neither_its_answer_nor_its_window() {
+    let mut h = H::new(vec![line("cad", "1.0", 5)]);
+    let (ann, bob) = (h.open(1, "ann", "ws1"), h.open(2, "bob", "ws2"));
+    let op = h.checkout_req(ann, "cad", "1.0", 1);
+    let Reply::Granted(first) = h.op(op.clone()).reply else {
+        panic!("ann's checkout was not granted")
+    };
+    let Op::Checkout { req, .. } = op.clone() else {
+        unreachable!()
+    };
+    let with_auth = |session, secret| match op.clone() {
+        Op::Checkout {
+            req,
+            feature,
+            version,
+            count,
+            wait_ms,
+            ..
+        } => Op::Checkout {
+            req,
+            auth: SessionAuth { session, secret },
+            feature,
+            version,
+            count,
+            wait_ms,
+        },
+        _ => unreachable!(),
+    };
+    let before = h.l.snapshot();
+    let r = h.op(with_auth(bob, SECRET));
+    assert_eq!(denied(&r.reply), &DenyReason::WrongClient, "bob got {r:?}");
+    let r = h.op(with_auth(ann, [0xEE; 32]));
+    assert_eq!(
+        denied(&r.reply),
+        &DenyReason::BadSecret,
+        "a forger got {r:?}"
+    );
+    let r = h.op(with_auth(999_999, SECRET));
+    assert_eq!(denied(&r.reply), &DenyReason::UnknownSession, "got {r:?}");
+    // Only the applied index moved (a varint: a byte or two).
+    assert!(h.l.snapshot().len() <= before.len() + 2);
+    assert_eq!(h.l.leases().count(), 1);
+    // Ann's own retry still gets her first answer.
+    assert_eq!(h.op(op).reply, Reply::Granted(first.clone()));
+
+    // Bob's new request under ann's client id is refused and kept nowhere, so ann's
+    // request with that number runs, for her.
+    let next = RequestId {
+        client: req.client,
+        seq: req.seq + 100,
+    };
+    let bobs = Op::Checkout {
+        req: next,
+        auth: SessionAuth {
+            session: bob,
+            secret: SECRET,
+        },
+        feature: "cad".into(),
+        version: v("1.0"),
+        count: 1,
+        wait_ms: None,
+    };
+    assert_eq!(denied(&h.op(bobs).reply), &DenyReason::WrongClient);
+    let anns = Op::Checkout {
+        req: next,
+        auth: SessionAuth {
+            session: ann,
+            secret: SECRET,
+        },
+        feature: "cad".into(),
+        version: v("1.0"),
+        count: 1,
+        wait_ms: None,
+    };
+    let Reply::Granted(second) = h.op(anns).reply else {
+        panic!("ann's own request was not run")
+    };
+    assert_eq!(h.l.lease(second.lease).unwrap().session, ann);
+    assert_eq!(h.in_use("cad"), 2);
+
+    // A retried open must carry the secret its session was opened with.
+    let open = |secret| Op::OpenSession {
+        req: RequestId {
+            client: [1; 16],
+            seq: 1,
+        },
+        holder: Holder {
+            user: "ann".into(),
+            host: "ws1".into(),
+            display: ":0".into(),
+            pid: 1,
+        },
+        ttl_ms: 30_000,
+        secret,
+        origin: Default::default(),
+    };
+    assert_eq!(
+        denied(&h.op(open([0xEE; 32])).reply),
+        &DenyReason::BadSecret
+    );
+    assert!(matches!(
+        h.op(open(SECRET)).reply,
+        Reply::SessionOpened { session, .. } if session == ann
+    ));
+
+    // A retried close after its session ended still gets its first answer.
+    let close = Op::CloseSession {
+        req: RequestId {
+            client: [2; 16],
+            seq: 1_000,
+        },
+        auth: SessionAuth {
+            session: bob,
+            secret: SECRET,
+        },
+    };
+    let closed = h.op(close.clone()).reply;
+    assert!(matches!(closed, Reply::SessionClosed { .. }), "{closed:?}");
+    assert_eq!(h.op(close).reply, closed);
 }

@@ -214,6 +214,11 @@ pub enum DenyReason {
     },
     /// Users can be assigned only to a feature whose license is `USER_BASED`.
     NotNamedUser,
+    /// The request names a live session that another client id opened. A session's
+    /// requests carry its opener's client id, whose window of kept answers is the
+    /// session's own: another's request id would get the opener's answers, or put its
+    /// answers into the opener's window.
+    WrongClient,
 }
 
 /// Why a license load was refused. Nothing of the load is applied.

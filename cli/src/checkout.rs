@@ -34,6 +34,11 @@ pub struct Args {
     /// Check out as this user (default: $USER).
     #[arg(long)]
     user: Option<String>,
+    /// Check out as from this host (default: this machine's name): for scripted tests and
+    /// service accounts. A cluster that takes identities from certificates refuses a host
+    /// the caller's certificate does not name (administrators excepted).
+    #[arg(long)]
+    host: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
@@ -45,6 +50,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     };
     if let Some(u) = a.user {
         opts.user = u;
+    }
+    if let Some(h) = a.host {
+        opts.host = h;
     }
     let client = Client::connect(&ctx.endpoints, opts).await?;
     let seat = match client
@@ -75,6 +83,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 "lease_id": seat.lease_id(), "fencing_token": seat.fencing_token(),
                 "session_id": client.session_id(), "feature": seat.feature(),
                 "count": seat.count(), "overdraft_seats": seat.overdraft(),
+                "seat_id": seat.grant().seat_id, "shared": seat.grant().shared,
+                "reused_lingering": seat.grant().reused_lingering,
                 "ttl_ms": client.ttl().as_millis() as u64,
             })
         );

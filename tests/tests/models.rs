@@ -1,0 +1,215 @@
+//! The licensing models end to end, with the real `tallyctl` against three real `tallyd`
+//! processes: a named-user feature with a fair-use window, and term licenses in grace
+//! and in demo.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use tally_core::license::Date;
+use tally_tests::{bin, tallyctl, tallyctl_json, ThreeNodes};
+
+/// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
+struct Holder(Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hold(cluster: &ThreeNodes, feature: &str, user: &str, host: &str) -> (Holder, Value) {
+    let mut child = Command::new(bin("tallyctl"))
+        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .env("HOME", "/nonexistent")
+        .args([
+            "--json", "checkout", feature, "--user", user, "--host", host,
+        ])
+        .args(["--hold", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let holder = Holder(child);
+    let grant = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{feature} {user}@{host} printed {line:?}: {e}"));
+    (holder, grant)
+}
+
+/// A checkout that is expected to be denied: its exit code and stderr.
+fn try_checkout(cluster: &ThreeNodes, feature: &str, user: &str) -> (Option<i32>, String) {
+    let o = tallyctl(
+        cluster,
+        &[
+            "checkout", feature, "--user", user, "--host", "ws9", "--hold", "0",
+        ],
+    );
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) {
+    let d = &cluster.dir;
+    let (txt, lic) = (d.join(format!("{name}.txt")), d.join(name));
+    std::fs::write(&txt, text).unwrap();
+    let key = d.join("vendor.key");
+    let o = tallyctl(
+        cluster,
+        &[
+            "license",
+            "sign",
+            txt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]
+        .iter()
+        .copied()
+        .chain(["--out", lic.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tallyctl(cluster, &["license", "load", lic.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn feature(cluster: &ThreeNodes, name: &str) -> Value {
+    tallyctl_json(cluster, &["features"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feature {name}"))
+}
+
+#[test]
+fn named_users_share_by_device_wait_their_turn_and_strangers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    sign_and_load(
+        &cluster,
+        "pbx.lic",
+        "VENDOR demo\nFEATURE pbx demo 1.0 permanent 2 USER_BASED=30\n",
+    );
+    let a = tallyctl_json(&cluster, &["users", "assign", "pbx", "ann", "bob", "cy"]);
+    assert_eq!(a["changed"], 3, "{a}");
+    // Three users on two seats: the third is inside the fair-use window.
+    let users = tallyctl_json(&cluster, &["users", "list", "pbx"]);
+    let states: Vec<(&str, &str)> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user"].as_str().unwrap(), u["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![("ann", "licensed"), ("bob", "licensed"), ("cy", "fair_use")]
+    );
+    assert!(users[2]["until"].as_u64().unwrap() > 0, "{users}");
+    let f = feature(&cluster, "pbx");
+    assert_eq!(
+        (f["model"].as_str(), f["assigned"].as_u64()),
+        (Some("named_user"), Some(3))
+    );
+    assert!(f["window_ends"].as_u64().is_some(), "{f}");
+
+    // Two hold; ann's second device shares her seat.
+    let (_ann, _) = hold(&cluster, "pbx", "ann", "desk");
+    let (bob, _) = hold(&cluster, "pbx", "bob", "desk");
+    let (_ann2, g) = hold(&cluster, "pbx", "ann", "laptop");
+    assert_eq!(g["shared"], true, "{g}");
+    assert_eq!(feature(&cluster, "pbx")["in_use"], 2);
+    // The third is refused, with the reason, until one leaves.
+    let (code, err) = try_checkout(&cluster, "pbx", "cy");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("2 of 2 are in use"), "{err}");
+    // A stranger is refused for not being a named user.
+    let (code, err) = try_checkout(&cluster, "pbx", "dan");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("licensed to named users, and you are not one of them"),
+        "{err}"
+    );
+    // Bob leaves (SIGTERM: tallyctl checks in and closes its session).
+    let pid = bob.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut bob = bob;
+    assert!(bob.0.wait().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while feature(&cluster, "pbx")["in_use"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's seat never came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_cy, g) = hold(&cluster, "pbx", "cy", "desk");
+    assert_eq!(g["feature"], "pbx", "{g}");
+    assert!(cluster.script("stop", None).status.success());
+}
+
+#[test]
+fn a_term_license_in_grace_works_and_one_in_demo_grants_its_demo_seats_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let day = 86_400_000;
+    let yesterday = Date::of_ms(now - day);
+    let long_ago = Date::of_ms(now - 40 * day);
+    sign_and_load(
+        &cluster,
+        "terms.lic",
+        &format!(
+            "VENDOR demo\nFEATURE old demo 1.0 {yesterday} 3 GRACE=30 DEMO=1\nFEATURE gone demo 1.0 {long_ago} 5 GRACE=1 DEMO=2\n"
+        ),
+    );
+    let old = feature(&cluster, "old");
+    assert_eq!(old["term_state"], "grace", "{old}");
+    assert!(old["grace_until"].as_u64().unwrap() > now, "{old}");
+    assert_eq!(old["issued"], 3, "grace seats are licensed seats: {old}");
+    let text = tallyctl(&cluster, &["features"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("WARNING: expired; in its grace period until"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARNING: expired and past its grace: 2 demo seat(s)"),
+        "{text}"
+    );
+    let (_o, _) = hold(&cluster, "old", "ann", "a");
+    let gone = feature(&cluster, "gone");
+    assert_eq!(
+        (
+            gone["term_state"].as_str(),
+            gone["demo_seats"].as_u64(),
+            gone["issued"].as_u64()
+        ),
+        (Some("demo"), Some(2), Some(2)),
+        "{gone}"
+    );
+    let (_a, _) = hold(&cluster, "gone", "ann", "a");
+    let (_b, _) = hold(&cluster, "gone", "bob", "b");
+    let (code, err) = try_checkout(&cluster, "gone", "cy");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("2 of 2 are in use"), "{err}");
+    assert!(cluster.script("stop", None).status.success());
+}

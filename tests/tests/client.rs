@@ -113,6 +113,17 @@ async fn checkout_denials_checkin_and_close() {
     assert!(lingering.is_some());
     assert!(leases_of(&c, client.session_id()).is_empty());
 
+    // A seat dropped without a checkin is checked in (in the background): the README's
+    // promise, and what an application that forgets gets.
+    let dropped = client.checkout("viewer", count(1)).await.unwrap();
+    let lease = dropped.lease_id();
+    assert_eq!(leases_of(&c, client.session_id()), vec![lease]);
+    drop(dropped);
+    until("the dropped seat checked in", || {
+        leases_of(&c, client.session_id()).is_empty()
+    })
+    .await;
+
     let session = client.session_id();
     let extra = client.clone();
     client.close().await.unwrap();

@@ -46,7 +46,7 @@ fn lease_json(l: &pb::LeaseInfo) -> serde_json::Value {
 
 /// A lease's version: the lowest the holder asked for ("any" when it did not say).
 fn version(v: &str) -> &str {
-    if v == "0" || v.is_empty() {
+    if v == "0" || v == "0.0" || v.is_empty() {
         "any"
     } else {
         v

@@ -33,10 +33,10 @@ fn extreme_u32() -> impl Strategy<Value = u32> {
 
 fn version() -> impl Strategy<Value = Version> {
     prop_oneof![
-        Just(Version(vec![])),
-        Just(Version(vec![0])),
-        Just(Version(vec![u32::MAX; 8])),
-        prop::collection::vec(any::<u32>(), 0..9).prop_map(Version),
+        Just(Version::whole(0)),
+        Just(Version::parse("9999999999.9999999999").expect("the largest version parses")),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(w, f)| Version::parse(&format!("{w}.{f}")).expect("a decimal parses")),
     ]
 }
 
@@ -48,7 +48,7 @@ fn line(count: u32, overdraft: u32, linger: u32) -> FeatureLine {
             LineKind::Feature,
             "cad".into(),
             "acme".into(),
-            Version(vec![1]),
+            Version::whole(1),
             Expiry::Permanent,
             Count::Seats(count),
             1,

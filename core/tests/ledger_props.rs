@@ -24,7 +24,7 @@ const HOSTS: [&str; 2] = ["ws1", "ws2"];
 const FEATURES: [&str; 2] = ["a", "b"];
 
 fn ver(major: u32) -> Version {
-    Version(vec![major, 0])
+    Version::whole(u64::from(major))
 }
 
 fn secret(session: SessionId) -> SecretDigest {
@@ -381,7 +381,8 @@ impl Run {
                 if let Some(s) = pick(&self.sessions(), session) {
                     let req = self.req_of(s);
                     let f = usize::from(feature);
-                    let version = Version(vec![u32::from(major), u32::from(minor)]);
+                    let version = Version::parse(&format!("{major}.{minor}"))
+                        .expect("a decimal version parses");
                     let fits = self.fits(f, &version, u32::from(count))
                         && self.ledger.waiters().all(|(_, w)| w.feature != FEATURES[f]);
                     let op = Op::Checkout {

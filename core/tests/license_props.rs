@@ -20,7 +20,7 @@ fn feature_line() -> impl Strategy<Value = String> {
     (
         prop_oneof![Just("FEATURE"), Just("INCREMENT")],
         "[a-z][a-z0-9_]{0,12}",
-        prop::collection::vec(0u32..3000, 1..4),
+        prop::collection::vec(0u32..3000, 1..3),
         prop_oneof![
             Just(None),
             (2026i32..2040, 1u32..13, 1u32..29).prop_map(Some)

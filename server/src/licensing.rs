@@ -413,7 +413,7 @@ impl licensing_server::Licensing for Licensing {
         }
         self.session_rate(auth.session)?;
         let version = if r.version.is_empty() {
-            Version(vec![0])
+            Version::whole(0)
         } else {
             Version::parse(&r.version).ok_or_else(|| {
                 Status::invalid_argument(format!(

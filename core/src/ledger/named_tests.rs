@@ -191,7 +191,7 @@ fn editions_table() {
             kind,
             "pbx".into(),
             "acme".into(),
-            Version(vec![1]),
+            Version::whole(1),
             Expiry::Permanent,
             Count::Seats(count),
             no,

@@ -232,7 +232,7 @@ impl Pool {
         if highest.is_none_or(|h| h < version) {
             return Err(DenyReason::VersionTooNew {
                 requested: version.clone(),
-                highest: highest.cloned().unwrap_or(Version(Vec::new())),
+                highest: highest.cloned().unwrap_or(Version::whole(0)),
             });
         }
         let eligible: Vec<&PoolLine> = self

@@ -10,7 +10,7 @@ pub(super) const SECRET: SecretDigest = [9; 32];
 pub(super) const T0: TimeMs = 1_780_000_000_000; // mid 2026
 
 pub(super) fn v(s: &str) -> Version {
-    Version(s.split('.').map(|p| p.parse().unwrap()).collect())
+    Version::parse(s).unwrap()
 }
 
 pub(super) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
@@ -1144,4 +1144,28 @@ fn a_request_id_of_another_session_gets_neither_its_answer_nor_its_window() {
     let closed = h.op(close.clone()).reply;
     assert!(matches!(closed, Reply::SessionClosed { .. }), "{closed:?}");
     assert_eq!(h.op(close).reply, closed);
+}
+
+/// Versions compare as decimal numbers, as FlexNet documents: a `2025.1` line serves a
+/// request for `2025.0506`, and a `2023.9` line one for `2023.10` (which is 2023.1).
+#[test]
+fn a_line_serves_every_request_of_a_decimally_lower_version() {
+    let mut h = H::new(vec![line("cad", "2025.1", 1), {
+        let mut l = line("cam", "2023.9", 1);
+        l.line_no = 2;
+        l
+    }]);
+    let s = h.open(1, "ann", "ws1");
+    for (feature, asked) in [("cad", "2025.0506"), ("cam", "2023.10")] {
+        let op = h.checkout_req(s, feature, asked, 1);
+        assert!(
+            matches!(h.op(op).reply, Reply::Granted(_)),
+            "{feature} {asked}"
+        );
+    }
+    let op = h.checkout_req(s, "cad", "2025.2", 1);
+    assert!(matches!(
+        denied(&h.op(op).reply),
+        DenyReason::VersionTooNew { .. }
+    ));
 }

@@ -35,40 +35,103 @@ pub enum LineKind {
     Increment,
 }
 
-/// A feature version such as `2026.1`: dot-separated numbers compared numerically, part by
-/// part (`2026.10` > `2026.9`). A checkout asks for a version and may use any line whose
-/// version is at least that.
+/// A feature version, compared as a decimal number the way FlexNet and RLM compare them:
+/// `2025.1` is above `2025.0506` (a `2025.1` line serves a request for `2025.0506`),
+/// `2.10` equals `2.1`, and `2023.9` is above `2023.10`. A checkout asks for a version and
+/// may use any line whose version is at least that.
+///
+/// Kept as the whole part and the fraction's digits without trailing zeros, so the
+/// derived order (numbers, then digit strings) is the decimal order, and equal numbers
+/// are equal values.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Version(pub Vec<u32>);
+pub struct Version {
+    whole: u64,
+    frac: String,
+}
+
+/// Most digits on either side of a version's point (FlexNet's versions are short).
+const VERSION_DIGITS: usize = 10;
 
 impl Version {
-    /// Parses `2026.1`: one to eight dot-separated decimal numbers.
+    /// Parses `2026.1`: a decimal number, up to ten digits each side of one point.
     pub fn parse(s: &str) -> Option<Version> {
-        let parts: Vec<&str> = s.split('.').collect();
-        if parts.len() > 8 {
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |p: &str| p.len() <= VERSION_DIGITS && p.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(frac)
+            || (s.contains('.') && frac.is_empty())
+        {
             return None;
         }
-        parts
-            .iter()
-            .map(|p| {
-                let digits =
-                    !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit());
-                digits.then(|| p.parse::<u32>().ok()).flatten()
-            })
-            .collect::<Option<Vec<u32>>>()
-            .map(Version)
+        Some(Version {
+            whole: whole.parse().ok()?,
+            frac: frac.trim_end_matches('0').to_owned(),
+        })
+    }
+
+    /// The version `whole` (`2026` is `2026.0`).
+    pub fn whole(whole: u64) -> Version {
+        Version {
+            whole,
+            frac: String::new(),
+        }
     }
 }
 
 impl std::fmt::Display for Version {
+    /// `2026.1`, `2026.0506`, and `1.0` for a whole number (as license files write it).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(".")?;
-            }
-            write!(f, "{p}")?;
+        if self.frac.is_empty() {
+            write!(f, "{}.0", self.whole)
+        } else {
+            write!(f, "{}.{}", self.whole, self.frac)
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::Version;
+
+    #[test]
+    fn versions_compare_as_decimal_numbers_as_flexnet_does() {
+        let v = |s: &str| Version::parse(s).unwrap_or_else(|| panic!("{s}"));
+        // (lower, higher): FlexNet's documented examples and their consequences.
+        for (lo, hi) in [
+            ("2025.0506", "2025.1"),
+            ("2023.10", "2023.9"),
+            ("1.0", "1.01"),
+            ("0.99", "1"),
+            ("9.9", "10.0"),
+            ("2026.05", "2026.5"),
+        ] {
+            assert!(v(lo) < v(hi), "{lo} < {hi}");
+        }
+        for (a, b) in [
+            ("2.10", "2.1"),
+            ("1", "1.0"),
+            ("1.000", "1"),
+            ("07.5", "7.5"),
+        ] {
+            assert_eq!(v(a), v(b), "{a} = {b}");
+        }
+        assert_eq!(v("2.10").to_string(), "2.1");
+        assert_eq!(v("3").to_string(), "3.0");
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".5",
+            "4.2.0",
+            "1.x",
+            "-1",
+            "12345678901",
+            "1.12345678901",
+            " 1",
+        ] {
+            assert_eq!(Version::parse(bad), None, "{bad:?}");
+        }
     }
 }
 

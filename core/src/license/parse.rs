@@ -310,7 +310,7 @@ fn parse_version(t: &Token) -> Result<Version, Error> {
         at(
             t,
             format!(
-                "expected a version such as 2026.1 (up to 8 numbers joined by '.'), found \"{}\"",
+                "expected a version such as 2026.1 (a decimal number: digits, at most one '.'), found \"{}\"",
                 t.text
             ),
         )

@@ -2,14 +2,16 @@
 //!
 //! The signature covers a canonical text of every field but `SIGN`, so that harmless
 //! reformatting (spacing, continuations, keyword order, letter case of keywords and month
-//! names, `0` for `permanent`, `2026.01` for `2026.1`) never breaks a signature, while any
+//! names, `0` for `permanent`, `2.10` for `2.1`: versions are decimal numbers) never breaks
+//! a signature, while any
 //! change of meaning does. The canonical line is:
 //!
 //! ```text
 //! FEATURE|INCREMENT <name> <vendor> <version> <expiry> <count> [KEY=value ...]
 //! ```
 //!
-//! with the version's numbers joined by `.`, the expiry as `31-dec-2027` or `permanent`,
+//! with the version as its decimal number (`2.1`, and `1.0` for a whole number), the expiry
+//! as `31-dec-2027` or `permanent`,
 //! the count as a number or `uncounted`, then the keywords that differ from their default,
 //! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
 //! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`,
@@ -42,7 +44,7 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
         LineKind::Feature => "FEATURE",
         LineKind::Increment => "INCREMENT",
     };
-    let version: Vec<String> = line.version.0.iter().map(u32::to_string).collect();
+
     let expiry = match line.expiry {
         Expiry::Permanent => "permanent".to_owned(),
         Expiry::On(d) => d.to_string(),
@@ -55,7 +57,7 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
         kind.to_owned(),
         line.name.clone(),
         line.vendor.clone(),
-        version.join("."),
+        line.version.to_string(),
         expiry,
         count,
     ];

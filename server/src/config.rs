@@ -37,6 +37,11 @@ pub struct NodeConfig {
     /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from
     /// the log instead of needing the whole snapshot.
     pub keep_log_after_snapshot: u64,
+    /// Append every applied entry, with the events it produced, and every snapshot
+    /// restore or install to `archive.jsonl` in the data directory. Off by default: it
+    /// grows without bound. The fault tests turn it on, because snapshots purge the log
+    /// and their history checker needs every entry any node ever applied.
+    pub archive_log: bool,
     /// Peer id → the address this node dials for it, instead of the peer's advertised
     /// one: for NAT or a relay between nodes, and for the fault harness, which puts a
     /// proxy on every link while clients use the advertised addresses.
@@ -136,6 +141,7 @@ impl Default for NodeConfig {
             vendor_keys: Vec::new(),
             snapshot_every: 10_000,
             keep_log_after_snapshot: 5_000,
+            archive_log: false,
             dial: Default::default(),
             tls: None,
             require_client_cert: false,
@@ -375,6 +381,7 @@ pub struct FileConfig {
     pub max_ttl_ms: Option<u64>,
     pub snapshot_every: Option<u64>,
     pub keep_log_after_snapshot: Option<u64>,
+    pub archive_log: Option<bool>,
     /// Vendor name to public key text (`tally-ed25519-public:...`) or to a file holding it.
     #[serde(default)]
     pub vendors: std::collections::BTreeMap<String, String>,
@@ -434,6 +441,7 @@ impl FileConfig {
             keep_log_after_snapshot: self
                 .keep_log_after_snapshot
                 .unwrap_or(d.keep_log_after_snapshot),
+            archive_log: self.archive_log.unwrap_or(d.archive_log),
             vendor_keys,
             tls: self.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
@@ -479,7 +487,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 17] = [
+        let cases: [(Breaker, &str); 18] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -496,6 +504,7 @@ mod tests {
             (|c| c.require_client_cert = true, "require_client_cert"),
             (|c| c.max_clock_offset_ms = 0, "max_clock_offset_ms"),
             (|c| c.max_clock_offset_ms = 1_000, "max_clock_offset_ms"),
+            (|c| c.snapshot_every = 0, "snapshot_every"),
             (
                 |c| {
                     c.tls = Some(TlsFiles {
@@ -538,8 +547,12 @@ mod tests {
         let c = f.into_config(std::path::Path::new("/srv")).unwrap();
         assert_eq!((c.id, c.listen.as_str()), (2, "127.0.0.1:27001"));
         assert_eq!(c.max_clock_offset_ms, 250);
+        assert!(!c.archive_log, "the archive is off unless asked for");
         assert_eq!(c.data_dir, PathBuf::from("/srv/n2"));
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
+        let f = FileConfig::parse("snapshot_every = 20\narchive_log = true\n").unwrap();
+        let c = f.into_config(std::path::Path::new("/srv")).unwrap();
+        assert_eq!((c.snapshot_every, c.archive_log), (20, true));
         let f = FileConfig::parse("[security]\nidentity = \"certificate\"\n").unwrap();
         let c = f.into_config(std::path::Path::new("/srv")).unwrap();
         assert_eq!(c.identity, Identity::Certificate);

@@ -96,7 +96,10 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
                 })?,
         )
     };
-    let (log, sm) = store::open(&cfg.data_dir)?;
+    let (log, mut sm) = store::open(&cfg.data_dir)?;
+    if cfg.archive_log {
+        sm.archive_to(&cfg.data_dir.join("archive.jsonl"))?;
+    }
     if let Some(bound) = log.claim_cluster(&cfg.cluster_name)? {
         return Err(crate::config::ConfigError {
             key: "cluster_name",

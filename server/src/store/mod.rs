@@ -5,6 +5,7 @@
 // here would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod archive;
 mod log;
 mod sm;
 

@@ -39,6 +39,8 @@ pub struct StateMachine {
     db: Arc<Database>,
     /// Applied-index watchers: the lease keeper and linearizable reads wait on it.
     applied_tx: Arc<tokio::sync::watch::Sender<u64>>,
+    /// `archive_log`: every applied entry also goes here (see `archive.rs`).
+    archive: Option<super::archive::Archive>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +71,20 @@ impl StateMachine {
             state: Arc::new(RwLock::new(applied)),
             db,
             applied_tx: Arc::new(applied_tx),
+            archive: None,
         })
+    }
+
+    /// Starts archiving applied entries to `path` (before Raft starts applying), with a
+    /// marker saying which snapshot this life started from.
+    pub fn archive_to(&mut self, path: &std::path::Path) -> Result<(), StorageError> {
+        let archive = super::archive::Archive::open(path).map_err(io)?;
+        let index = self.read().last_applied.map_or(0, |l| l.index);
+        archive
+            .append(&[super::archive::Record::Restored { index }])
+            .map_err(io)?;
+        self.archive = Some(archive);
+        Ok(())
     }
 
     /// A read view of the ledger. Hold it briefly: applies wait for it.
@@ -158,16 +173,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        use super::archive::Record;
         let mut out = Vec::new();
+        // What the archive gets: the index, and for ledger entries the entry itself.
+        let mut applied: Vec<(u64, Option<LedgerEntry>)> = Vec::new();
         let last = {
             let mut s = self.write();
             for entry in entries {
                 s.last_applied = Some(entry.log_id);
+                let index = entry.log_id.index;
                 let outcome = match entry.payload {
-                    EntryPayload::Blank => Outcome {
-                        reply: Reply::Done { affected: 0 },
-                        events: vec![],
-                    },
+                    EntryPayload::Blank => {
+                        applied.push((index, None));
+                        Outcome {
+                            reply: Reply::Done { affected: 0 },
+                            events: vec![],
+                        }
+                    }
                     EntryPayload::Normal(cmd) => {
                         if crate::shared::wall_ms().abs_diff(cmd.at_ms)
                             <= crate::shared::LIVE_WINDOW_MS
@@ -177,14 +199,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 applied: std::time::Instant::now(),
                             });
                         }
-                        s.ledger.apply(&LedgerEntry {
-                            index: entry.log_id.index,
+                        let e = LedgerEntry {
+                            index,
                             at_ms: cmd.at_ms,
                             op: cmd.op,
-                        })
+                        };
+                        let outcome = s.ledger.apply(&e);
+                        applied.push((index, Some(e)));
+                        outcome
                     }
                     EntryPayload::Membership(m) => {
                         s.membership = StoredMembership::new(Some(entry.log_id), m);
+                        applied.push((index, None));
                         Outcome {
                             reply: Reply::Done { affected: 0 },
                             events: vec![],
@@ -195,6 +221,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             s.last_applied.map_or(0, |l| l.index)
         };
+        if let Some(archive) = &self.archive {
+            let records: Vec<Record<'_>> = applied
+                .iter()
+                .zip(&out)
+                .map(|((index, e), o)| match e {
+                    Some(e) => Record::Applied {
+                        index: *index,
+                        at_ms: e.at_ms,
+                        op: &e.op,
+                        events: &o.events,
+                    },
+                    None => Record::Raft { index: *index },
+                })
+                .collect();
+            archive.append(&records).map_err(io)?;
+        }
         self.applied_tx.send_replace(last);
         Ok(out)
     }
@@ -222,6 +264,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             s.membership = meta.last_membership.clone();
             meta.last_log_id.map_or(0, |l| l.index)
         };
+        if let Some(archive) = &self.archive {
+            archive
+                .append(&[super::archive::Record::Installed { index }])
+                .map_err(io)?;
+        }
         self.applied_tx.send_replace(index);
         Ok(())
     }

@@ -232,6 +232,83 @@ fn the_checker_catches_forged_bad_histories() {
     }
 }
 
+/// Three bad histories the checker of issue 13 must catch, as this (old) checker sees
+/// them: it judges events alone, never the entry that caused them, ignores release
+/// causes and queues, and takes the licensed counts from the harness's first license. So
+/// it passes all three; the independent model that replaces it must not.
+#[test]
+fn the_old_checker_passes_three_bad_histories() {
+    let queued = Step {
+        index: 1,
+        at_ms: 900,
+        req: None,
+        events: vec![Event::Queued {
+            feature: "gamma".into(),
+            session: 7,
+            place: 1,
+        }],
+    };
+    let from_queue = |index, at| {
+        let mut g = grant(index, at, 7, index, index, 0);
+        g.req = None; // a ServeQueue entry carries no request
+        g
+    };
+    let cases: Vec<(&str, Vec<Step>, u64)> = vec![
+        (
+            // Entry 2 is a Tick: nothing in it may end a lease.
+            "a lease dropped without cause",
+            vec![grant(1, 1_000, 7, 1, 1, 1), {
+                let mut r = release(2, 1_500, 1, 1, None);
+                r.events[0] = Event::Released {
+                    feature: "gamma".into(),
+                    lease: 1,
+                    seat: 1,
+                    cause: ReleaseCause::SessionExpired,
+                };
+                r
+            }],
+            1,
+        ),
+        (
+            "a grant from a queue twice",
+            vec![
+                queued,
+                from_queue(2, 1_000),
+                release(3, 1_100, 2, 2, None),
+                from_queue(4, 1_200),
+            ],
+            1,
+        ),
+        (
+            // Entry 1 reloads the license with gamma down to 1 seat; a node installs a
+            // snapshot up to 10 and grants a second seat at 11.
+            "a seat over the count right after a snapshot install",
+            vec![
+                Step {
+                    index: 1,
+                    at_ms: 900,
+                    req: None,
+                    events: vec![Event::LicenseLoaded {
+                        source: "harness.lic".into(),
+                        lines: 3,
+                    }],
+                },
+                grant(2, 1_000, 7, 2, 2, 1),
+                grant(11, 2_000, 8, 11, 11, 1),
+            ],
+            2,
+        ),
+    ];
+    for (name, steps, gamma) in cases {
+        let r = Rules {
+            seats: BTreeMap::from([("gamma".to_string(), gamma)]),
+            ..rules()
+        };
+        let found = check_events(&steps, &History::default(), &r);
+        assert!(found.is_empty(), "{name}: the old checker found {found:?}");
+    }
+}
+
 /// A bounded set of random schedules for CI. `TALLY_SEED` replays one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schedules_of_random_faults_keep_every_promise() {

@@ -64,6 +64,10 @@ pub struct Harness {
     key: VendorSigningKey,
 }
 
+/// Entries between snapshots: few, so that a node that was down or cut off catches up
+/// by a snapshot install, under faults.
+pub const SNAPSHOT_EVERY: u64 = 20;
+
 /// What the nodes are told; fast timings so faults resolve within a test.
 pub const ELECTION_MIN_MS: u64 = 300;
 pub const ELECTION_MAX_MS: u64 = 600;
@@ -75,7 +79,23 @@ impl Harness {
     }
 
     /// [`Harness::start`], with extra environment variables for some nodes.
-    pub async fn start_with(dir: &Path, n: u64, mut env: NodeEnv) -> anyhow::Result<Harness> {
+    pub async fn start_with(dir: &Path, n: u64, env: NodeEnv) -> anyhow::Result<Harness> {
+        // Other tests keep the whole log (no snapshot in their way unless they make one).
+        Harness::start_inner(dir, n, env, 100_000_000).await
+    }
+
+    /// [`Harness::start`] for fault schedules: a snapshot every [`SNAPSHOT_EVERY`]
+    /// entries, so that installs happen under faults.
+    pub async fn start_for_faults(dir: &Path, n: u64, env: NodeEnv) -> anyhow::Result<Harness> {
+        Harness::start_inner(dir, n, env, SNAPSHOT_EVERY).await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        n: u64,
+        mut env: NodeEnv,
+        snapshot_every: u64,
+    ) -> anyhow::Result<Harness> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
         let key = VendorSigningKey::from_bytes(&secret);
@@ -131,8 +151,10 @@ impl Harness {
                      insecure_plaintext = true\n\
                      # No HTTP port: the checker reads the cluster over gRPC.\n\
                      http = \"\"\n\
-                     # Never purge: the checker exports the whole log.\n\
-                     snapshot_every = 100000000\n\n[vendors]\ndemo = \"vendor.pub\"\n\n[dial]\n{dial}",
+                     # The checker reads the whole history from the nodes' archives, so\n\
+                     # snapshots may purge the log.\n\
+                     snapshot_every = {snapshot_every}\nkeep_log_after_snapshot = 5\n\
+                     archive_log = true\n\n[vendors]\ndemo = \"vendor.pub\"\n\n[dial]\n{dial}",
                     adv = client_proxy.addr,
                 ),
             )?;
@@ -386,6 +408,24 @@ impl Harness {
             n.client_proxy.set(Fault::None);
             self.resume(*id);
         }
+    }
+
+    /// Node `id`'s data directory (its archive is there).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    /// The environment node `id` gets from its next (re)start on (libfaketime's, say).
+    pub fn set_env(&mut self, id: u64, env: Vec<(String, String)>) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.env = env;
+        }
+    }
+
+    /// The key that signs this cluster's licenses (vendor `demo`), for a workload that
+    /// loads its own.
+    pub fn signer(&self) -> VendorSigningKey {
+        self.key.clone()
     }
 
     /// Directly (past the proxies) asks node `id`.

@@ -1,9 +1,14 @@
 //! Harness for Tally's end-to-end tests: the real `tallyd` and `tallyctl` binaries, free
 //! ports, and processes that are cleaned up by their ids however a test ends.
-//! [`proxy`] injects faults on a link; the history checker joins with the fault issue.
+//! [`proxy`] injects faults on a link; [`nemesis`] runs fault schedules, [`checker`]
+//! judges their histories with the independent seat [`model`].
 
+pub mod admin_work;
+pub mod archive;
 pub mod checker;
+pub mod collect;
 pub mod harness;
+pub mod model;
 pub mod nemesis;
 pub mod proxy;
 pub mod workload;
@@ -198,11 +203,14 @@ pub fn three_nodes_script_env(args: &[&str], env: &[(String, String)]) -> Output
     .expect("running three-nodes.sh")
 }
 
+/// Where Debian's `faketime` package puts libfaketime.
+pub const FAKETIME_SO: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// libfaketime's preload library from Debian's `faketime` package, which `.ci/run`
 /// installs. Panics naming the package when it is missing: a clock test must not pass
 /// by not running.
 pub fn libfaketime() -> PathBuf {
-    let p = PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    let p = PathBuf::from(FAKETIME_SO);
     assert!(
         p.exists(),
         "{} is missing: install Debian's faketime package (apt-get install -y faketime)",

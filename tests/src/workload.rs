@@ -1,15 +1,23 @@
-//! The workload: concurrent clients on a few contended features, each checking out,
-//! heartbeating (in the background), checking in, closing or crashing, with every
-//! operation recorded for the checker: start, end, outcome, lease and fencing token.
+//! The workload: concurrent clients on a few contended features, each checking out (some
+//! waiting in the queue), heartbeating (in the background), checking in, closing or
+//! crashing, and an administrator reloading licenses and removing leases (see
+//! `admin_work.rs`), with every operation recorded for the checker: start, end,
+//! outcome, lease and fencing token.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tally_client::{CheckoutOptions, Client, ClientOptions, ConnectOptions, Error, SessionState};
+use tally_client::{
+    CheckoutOptions, Client, ClientOptions, ConnectOptions, Error, SessionState, Wait,
+};
 
-use crate::harness::SEATS;
+use crate::admin_work::Licensor;
+
+/// The features clients check out: the harness license's three (no grouping) and
+/// `admin_work::DUP_LICENSE`'s two (`DUP_GROUP=U` and `UH`).
+pub const FEATURES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
 
 /// Milliseconds since the Unix epoch: the clock the leaders stamp entries with.
 pub fn now_ms() -> u64 {
@@ -53,6 +61,8 @@ pub enum Outcome {
     Denied(String),
     CheckedIn,
     Closed,
+    /// An administrator's operation was acknowledged (what it said).
+    Admin(String),
     Crashed,
     /// The call failed without an answer: it may or may not have taken effect.
     Unknown(String),
@@ -97,10 +107,16 @@ pub struct Workload {
 pub const TTL_MS: u64 = 3_000;
 
 impl Workload {
-    pub fn start(endpoints: Vec<String>, clients: usize, seed: u64) -> Workload {
+    /// `clients` clients, and with `admin` an administrator beside them.
+    pub fn start(
+        endpoints: Vec<String>,
+        clients: usize,
+        seed: u64,
+        admin: Option<Licensor>,
+    ) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let history = Arc::new(Mutex::new(History::default()));
-        let tasks = (0..clients)
+        let mut tasks: Vec<_> = (0..clients)
             .map(|c| {
                 let w = Worker {
                     id: c,
@@ -112,6 +128,15 @@ impl Workload {
                 tokio::spawn(w.run())
             })
             .collect();
+        if let Some(lic) = admin {
+            let rng = Rng::new(seed ^ 0xAD_0115);
+            tasks.push(tokio::spawn(crate::admin_work::run(
+                lic,
+                rng,
+                stop.clone(),
+                history.clone(),
+            )));
+        }
         Workload {
             stop,
             history,
@@ -156,8 +181,10 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let start = now_ms();
             let opts = ClientOptions {
-                user: format!("user{}", self.id),
-                host: format!("ws{}", self.id),
+                // Three users on two hosts: with six clients, every user runs on both
+                // hosts, so DUP_GROUP=U shares seats across clients and UH does not.
+                user: format!("user{}", self.id % 3),
+                host: format!("ws{}", self.id % 2),
                 ttl: Duration::from_millis(TTL_MS),
                 connect: ConnectOptions {
                     retry_for: Duration::from_secs(5),
@@ -216,13 +243,20 @@ impl Worker {
             let start = now_ms();
             match self.rng.below(12) {
                 0..=5 if held.len() < 2 => {
-                    let (feature, _) = SEATS[self.rng.below(SEATS.len() as u64) as usize];
+                    let feature = FEATURES[self.rng.below(FEATURES.len() as u64) as usize];
                     let count = 1 + u32::from(self.rng.below(4) == 0);
+                    // A third of the checkouts wait in the queue for a while.
+                    let wait = if self.rng.below(3) == 0 {
+                        Wait::For(Duration::from_millis(1_500))
+                    } else {
+                        Wait::No
+                    };
                     let opts = CheckoutOptions {
                         count,
+                        wait,
                         ..CheckoutOptions::default()
                     };
-                    let what = format!("checkout {feature} x{count}");
+                    let what = format!("checkout {feature} x{count} {wait:?}");
                     match client.checkout(feature, opts).await {
                         Ok(seat) => {
                             let o = Outcome::Granted {

@@ -102,6 +102,12 @@ pub fn merge(archives: &BTreeMap<u64, Vec<Record>>) -> Merged {
         for r in records {
             match r {
                 Record::Restored { index } => {
+                    // Index 0 is openraft's first membership entry: a node that starts
+                    // on no snapshot (also written as 0) applies it next.
+                    if *index == 0 {
+                        next = Some(0);
+                        continue;
+                    }
                     if *index > reached {
                         m.violations.push(format!(
                             "node {node} restarted on a snapshot at index {index}, beyond anything it had applied or installed ({reached})"
@@ -117,6 +123,8 @@ pub fn merge(archives: &BTreeMap<u64, Vec<Record>>) -> Merged {
                 Record::Applied { index, .. } | Record::Raft { index } => {
                     match next {
                         Some(n) if n == *index => {}
+                        // No snapshot (or one at 0): index 0 may already be behind it.
+                        Some(0) if *index == 1 => {}
                         Some(n) => m.violations.push(format!(
                             "node {node} applied index {index} where {n} was next (a gap, a repeat or a step back within one run of the process)"
                         )),

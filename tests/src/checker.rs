@@ -79,7 +79,12 @@ pub fn check(steps: &[Step], history: &History, rules: &Rules) -> Verdict {
             continue;
         };
         let from = crashed.max(rules.healed_ms);
-        match m.expired_at.get(session) {
+        // An administrator may close it first; the client itself must not (it crashed).
+        let admin_closed = m
+            .closed_by_admin
+            .contains(session)
+            .then(|| m.closed_at[session]);
+        match m.expired_at.get(session).or(admin_closed.as_ref()) {
             None => bad.push(format!(
                 "crashed session {session} never expired (crashed at {crashed}, healed at {}, closed at {:?}, last acknowledged deadline {})",
                 rules.healed_ms,

@@ -506,8 +506,8 @@ async fn schedules_of_random_faults_keep_every_promise() {
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: the run failed: {e:#}"));
         eprintln!(
-            "seed {seed}: {} ops, {} entries, faults {:?}",
-            report.ops, report.entries, report.faults
+            "seed {seed}: {} ops, {} entries, {} snapshot installs, seen {:?}, faults {:?}",
+            report.ops, report.entries, report.installs, report.seen, report.faults
         );
         assert!(
             report.ops > 20,

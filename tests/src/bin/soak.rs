@@ -28,6 +28,10 @@ async fn main() -> anyhow::Result<()> {
     let first = args.get(3).copied().unwrap_or(1);
     let started = Instant::now();
     let (mut ops, mut entries, mut injected, mut failed) = (0usize, 0usize, 0usize, Vec::new());
+    // What the model saw over all schedules, and snapshot installs: evidence that the
+    // queue, revocations, sharing and installs were exercised, not just possible.
+    let mut seen: std::collections::BTreeMap<&'static str, u64> = Default::default();
+    let mut installs = 0usize;
     for seed in first..first + schedules {
         let dir = tempfile::tempdir()?;
         // On Ctrl-C or SIGTERM the run is dropped, and with it the harness, which kills
@@ -51,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
                 ops += r.ops;
                 entries += r.entries;
                 injected += r.faults.len();
+                installs += r.installs;
+                for (k, v) in &r.seen {
+                    *seen.entry(k).or_default() += v;
+                }
                 let status = if r.violations.is_empty() {
                     "ok"
                 } else {
@@ -87,6 +95,11 @@ async fn main() -> anyhow::Result<()> {
         failed.len(),
         started.elapsed().as_secs_f64()
     );
+    println!();
+    println!("snapshot installs: {installs}");
+    for (k, v) in &seen {
+        println!("{k}: {v}");
+    }
     if !failed.is_empty() {
         anyhow::bail!("failing seeds (rerun one with TALLY_SEED=<seed> cargo test -p tally-tests --test faults schedules): {failed:?}");
     }

@@ -62,6 +62,9 @@ impl Model {
                 }
                 self.end_session(*session);
                 self.closed_at.insert(*session, st.at_ms);
+                if matches!(st.op, Op::CloseSessionByAdmin { .. }) {
+                    self.closed_by_admin.insert(*session);
+                }
             }
             Event::SessionExpired { session } => {
                 let listed =

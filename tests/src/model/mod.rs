@@ -119,6 +119,8 @@ pub struct Model {
     /// Session → entry time of its expiry / close.
     pub expired_at: BTreeMap<u64, u64>,
     pub closed_at: BTreeMap<u64, u64>,
+    /// Sessions an administrator closed: a crashed client's session may end so.
+    pub closed_by_admin: std::collections::BTreeSet<u64>,
     /// What was seen, for the soak's summary (grants from the queue, shared seats, ...).
     pub seen: BTreeMap<&'static str, u64>,
     pub violations: Vec<String>,

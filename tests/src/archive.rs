@@ -25,6 +25,10 @@ use tally_core::ledger::{Event, Op};
 
 /// One line of an archive, as the server writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "most records are `Applied`; boxing it would only add an allocation each"
+)]
 pub enum Record {
     Restored {
         index: u64,

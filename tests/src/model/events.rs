@@ -95,13 +95,11 @@ impl Model {
                 place,
             } => self.queued(st, feature, *session, *place),
             Event::Dequeued { place, reason, .. } => self.dequeued(st, *place, reason),
-            Event::LicenseLoaded { source, .. }
-                if !matches!(&st.op, Op::LoadLicense { source: s, .. } if s == source) =>
+            Event::LicenseLoaded { source, .. } if !matches!(&st.op, Op::LoadLicense { source: s, .. } if s == source) =>
             {
                 self.bad(format!("license {source} loaded by {}", op_name(&st.op)));
             }
-            Event::LicenseUnloaded { source }
-                if !matches!(&st.op, Op::UnloadLicense { source: s } if s == source) =>
+            Event::LicenseUnloaded { source } if !matches!(&st.op, Op::UnloadLicense { source: s } if s == source) =>
             {
                 self.bad(format!("license {source} unloaded by {}", op_name(&st.op)));
             }

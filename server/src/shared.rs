@@ -18,6 +18,8 @@ use crate::keeper::Keeper;
 use crate::store::{self, StateMachine};
 use crate::types::{Command, NodeId, Raft, TallyNode};
 
+/// The longest a proposal waits for its entry to be applied (see `propose`).
+const PROPOSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
@@ -189,7 +191,17 @@ impl Shared {
             at_ms: self.now_ms(),
             op,
         };
-        match self.raft.client_write(cmd).await {
+        // openraft may never answer a write whose entry a snapshot install purged on a
+        // node that lost leadership meanwhile; without a bound the caller (the lease
+        // keeper, say) would wait forever, and a keeper stuck so expires nothing again
+        // even after this node leads anew (soak seed 13 of the checker branch).
+        let write = tokio::time::timeout(PROPOSAL_TIMEOUT, self.raft.client_write(cmd));
+        let Ok(written) = write.await else {
+            return Err(Status::unavailable(
+                "proposal not answered in time; it may or may not have been applied",
+            ));
+        };
+        match written {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(not_leader(f.leader_id.zip(f.leader_node.as_ref())))

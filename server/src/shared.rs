@@ -36,6 +36,10 @@ pub struct Shared {
     pub shutdown: broadcast::Sender<()>,
     /// The leader's clock for its term; see [`TermClock`].
     term_clock: Arc<TermClock>,
+    /// Why heartbeats were refused, and the quorum-ack ages sampled (for `/metrics`).
+    pub stats: Arc<crate::stats::Stats>,
+    /// Peers' acknowledgements as the Raft transport saw them: the lease's clock.
+    acks: Arc<crate::lease::Acks>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -85,16 +89,16 @@ pub enum Role {
 
 impl Shared {
     pub fn new(
-        id: u64,
         raft: Raft,
         sm: StateMachine,
         log: store::LogStore,
         cfg: Arc<NodeConfig>,
         clock: Clock,
         shutdown: broadcast::Sender<()>,
+        acks: Arc<crate::lease::Acks>,
     ) -> Shared {
         Shared {
-            id,
+            id: cfg.id,
             raft,
             sm,
             log,
@@ -103,6 +107,8 @@ impl Shared {
             clock,
             shutdown,
             term_clock: Arc::new(TermClock::default()),
+            stats: Arc::default(),
+            acks,
         }
     }
 
@@ -146,16 +152,45 @@ impl Shared {
     /// Leader, and acknowledged by a quorum more recently than any other node could have
     /// started an election: the condition for answering a heartbeat from memory.
     pub fn sure_leader(&self) -> bool {
+        self.lease().is_ok()
+    }
+
+    /// Whether this node may answer a heartbeat from memory now, and why not. The lease
+    /// is measured here and now from the transport's acknowledgements (see
+    /// [`crate::lease`]), never from a published metric, which can be stale. It lasts
+    /// `election_min_ms` from the send time of the newest quorum-acknowledged append:
+    /// openraft's followers hold off for `election_timeout_max` from receipt, so this
+    /// leaves the spread of the election timeouts as margin for clock rates and for the
+    /// time between this check and the answer leaving.
+    pub fn lease(&self) -> Result<(), crate::stats::Refusal> {
+        use crate::stats::Refusal;
+        match self.quorum_ack_age_ms()? {
+            Some(age) if age < self.cfg.election_min_ms => Ok(()),
+            _ => Err(Refusal::Unsure),
+        }
+    }
+
+    /// How long ago (ms) the newest append a quorum acknowledged was sent, if this node
+    /// leads with a clock its peers agree with (else `NotLeader`); `None` if no quorum
+    /// has acknowledged it in this term yet.
+    pub fn quorum_ack_age_ms(&self) -> Result<Option<u64>, crate::stats::Refusal> {
         // Borrowed, not cloned: this runs for every heartbeat call, and the metrics hold
         // the membership and replication maps.
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms < self.cfg.election_min_ms)
-            // Its deadlines run from a clock its peers must agree with: promise none
-            // while they do not.
-            && self.clock.check().is_ok()
+        // Its deadlines run from a clock its peers must agree with: promise none while
+        // they do not.
+        if m.state != ServerState::Leader || self.clock.check().is_err() {
+            return Err(crate::stats::Refusal::NotLeader);
+        }
+        let now = Instant::now();
+        let since = self.acks.quorum_since(
+            &m.vote,
+            m.membership_config.membership().get_joint_config(),
+            self.id,
+            now,
+        );
+        Ok(since.map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// The cluster's time as this node should use it: while it leads, its term clock

@@ -40,6 +40,9 @@ pub struct Shared {
     pub stats: Arc<crate::stats::Stats>,
     /// Peers' acknowledgements as the Raft transport saw them: the lease's clock.
     acks: Arc<crate::lease::Acks>,
+    /// The term this process first saw itself lead, and its log's last index then: see
+    /// [`Shared::role`].
+    lead_from: Arc<Mutex<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -78,8 +81,9 @@ pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
 /// Where this node stands in the cluster, from one look at Raft's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Leader of `term`; `established` once it applied the first entry of that term
-    /// (before that its state machine may lack what the previous leader committed).
+    /// Leader of `term`; `established` once its state machine holds everything committed
+    /// before: it applied an entry of that term, and its log as far as it reached when
+    /// this process first saw itself lead.
     Leader {
         term: u64,
         established: bool,
@@ -109,6 +113,7 @@ impl Shared {
             term_clock: Arc::new(TermClock::default()),
             stats: Arc::default(),
             acks,
+            lead_from: Arc::default(),
         }
     }
 
@@ -126,11 +131,27 @@ impl Shared {
         if m.state != ServerState::Leader || self.clock.check().is_err() {
             return Role::Other;
         }
+        // openraft restores a restarted leader as leader of the same term at once, with
+        // no new entry, and its state machine replays the log only as far as the (lazily
+        // saved) commit mark: an entry of this term may be applied while checkpoints
+        // committed before the restart are not yet, and a keeper loading then gave
+        // sessions earlier deadlines than it had promised before the restart (fault seed
+        // 1796234347935, rolling restart). Every committed entry is in a leader's log, so
+        // applying the log as far as it reached when this process first saw itself lead
+        // is enough, for a restart and for an election alike.
+        let last_log = m.last_log_index.unwrap_or(0);
+        let needed = {
+            let mut from = self.lead_from.lock().unwrap_or_else(|p| p.into_inner());
+            if from.0 != m.current_term {
+                *from = (m.current_term, last_log);
+            }
+            from.1
+        };
         Role::Leader {
             term: m.current_term,
             established: m
                 .last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term),
+                .is_some_and(|l| l.leader_id.term == m.current_term && l.index >= needed),
         }
     }
 

@@ -360,7 +360,7 @@ impl licensing_server::Licensing for Licensing {
                     Refusal::Unsure => Status::unavailable(format!(
                         "node {} leads but is not sure it still does: no quorum acknowledged it within {} ms (last {} ms ago); retry in a moment",
                         self.shared.id,
-                        self.shared.cfg.election_min_ms,
+                        self.shared.lease_ms(),
                         self.shared.quorum_ack_age_ms().ok().flatten().map_or("never".into(), |a| a.to_string()),
                     )),
                     Refusal::NotLoaded => Status::unavailable(format!(

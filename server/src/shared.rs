@@ -178,17 +178,26 @@ impl Shared {
 
     /// Whether this node may answer a heartbeat from memory now, and why not. The lease
     /// is measured here and now from the transport's acknowledgements (see
-    /// [`crate::lease`]), never from a published metric, which can be stale. It lasts
-    /// `election_min_ms` from the send time of the newest quorum-acknowledged append:
-    /// openraft's followers hold off for `election_timeout_max` from receipt, so this
-    /// leaves the spread of the election timeouts as margin for clock rates and for the
-    /// time between this check and the answer leaving.
+    /// [`crate::lease`]), never from a published metric, which can be stale.
     pub fn lease(&self) -> Result<(), crate::stats::Refusal> {
         use crate::stats::Refusal;
         match self.quorum_ack_age_ms()? {
-            Some(age) if age < self.cfg.election_min_ms => Ok(()),
+            Some(age) if age < self.lease_ms() => Ok(()),
             _ => Err(Refusal::Unsure),
         }
+    }
+
+    /// How long after the send time of the newest quorum-acknowledged append this node
+    /// may still be sure it leads. openraft's followers refuse votes, and hold off their
+    /// own elections, for `election_timeout_max` after receiving an append from their
+    /// leader (its `leader_lease`), and the leader itself refuses votes for as long after
+    /// a quorum acknowledged it; receipt is after the send, so a quorum blocks every
+    /// other candidate for at least that long after it. Less a twentieth, for the rates
+    /// of the nodes' monotonic clocks: NTP slews at most 500 ppm, a hundredth of that.
+    /// (It used to be `election_min_ms`, chosen when the age came from metrics; under
+    /// load, acknowledgements 300-600 ms old were refused for no safety gain.)
+    pub fn lease_ms(&self) -> u64 {
+        self.cfg.election_max_ms - self.cfg.election_max_ms / 20
     }
 
     /// How long ago (ms) the newest append a quorum acknowledged was sent, if this node

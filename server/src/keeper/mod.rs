@@ -51,9 +51,10 @@ impl Keeper {
     }
 
     /// Renews sessions (id and secret digest each) if this node is surely the leader:
-    /// it is leader, its deadlines are loaded, and a quorum acknowledged it within the
-    /// minimum election timeout (so no other leader can have been elected since). A batch
-    /// is checked for leadership once and takes each lock once. A refusal says why.
+    /// it is leader, its deadlines are loaded, and it holds the lease (`Shared::lease`:
+    /// a quorum acknowledged it recently enough that no other leader can have been
+    /// elected since). A batch is checked for leadership once and takes each lock once.
+    /// A refusal says why.
     pub fn heartbeat(
         &self,
         shared: &Shared,

@@ -88,6 +88,22 @@ fn expire(index: u64, at: u64, session: u64) -> Step {
     }
 }
 
+/// A history that knows one session, 7: its TTL, the last deadline a heartbeat was
+/// acknowledged with, and when its client crashed, if it did.
+fn session_7(ttl_ms: u64, acked_deadline_ms: u64, crashed_ms: Option<u64>) -> History {
+    History {
+        sessions: BTreeMap::from([(
+            7,
+            SessionRecord {
+                ttl_ms,
+                acked_deadline_ms,
+                crashed_ms,
+            },
+        )]),
+        ..History::default()
+    }
+}
+
 fn rules() -> Rules {
     Rules {
         seats: BTreeMap::from([("gamma".to_string(), 1)]),
@@ -181,49 +197,19 @@ fn the_checker_catches_forged_bad_histories() {
         (
             "an expiry before the acknowledged deadline",
             vec![expire(1, 4_000, 7)],
-            History {
-                sessions: BTreeMap::from([(
-                    7,
-                    SessionRecord {
-                        ttl_ms: 3_000,
-                        acked_deadline_ms: 5_000,
-                        crashed_ms: None,
-                    },
-                )]),
-                ..History::default()
-            },
+            session_7(3_000, 5_000, None),
             Some("before the deadline 5000"),
         ),
         (
             "a crashed session never cleaned up",
             vec![grant(1, 1_000, 7, 1, 1, 1)],
-            History {
-                sessions: BTreeMap::from([(
-                    7,
-                    SessionRecord {
-                        ttl_ms: 3_000,
-                        acked_deadline_ms: 4_000,
-                        crashed_ms: Some(1_500),
-                    },
-                )]),
-                ..History::default()
-            },
+            session_7(3_000, 4_000, Some(1_500)),
             Some("never expired"),
         ),
         (
             "a crashed session expired long after its TTL",
             vec![expire(1, 6_000, 7)],
-            History {
-                sessions: BTreeMap::from([(
-                    7,
-                    SessionRecord {
-                        ttl_ms: 3_000,
-                        acked_deadline_ms: 4_000,
-                        crashed_ms: Some(1_500),
-                    },
-                )]),
-                ..History::default()
-            },
+            session_7(3_000, 4_000, Some(1_500)),
             Some("expired 4500 ms after crash/heal"),
         ),
         (
@@ -235,17 +221,7 @@ fn the_checker_catches_forged_bad_histories() {
         (
             "an expired crashed session still holding its lease",
             vec![grant(1, 1_000, 7, 1, 1, 1), expire(2, 4_500, 7)],
-            History {
-                sessions: BTreeMap::from([(
-                    7,
-                    SessionRecord {
-                        ttl_ms: 3_000,
-                        acked_deadline_ms: 4_000,
-                        crashed_ms: Some(1_500),
-                    },
-                )]),
-                ..History::default()
-            },
+            session_7(3_000, 4_000, Some(1_500)),
             Some("still holds lease 1 at the end"),
         ),
         (

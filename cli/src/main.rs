@@ -8,6 +8,7 @@ mod bench;
 mod checkout;
 mod license;
 mod listing;
+mod lmstat;
 mod pki;
 mod sessions;
 mod users;
@@ -70,6 +71,15 @@ enum Cmd {
     Status,
     /// Per feature: seats issued, in use, lingering, overdraft, and who holds them.
     Features,
+    /// Usage in FlexNet's `lmstat -a` layout, for scrapers written for FlexNet.
+    Lmstat {
+        /// Every feature (the default; accepted for FlexNet scripts).
+        #[arg(short = 'a')]
+        all: bool,
+        /// One feature only.
+        #[arg(short = 'f')]
+        feature: Option<String>,
+    },
     /// Leases and lingering seats, optionally of one feature or user.
     Leases {
         #[arg(long)]
@@ -269,6 +279,7 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Status => admin::status(&ctx).await,
             Cmd::Features => listing::features(&ctx).await,
+            Cmd::Lmstat { all: _, feature } => lmstat::run(&ctx, feature).await,
             Cmd::Leases { feature, user } => listing::leases(&ctx, feature, user).await,
             Cmd::Remove { lease, reason } => listing::remove(&ctx, lease, reason).await,
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,

@@ -18,6 +18,7 @@ use crate::keeper::Beat;
 use crate::security::Caller;
 use crate::security::RateLimiter;
 use crate::shared::{Role as NodeRole, Shared};
+use crate::stats::Refusal;
 use std::sync::Arc;
 use tally_pki::Role;
 
@@ -350,11 +351,25 @@ impl licensing_server::Licensing for Licensing {
             .map(|a| auth(Some(a)).ok().map(|a| (a.session, a.secret)))
             .collect();
         let wanted: Vec<(u64, SecretDigest)> = parsed.iter().flatten().copied().collect();
-        let mut beats = self
-            .shared
-            .keeper
-            .heartbeat(&self.shared, &wanted)
-            .into_iter();
+        let mut beats = match self.shared.keeper.heartbeat(&self.shared, &wanted) {
+            Ok(b) => b.into_iter(),
+            Err(why) => {
+                self.shared.stats.refused(why);
+                return Err(match why {
+                    Refusal::NotLeader => self.shared.not_leader(),
+                    Refusal::Unsure => Status::unavailable(format!(
+                        "node {} leads but is not sure it still does: no quorum acknowledged it within {} ms (last {} ms ago); retry in a moment",
+                        self.shared.id,
+                        self.shared.lease_ms(),
+                        self.shared.quorum_ack_age_ms().ok().flatten().map_or("never".into(), |a| a.to_string()),
+                    )),
+                    Refusal::NotLoaded => Status::unavailable(format!(
+                        "node {} has just become the leader and is loading session deadlines; retry in a moment",
+                        self.shared.id
+                    )),
+                });
+            }
+        };
         let mut out = Vec::with_capacity(ids.len());
         let sm = self.shared.sm.read();
         for (id, p) in ids.into_iter().zip(&parsed) {

@@ -24,6 +24,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::ConfigError;
+use crate::lease::Acks;
 use crate::types::{NodeId, Raft, SnapshotMeta, TallyNode, TypeConfig, Vote};
 
 /// Snapshot data is sent in pieces of this size, so no single message nears gRPC limits.
@@ -47,6 +48,9 @@ pub struct Network {
     /// This node's id, stamped on every outgoing call, so a call that loops back to its
     /// sender is refused there instead of reaching its Raft.
     me: MetadataValue<Ascii>,
+    /// Where each peer's acknowledgements of our AppendEntries are recorded, for the
+    /// leader's lease (see [`crate::lease`]).
+    acks: Arc<Acks>,
 }
 
 impl std::fmt::Debug for Network {
@@ -63,6 +67,7 @@ impl Network {
         cluster: &str,
         dial: std::collections::BTreeMap<NodeId, String>,
         tls: Option<ClientTlsConfig>,
+        acks: Arc<Acks>,
     ) -> Result<Network, ConfigError> {
         let cluster = cluster.parse().map_err(|_| ConfigError {
             key: "cluster_name",
@@ -74,6 +79,7 @@ impl Network {
             tls,
             cluster,
             me: MetadataValue::from(me),
+            acks,
         })
     }
 
@@ -134,6 +140,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client,
             cluster: self.cluster.clone(),
             me: self.me.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -145,6 +152,7 @@ pub struct Peer {
     client: Result<RaftClient<Channel>, String>,
     cluster: MetadataValue<Ascii>,
     me: MetadataValue<Ascii>,
+    acks: Arc<Acks>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable {
@@ -213,7 +221,16 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, false).await
+        // Taken before the request leaves: the follower's lease runs from when it
+        // received it, which is later, so the leader's view errs on the safe side.
+        let sent = std::time::Instant::now();
+        let res: AppendEntriesResponse<NodeId> = self.call(&rpc, &option, false).await?;
+        // Every answer but "higher vote" means the follower took our vote as its leader's
+        // and refreshed its lease (a log conflict is answered after the vote check).
+        if !matches!(res, AppendEntriesResponse::HigherVote(_)) {
+            self.acks.record(self.target, &rpc.vote, sent);
+        }
+        Ok(res)
     }
 
     async fn vote(

@@ -111,26 +111,20 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         }
         .into());
     }
+    let acks = Arc::new(crate::lease::Acks::default());
     let network = Network::new(
         cfg.id,
         &cfg.cluster_name,
         cfg.dial.clone(),
         tls.as_ref().map(TlsMaterial::peer_client),
+        acks.clone(),
     )?;
     // The clock pinger reaches peers over Raft's own channels.
     let pinger_network = network.clone();
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let clock = Clock::new(cfg.id, cfg.max_clock_offset_ms);
-    let shared = Shared::new(
-        cfg.id,
-        raft,
-        sm,
-        log,
-        Arc::new(cfg),
-        clock,
-        shutdown.clone(),
-    );
+    let shared = Shared::new(raft, sm, log, Arc::new(cfg), clock, shutdown.clone(), acks);
 
     // Every log line of this node carries its id: `tallyd dev` runs three in one process.
     let node_span = tracing::info_span!("node", id = shared.id);

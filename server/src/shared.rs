@@ -38,6 +38,13 @@ pub struct Shared {
     pub shutdown: broadcast::Sender<()>,
     /// The leader's clock for its term; see [`TermClock`].
     term_clock: Arc<TermClock>,
+    /// Why heartbeats were refused, and the quorum-ack ages sampled (for `/metrics`).
+    pub stats: Arc<crate::stats::Stats>,
+    /// Peers' acknowledgements as the Raft transport saw them: the lease's clock.
+    acks: Arc<crate::lease::Acks>,
+    /// The term this process first saw itself lead, and its log's last index then: see
+    /// [`Shared::role`].
+    lead_from: Arc<Mutex<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,8 +83,9 @@ pub fn not_leader(leader: Option<(u64, &TallyNode)>) -> Status {
 /// Where this node stands in the cluster, from one look at Raft's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Leader of `term`; `established` once it applied the first entry of that term
-    /// (before that its state machine may lack what the previous leader committed).
+    /// Leader of `term`; `established` once its state machine holds everything committed
+    /// before: it applied an entry of that term, and its log as far as it reached when
+    /// this process first saw itself lead.
     Leader {
         term: u64,
         established: bool,
@@ -87,16 +95,16 @@ pub enum Role {
 
 impl Shared {
     pub fn new(
-        id: u64,
         raft: Raft,
         sm: StateMachine,
         log: store::LogStore,
         cfg: Arc<NodeConfig>,
         clock: Clock,
         shutdown: broadcast::Sender<()>,
+        acks: Arc<crate::lease::Acks>,
     ) -> Shared {
         Shared {
-            id,
+            id: cfg.id,
             raft,
             sm,
             log,
@@ -105,6 +113,9 @@ impl Shared {
             clock,
             shutdown,
             term_clock: Arc::new(TermClock::default()),
+            stats: Arc::default(),
+            acks,
+            lead_from: Arc::default(),
         }
     }
 
@@ -122,11 +133,27 @@ impl Shared {
         if m.state != ServerState::Leader || self.clock.check().is_err() {
             return Role::Other;
         }
+        // openraft restores a restarted leader as leader of the same term at once, with
+        // no new entry, and its state machine replays the log only as far as the (lazily
+        // saved) commit mark: an entry of this term may be applied while checkpoints
+        // committed before the restart are not yet, and a keeper loading then gave
+        // sessions earlier deadlines than it had promised before the restart (fault seed
+        // 1796234347935, rolling restart). Every committed entry is in a leader's log, so
+        // applying the log as far as it reached when this process first saw itself lead
+        // is enough, for a restart and for an election alike.
+        let last_log = m.last_log_index.unwrap_or(0);
+        let needed = {
+            let mut from = self.lead_from.lock().unwrap_or_else(|p| p.into_inner());
+            if from.0 != m.current_term {
+                *from = (m.current_term, last_log);
+            }
+            from.1
+        };
         Role::Leader {
             term: m.current_term,
             established: m
                 .last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term),
+                .is_some_and(|l| l.leader_id.term == m.current_term && l.index >= needed),
         }
     }
 
@@ -148,16 +175,54 @@ impl Shared {
     /// Leader, and acknowledged by a quorum more recently than any other node could have
     /// started an election: the condition for answering a heartbeat from memory.
     pub fn sure_leader(&self) -> bool {
+        self.lease().is_ok()
+    }
+
+    /// Whether this node may answer a heartbeat from memory now, and why not. The lease
+    /// is measured here and now from the transport's acknowledgements (see
+    /// [`crate::lease`]), never from a published metric, which can be stale.
+    pub fn lease(&self) -> Result<(), crate::stats::Refusal> {
+        use crate::stats::Refusal;
+        match self.quorum_ack_age_ms()? {
+            Some(age) if age < self.lease_ms() => Ok(()),
+            _ => Err(Refusal::Unsure),
+        }
+    }
+
+    /// How long after the send time of the newest quorum-acknowledged append this node
+    /// may still be sure it leads. openraft's followers refuse votes, and hold off their
+    /// own elections, for `election_timeout_max` after receiving an append from their
+    /// leader (its `leader_lease`), and the leader itself refuses votes for as long after
+    /// a quorum acknowledged it; receipt is after the send, so a quorum blocks every
+    /// other candidate for at least that long after it. Less a twentieth, for the rates
+    /// of the nodes' monotonic clocks: NTP slews at most 500 ppm, a hundredth of that.
+    /// (It used to be `election_min_ms`, chosen when the age came from metrics; under
+    /// load, acknowledgements 300-600 ms old were refused for no safety gain.)
+    pub fn lease_ms(&self) -> u64 {
+        self.cfg.election_max_ms - self.cfg.election_max_ms / 20
+    }
+
+    /// How long ago (ms) the newest append a quorum acknowledged was sent, if this node
+    /// leads with a clock its peers agree with (else `NotLeader`); `None` if no quorum
+    /// has acknowledged it in this term yet.
+    pub fn quorum_ack_age_ms(&self) -> Result<Option<u64>, crate::stats::Refusal> {
         // Borrowed, not cloned: this runs for every heartbeat call, and the metrics hold
         // the membership and replication maps.
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        m.state == ServerState::Leader
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms < self.cfg.election_min_ms)
-            // Its deadlines run from a clock its peers must agree with: promise none
-            // while they do not.
-            && self.clock.check().is_ok()
+        // Its deadlines run from a clock its peers must agree with: promise none while
+        // they do not.
+        if m.state != ServerState::Leader || self.clock.check().is_err() {
+            return Err(crate::stats::Refusal::NotLeader);
+        }
+        let now = Instant::now();
+        let since = self.acks.quorum_since(
+            &m.vote,
+            m.membership_config.membership().get_joint_config(),
+            self.id,
+            now,
+        );
+        Ok(since.map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// The cluster's time as this node should use it: while it leads, its term clock

@@ -159,6 +159,26 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let table = tallyctl(&cluster, &["leases", "--user", "ann"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("LEASE") && text.contains("cad"), "{text}");
+    // FlexNet's lmstat layout, as a scraper reads it (the layout's own table test is in
+    // cli/src/lmstat/tests.rs): the feature's totals and ann's line with its handle.
+    let lm = tallyctl(&cluster, &["lmstat", "-a"]);
+    let text = String::from_utf8_lossy(&lm.stdout);
+    assert!(lm.status.success(), "{}", stderr(&lm));
+    assert!(
+        text.lines().any(|l| l == "Users of cad:  (Total of 2 licenses issued;  Total of 1 license in use)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("    ann ") && l.contains(&format!(" {lease}), start "))),
+        "{text}"
+    );
+    let missing = tallyctl(&cluster, &["lmstat", "-f", "nope"]);
+    assert!(
+        stderr(&missing).contains("no feature \"nope\""),
+        "{}",
+        stderr(&missing)
+    );
 
     // No seats left for three more: exit code 4 and the reason.
     let denied = tallyctl(

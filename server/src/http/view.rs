@@ -31,6 +31,8 @@ pub struct View {
     pub clock_problem: Option<String>,
     /// Each measured peer's wall clock minus this node's (ms).
     pub clock_offsets: Vec<(u64, i64)>,
+    /// Heartbeat refusals and quorum-ack ages (see `stats.rs`).
+    pub stats: crate::stats::StatsView,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +128,7 @@ impl View {
                 .into_iter()
                 .map(|(id, e)| (id, e.offset_ms))
                 .collect(),
+            stats: shared.stats.view(),
         }
     }
 
@@ -307,6 +310,39 @@ impl View {
             "Whole days until the feature's term changes next (its end, its grace's end, or its start).",
             &days,
         );
+        let s = &self.stats;
+        let _ = writeln!(
+            o,
+            "# HELP tally_heartbeats_refused_total Heartbeat calls refused, by reason: not the leader; leading but not sure of it (no quorum acknowledgement within the lease); leading but deadlines not loaded yet.\n# TYPE tally_heartbeats_refused_total counter"
+        );
+        for (reason, n) in [
+            ("not_leader", s.refused_not_leader),
+            ("unsure", s.refused_unsure),
+            ("not_loaded", s.refused_not_loaded),
+        ] {
+            let _ = writeln!(
+                o,
+                "tally_heartbeats_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP tally_raft_quorum_ack_age_ms Leader only: the age of its last quorum acknowledgement, sampled every 100 ms.\n# TYPE tally_raft_quorum_ack_age_ms histogram"
+        );
+        for (i, bound) in crate::stats::ACK_AGE_BUCKETS_MS.iter().enumerate() {
+            let n = s.ack_age_cumulative.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "tally_raft_quorum_ack_age_ms_bucket{{le=\"{bound}\"}} {n}"
+            );
+        }
+        let count = s.ack_age_cumulative.last().copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "tally_raft_quorum_ack_age_ms_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_sum {}", s.ack_age_sum_ms);
+        let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_count {count}");
         o
     }
 

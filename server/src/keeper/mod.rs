@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 pub use self::core::Beat;
 use self::core::{Core, BATCH, EXPIRE_BATCHES_PER_TICK, QUEUE_PER_TICK};
 use crate::shared::{Role, Shared};
+use crate::stats::Refusal;
 
 /// How often the keeper looks for due work.
 const TICK: Duration = Duration::from_millis(100);
@@ -50,18 +51,27 @@ impl Keeper {
     }
 
     /// Renews sessions (id and secret digest each) if this node is surely the leader:
-    /// it is leader, its deadlines are loaded, and a quorum acknowledged it within the
-    /// minimum election timeout (so no other leader can have been elected since). A batch
-    /// is checked for leadership once and takes each lock once.
-    pub fn heartbeat(&self, shared: &Shared, sessions: &[(SessionId, SecretDigest)]) -> Vec<Beat> {
-        if !shared.sure_leader() {
-            return vec![Beat::NotLeader; sessions.len()];
-        }
+    /// it is leader, its deadlines are loaded, and it holds the lease (`Shared::lease`:
+    /// a quorum acknowledged it recently enough that no other leader can have been
+    /// elected since). A batch is checked for leadership once and takes each lock once.
+    /// A refusal says why.
+    pub fn heartbeat(
+        &self,
+        shared: &Shared,
+        sessions: &[(SessionId, SecretDigest)],
+    ) -> Result<Vec<Beat>, Refusal> {
+        // The time is read before the lease is checked: a pause between the two then
+        // only shortens the deadline promised, never stretches it past the lease.
         let now = shared.now_ms();
+        shared.lease()?;
         // The ledger is locked before the keeper, in the order the loop takes them, so
         // the two can never wait on each other.
         let sm = shared.sm.read();
-        self.with(shared, |core| core.heartbeat(&sm.ledger, now, sessions))
+        let beats = self.with(shared, |core| core.heartbeat(&sm.ledger, now, sessions));
+        if beats.first() == Some(&Beat::NotLeader) {
+            return Err(Refusal::NotLoaded);
+        }
+        Ok(beats)
     }
 
     /// The keeper's loop: runs until shutdown, doing work only while leader.
@@ -71,6 +81,9 @@ impl Keeper {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => return,
+            }
+            if let Ok(Some(age)) = shared.quorum_ack_age_ms() {
+                shared.stats.ack_age(age);
             }
             let Some(term) = self.establish(&shared).await else {
                 continue;

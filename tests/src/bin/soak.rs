@@ -59,10 +59,14 @@ async fn main() -> anyhow::Result<()> {
                 for (k, v) in &r.seen {
                     *seen.entry(k).or_default() += v;
                 }
-                let status = if r.violations.is_empty() {
-                    "ok"
-                } else {
+                // A healed cluster that granted nothing is a failure too: see faults.rs.
+                let stalled = r.granted_after_heal == 0 || r.checked_in_after_heal == 0;
+                let status = if !r.violations.is_empty() {
                     "VIOLATIONS"
+                } else if stalled {
+                    "NO-PROGRESS"
+                } else {
+                    "ok"
                 };
                 println!(
                     "seed {seed:>5}  {status:<10} {:>5} ops  {:>5} entries  {}",
@@ -70,7 +74,13 @@ async fn main() -> anyhow::Result<()> {
                     r.entries,
                     r.faults.join("; ")
                 );
-                if !r.violations.is_empty() {
+                if !r.violations.is_empty() || stalled {
+                    if stalled {
+                        println!(
+                            "    after the heal: {} grants, {} checkins",
+                            r.granted_after_heal, r.checked_in_after_heal
+                        );
+                    }
                     for v in &r.violations {
                         println!("    {v}");
                     }

@@ -315,6 +315,41 @@ fn the_checker_catches_forged_bad_histories() {
             Some("never expired"),
         ),
         (
+            "a crashed session expired long after its TTL",
+            vec![open(1, 900), expire(2, 6_000, 1)],
+            History {
+                sessions: BTreeMap::from([(1, session_record(4_000, Some(1_500)))]),
+                ..History::default()
+            },
+            Some("expired 4500 ms after crash/heal"),
+        ),
+        (
+            "a seat reclaimed while held",
+            vec![
+                load(1, 1, ""),
+                open(2, 900),
+                grant(3, 1_000, 2, 2),
+                reclaim(4, 2_000, 3),
+            ],
+            History::default(),
+            Some("seat 3 reclaimed while held"),
+        ),
+        (
+            "a crashed session still holding its lease at the end",
+            vec![load(1, 1, ""), open(2, 900), grant(3, 1_000, 2, 2)],
+            History {
+                sessions: BTreeMap::from([(2, session_record(4_000, Some(1_500)))]),
+                ..History::default()
+            },
+            Some("crashed session 2 still holds lease 3 at the end"),
+        ),
+        (
+            "a seat reclaimed that was never granted",
+            vec![load(1, 1, ""), reclaim(2, 1_000, 9)],
+            History::default(),
+            Some("unknown seat 9 reclaimed"),
+        ),
+        (
             "a seat left lingering forever",
             vec![
                 load(1, 1, linger),

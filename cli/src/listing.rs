@@ -283,6 +283,71 @@ pub async fn remove(ctx: &Ctx, lease: u64, reason: String) -> anyhow::Result<()>
     Ok(())
 }
 
+/// lmremove's form: every active lease of `user` (on `host`, at `display`, when given).
+/// The leases are listed, then removed one by one; one that ends meanwhile counts as
+/// already gone.
+pub async fn remove_user(
+    ctx: &Ctx,
+    user: &str,
+    host: Option<&str>,
+    display: Option<&str>,
+    reason: String,
+) -> anyhow::Result<()> {
+    let req = pb::ListLeasesRequest {
+        feature: None,
+        user: Some(user.to_owned()),
+        session_id: None,
+    };
+    let cluster = ctx.cluster()?;
+    let r = cluster
+        .call("leases", |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).list_leases(req).await }
+        })
+        .await?;
+    let chosen: Vec<u64> = r
+        .leases
+        .iter()
+        .filter(|l| l.lease_id != 0 && l.user == user)
+        .filter(|l| host.is_none_or(|h| l.host == h))
+        .filter(|l| display.is_none_or(|d| l.display == d))
+        .map(|l| l.lease_id)
+        .collect();
+    let mut removed = Vec::new();
+    for lease in &chosen {
+        let req = pb::RemoveLeaseRequest {
+            lease_id: *lease,
+            reason: reason.clone(),
+        };
+        let r = cluster
+            .call("remove", |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).remove_lease(req).await }
+            })
+            .await?;
+        if r.removed {
+            removed.push(*lease);
+        }
+    }
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"user": user, "host": host, "display": display, "removed": removed})
+        );
+    } else if chosen.is_empty() {
+        println!(
+            "{user} holds no leases{}",
+            host.map_or(String::new(), |h| format!(" on {h}"))
+        );
+    } else {
+        println!(
+            "removed {} lease(s) of {user}: {removed:?}; their seats are back in the pool",
+            removed.len()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

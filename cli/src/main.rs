@@ -88,8 +88,17 @@ enum Cmd {
         user: Option<String>,
     },
     /// Remove a lease (admin): its seats return to the pool at once, without linger.
+    /// Like FlexNet's lmremove, `--user U [--host H] [--display D]` removes every lease
+    /// of that user (on that host, display) instead of one by id.
     Remove {
-        lease: u64,
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        lease: Option<u64>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        host: Option<String>,
+        #[arg(long, requires = "user")]
+        display: Option<String>,
         /// Why, for the history.
         #[arg(long, default_value = "removed by tallyctl")]
         reason: String,
@@ -281,7 +290,20 @@ fn main() -> ExitCode {
             Cmd::Features => listing::features(&ctx).await,
             Cmd::Lmstat { all: _, feature } => lmstat::run(&ctx, feature).await,
             Cmd::Leases { feature, user } => listing::leases(&ctx, feature, user).await,
-            Cmd::Remove { lease, reason } => listing::remove(&ctx, lease, reason).await,
+            Cmd::Remove {
+                lease,
+                user,
+                host,
+                display,
+                reason,
+            } => match (lease, user) {
+                (Some(lease), _) => listing::remove(&ctx, lease, reason).await,
+                (None, Some(user)) => {
+                    listing::remove_user(&ctx, &user, host.as_deref(), display.as_deref(), reason)
+                        .await
+                }
+                (None, None) => unreachable!("clap requires a lease or --user"),
+            },
             Cmd::Checkout(a) => checkout::run(&ctx, a).await,
             Cmd::Sessions { cmd } => sessions::sessions(&ctx, cmd).await,
             Cmd::Queue { cmd } => sessions::queue(&ctx, cmd).await,

@@ -199,6 +199,27 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     );
     drop(holder);
 
+    // lmremove's form: every lease of a user on a host; another user's stays.
+    let (bob_holder, bob) = hold(&cluster, "cad", "bob", &[]);
+    let (ann_holder, ann) = hold(&cluster, "cad", "ann", &[]);
+    let host = tallyctl_json(&cluster, &["leases", "--user", "ann"])[0]["host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong_host = tallyctl_json(
+        &cluster,
+        &["remove", "--user", "ann", "--host", "elsewhere"],
+    );
+    assert_eq!(wrong_host["removed"], serde_json::json!([]), "{wrong_host}");
+    let rm = tallyctl_json(&cluster, &["remove", "--user", "ann", "--host", &host]);
+    assert_eq!(rm["removed"], serde_json::json!([ann["lease_id"]]), "{rm}");
+    let left = tallyctl_json(&cluster, &["leases", "--feature", "cad"]);
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(left[0]["id"], bob["lease_id"], "{left}");
+    let neither = tallyctl(&cluster, &["remove"]);
+    assert!(!neither.status.success());
+    drop((ann_holder, bob_holder));
+
     // A tampered file: verify says which line and exits 5; the cluster refuses it too.
     let text = std::fs::read_to_string(path("cad.lic")).unwrap();
     std::fs::write(path("bad.lic"), text.replace(" 2 ", " 20 ")).unwrap();

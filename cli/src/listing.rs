@@ -313,7 +313,7 @@ pub async fn remove_user(
         .filter(|l| display.is_none_or(|d| l.display == d))
         .map(|l| l.lease_id)
         .collect();
-    let mut removed = Vec::new();
+    let (mut removed, mut kept) = (Vec::new(), Vec::new());
     for lease in &chosen {
         let req = pb::RemoveLeaseRequest {
             lease_id: *lease,
@@ -324,15 +324,32 @@ pub async fn remove_user(
                 let req = req.clone();
                 async move { AdminClient::new(ch).remove_lease(req).await }
             })
-            .await?;
-        if r.removed {
-            removed.push(*lease);
+            .await;
+        match r {
+            Ok(r) if r.removed => removed.push(*lease),
+            Ok(_) => {}
+            // Checked in or expired since the listing: gone already.
+            Err(tally_client::Error::Refused {
+                code: tonic::Code::NotFound,
+                ..
+            }) => {}
+            // Held for less than the cluster's minimum hold: kept, and said why.
+            Err(tally_client::Error::Refused {
+                code: tonic::Code::FailedPrecondition,
+                message,
+                ..
+            }) => kept.push((*lease, message)),
+            Err(e) => return Err(e.into()),
         }
     }
     if ctx.json {
+        let kept: Vec<_> = kept
+            .iter()
+            .map(|(l, why)| serde_json::json!({"lease": l, "why": why}))
+            .collect();
         println!(
             "{}",
-            serde_json::json!({"user": user, "host": host, "display": display, "removed": removed})
+            serde_json::json!({"user": user, "host": host, "display": display, "removed": removed, "kept": kept})
         );
     } else if chosen.is_empty() {
         println!(
@@ -344,6 +361,9 @@ pub async fn remove_user(
             "removed {} lease(s) of {user}: {removed:?}; their seats are back in the pool",
             removed.len()
         );
+        for (lease, why) in &kept {
+            println!("kept lease {lease}: {why}");
+        }
     }
     Ok(())
 }

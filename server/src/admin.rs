@@ -356,6 +356,23 @@ impl admin_server::Admin for Admin {
         let r = req.into_inner();
         tracing::Span::current().record("lease", r.lease_id);
         tracing::info!(%admin, reason = %r.reason, "admin removes a lease");
+        let hold = self.shared.cfg.min_remove_hold_ms;
+        if hold > 0 {
+            // Checked against the ledger's grant time and the leader's clock before
+            // proposing: a refused removal costs no log entry.
+            let granted = self
+                .shared
+                .sm
+                .read()
+                .ledger
+                .lease(r.lease_id)
+                .map(|l| l.granted_ms);
+            if let Some(why) =
+                granted.and_then(|g| too_soon_to_remove(r.lease_id, g, self.shared.now_ms(), hold))
+            {
+                return Err(Status::failed_precondition(why));
+            }
+        }
         match self
             .shared
             .propose(Op::RemoveLease { lease: r.lease_id })
@@ -669,5 +686,62 @@ fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipRespons
         voters: mem.voter_ids().collect(),
         learners: mem.learner_ids().collect(),
         log_index,
+    }
+}
+
+/// Why lease `lease`, granted at `granted_ms`, may not be removed at `now_ms` under a
+/// minimum hold of `hold_ms` (FlexNet's `MIN_LMREMOVE`); `None` when it may.
+pub fn too_soon_to_remove(
+    lease: u64,
+    granted_ms: u64,
+    now_ms: u64,
+    hold_ms: u64,
+) -> Option<String> {
+    let held = now_ms.saturating_sub(granted_ms);
+    (held < hold_ms).then(|| {
+        format!(
+            "lease {lease} has been held {} s; min_remove_hold_ms = {hold_ms} lets it be removed in {} s (as FlexNet's MIN_LMREMOVE)",
+            held / 1000,
+            (hold_ms - held).div_ceil(1000)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_soon_to_remove;
+
+    #[test]
+    fn a_removal_waits_for_the_minimum_hold_to_the_millisecond() {
+        // (granted, now, hold, the refusal wanted)
+        let table: &[(u64, u64, u64, Option<&str>)] = &[
+            (1_000, 1_000, 0, None),
+            (
+                1_000,
+                1_000,
+                120_000,
+                Some("held 0 s; min_remove_hold_ms = 120000 lets it be removed in 120 s"),
+            ),
+            (
+                1_000,
+                120_999,
+                120_000,
+                Some("held 119 s; min_remove_hold_ms = 120000 lets it be removed in 1 s"),
+            ),
+            (1_000, 121_000, 120_000, None),
+            // A clock behind the grant (a new leader's) counts as no time held.
+            (5_000, 4_000, 1_000, Some("held 0 s")),
+        ];
+        for (granted, now, hold, want) in table {
+            let got = too_soon_to_remove(7, *granted, *now, *hold);
+            match want {
+                None => assert_eq!(got, None, "{granted} {now} {hold}"),
+                Some(w) => assert!(
+                    got.as_deref()
+                        .is_some_and(|g| g.contains(w) && g.starts_with("lease 7 ")),
+                    "{granted} {now} {hold}: {got:?}"
+                ),
+            }
+        }
     }
 }

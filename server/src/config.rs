@@ -64,6 +64,11 @@ pub struct NodeConfig {
     /// longer waits this long, then is answered with a timeout. No wait is forever by
     /// accident.
     pub max_queue_wait_ms: u64,
+    /// How long a lease must have been held before an administrator may remove it
+    /// (FlexNet's `MIN_LMREMOVE`, 120 s there by default): a user whose seat is taken
+    /// keeps it long enough to save their work. 0 (the default): no minimum. Set it the
+    /// same on every node: the leader that answers the removal applies its own.
+    pub min_remove_hold_ms: u64,
     /// Where a session's user and host come from (`[security] identity`).
     pub identity: Identity,
     /// How far this node's wall clock may be off its peers' before it refuses to lead
@@ -150,6 +155,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             max_clock_offset_ms: 500,
             max_queue_wait_ms: 86_400_000,
+            min_remove_hold_ms: 0,
             identity: Identity::Asserted,
         }
     }
@@ -280,6 +286,12 @@ impl NodeConfig {
                 "must lie between min_ttl_ms and max_ttl_ms",
             ));
         }
+        if self.min_remove_hold_ms > 86_400_000 {
+            return Err(bad(
+                "min_remove_hold_ms",
+                "must be at most a day (86400000): beyond that no administrator could remove a runaway lease",
+            ));
+        }
         if self.max_queue_wait_ms == 0 {
             return Err(bad(
                 "max_queue_wait_ms",
@@ -396,6 +408,7 @@ pub struct FileConfig {
     pub limits: Option<Limits>,
     pub max_clock_offset_ms: Option<u64>,
     pub max_queue_wait_ms: Option<u64>,
+    pub min_remove_hold_ms: Option<u64>,
     pub security: Option<SecurityFile>,
 }
 
@@ -456,6 +469,7 @@ impl FileConfig {
             limits: self.limits.unwrap_or(d.limits),
             max_clock_offset_ms: self.max_clock_offset_ms.unwrap_or(d.max_clock_offset_ms),
             max_queue_wait_ms: self.max_queue_wait_ms.unwrap_or(d.max_queue_wait_ms),
+            min_remove_hold_ms: self.min_remove_hold_ms.unwrap_or(d.min_remove_hold_ms),
             identity: self.security.and_then(|s| s.identity).unwrap_or(d.identity),
             dial: self
                 .dial
@@ -487,7 +501,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 18] = [
+        let cases: [(Breaker, &str); 19] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -497,6 +511,7 @@ mod tests {
             (|c| c.election_max_ms = 2_001, "election_max_ms"),
             (|c| c.listen = "0.0.0.0:27000".into(), "listen"),
             (|c| c.max_queue_wait_ms = 0, "max_queue_wait_ms"),
+            (|c| c.min_remove_hold_ms = 86_400_001, "min_remove_hold_ms"),
             (|c| c.identity = Identity::Certificate, "security.identity"),
             (|c| c.http = "10.0.0.5:27080".into(), "http"),
             (|c| c.min_ttl_ms = 500, "min_ttl_ms"),

@@ -54,6 +54,10 @@ pub fn revocation_message(r: &Revocation) -> String {
             r.feature,
             Date::of_ms(*window_ended_ms)
         ),
+        RevokeReason::RemovedByAdmin => format!(
+            "seat of \"{}\" removed by an administrator (tallyctl remove)",
+            r.feature
+        ),
     }
 }
 
@@ -66,6 +70,7 @@ pub fn revocation(r: &Revocation) -> pb::Revocation {
             RevokeReason::TermEnded { .. } => pb::RevocationCause::TermEnded,
             RevokeReason::UserUnassigned => pb::RevocationCause::UserUnassigned,
             RevokeReason::FairUseEnded { .. } => pb::RevocationCause::FairUseEnded,
+            RevokeReason::RemovedByAdmin => pb::RevocationCause::RemovedByAdmin,
         } as i32,
         message: revocation_message(r),
         at_ms: r.at_ms,

@@ -45,6 +45,25 @@ fn hold(
     (holder, grant)
 }
 
+/// The exit code and standard error of a holding `tallyctl checkout` that must end
+/// within 10 s (a revoked or removed seat is reported within a couple of heartbeats).
+fn exit_of(holder: &mut Holder) -> (Option<i32>, String) {
+    let since = std::time::Instant::now();
+    let code = loop {
+        if let Some(st) = holder.0.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "tallyctl checkout kept holding a seat taken away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(holder.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (code, err)
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -199,9 +218,10 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     );
     drop(holder);
 
-    // lmremove's form: every lease of a user on a host; another user's stays.
+    // lmremove's form: every lease of a user on a host; another user's stays, and the
+    // holder (TTL 3 s, heartbeating every second) is told and exits 6.
     let (bob_holder, bob) = hold(&cluster, "cad", "bob", &[]);
-    let (ann_holder, ann) = hold(&cluster, "cad", "ann", &[]);
+    let (mut ann_holder, ann) = hold(&cluster, "cad", "ann", &["--ttl", "3"]);
     let host = tallyctl_json(&cluster, &["leases", "--user", "ann"])[0]["host"]
         .as_str()
         .unwrap()
@@ -218,6 +238,12 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     assert_eq!(left[0]["id"], bob["lease_id"], "{left}");
     let neither = tallyctl(&cluster, &["remove"]);
     assert!(!neither.status.success());
+    let (code, err) = exit_of(&mut ann_holder);
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("seat of \"cad\" removed by an administrator"),
+        "{err}"
+    );
     drop((ann_holder, bob_holder));
 
     // A tampered file: verify says which line and exits 5; the cluster refuses it too.
@@ -266,19 +292,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let lease = grant["lease_id"].as_u64().unwrap();
     let unload = tallyctl(&cluster, &["license", "unload", "cad.lic"]);
     assert!(unload.status.success(), "{}", stderr(&unload));
-    let unloaded = std::time::Instant::now();
-    let code = loop {
-        if let Some(st) = holder.0.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            unloaded.elapsed() < std::time::Duration::from_secs(10),
-            "tallyctl checkout kept holding a revoked seat"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(holder.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (code, err) = exit_of(&mut holder);
     assert_eq!(code, Some(6), "{err}");
     assert!(
         err.contains("seat of \"cad\" revoked: the license file \"cad.lic\" was unloaded"),
@@ -329,4 +343,35 @@ fn errors_are_one_line_with_an_exit_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad endpoint \"nonsense\""));
+}
+
+#[test]
+fn a_minimum_hold_keeps_a_young_lease_from_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("hold.toml");
+    std::fs::write(&config, "min_remove_hold_ms = 60000\n").unwrap();
+    let cluster = ThreeNodes::start_with_env(
+        d,
+        vec![(
+            "TALLY_NODE_CONFIG".into(),
+            config.to_str().unwrap().to_owned(),
+        )],
+    );
+    let (holder, grant) = hold(&cluster, "fea_solver", "ann", &[]);
+    let lease = grant["lease_id"].as_u64().unwrap().to_string();
+    let rm = tallyctl(&cluster, &["remove", &lease]);
+    assert!(!rm.status.success());
+    assert!(
+        stderr(&rm).contains("min_remove_hold_ms = 60000 lets it be removed in"),
+        "{}",
+        stderr(&rm)
+    );
+    let by_user = tallyctl_json(&cluster, &["remove", "--user", "ann"]);
+    assert_eq!(by_user["removed"], serde_json::json!([]), "{by_user}");
+    assert_eq!(by_user["kept"][0]["lease"].to_string(), lease, "{by_user}");
+    // Nothing was removed, and nothing was written: the seat is still held.
+    let leases = tallyctl_json(&cluster, &["leases", "--feature", "fea_solver"]);
+    assert_eq!(leases[0]["id"].to_string(), lease, "{leases}");
+    drop(holder);
 }

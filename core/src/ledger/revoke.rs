@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId, TimeMs};
+use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId, SessionId, TimeMs};
 
 /// Revocation notes kept per session: a holder learns of them on its next heartbeat, a
 /// few seconds later, so only a burst needs more than one; older notes give way.
@@ -98,6 +98,28 @@ impl Ledger {
     }
 
     /// Takes a seat away from all its holders and frees it.
+    /// Keeps a note for `session`'s heartbeat answers that `lease` was taken away (the
+    /// latest [`NOTES_PER_SESSION`]).
+    pub(super) fn note_revocation(
+        &mut self,
+        session: SessionId,
+        lease: LeaseId,
+        feature: &str,
+        reason: RevokeReason,
+    ) {
+        let at_ms = self.st.now_ms;
+        let notes = self.st.revocations.entry(session).or_default();
+        if notes.len() >= NOTES_PER_SESSION {
+            notes.remove(0);
+        }
+        notes.push(Revocation {
+            lease,
+            feature: feature.to_owned(),
+            reason,
+            at_ms,
+        });
+    }
+
     pub(super) fn revoke_seat(&mut self, seat: SeatId, reason: &RevokeReason, ev: &mut Vec<Event>) {
         let holders: Vec<LeaseId> = self
             .st
@@ -105,23 +127,13 @@ impl Ledger {
             .get(&seat)
             .map(|s| s.holders.iter().copied().collect())
             .unwrap_or_default();
-        let now = self.st.now_ms;
         for lease in holders {
             let Some(l) = self.st.leases.remove(&lease) else {
                 continue;
             };
             if let Some(s) = self.st.sessions.get_mut(&l.session) {
                 s.leases.remove(&lease);
-                let notes = self.st.revocations.entry(l.session).or_default();
-                if notes.len() >= NOTES_PER_SESSION {
-                    notes.remove(0);
-                }
-                notes.push(Revocation {
-                    lease,
-                    feature: l.feature.clone(),
-                    reason: reason.clone(),
-                    at_ms: now,
-                });
+                self.note_revocation(l.session, lease, &l.feature, reason.clone());
             }
             if let Some(s) = self.st.seats.get_mut(&seat) {
                 s.holders.remove(&lease);

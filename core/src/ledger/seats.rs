@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, ReleaseCause, Reply, RequestId, Seat,
-    SeatId, SessionId,
+    DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, ReleaseCause, Reply, RequestId,
+    RevokeReason, Seat, SeatId, SessionId,
 };
 use crate::license::{DupGroup, LicenseModel, Version};
 
@@ -371,6 +371,9 @@ impl Ledger {
         };
         if let Some(s) = self.st.sessions.get_mut(&l.session) {
             s.leases.remove(&lease);
+            // The holder is told on its next heartbeat, as for every seat taken away: an
+            // application that keeps working on a removed seat would be over the count.
+            self.note_revocation(l.session, lease, &l.feature, RevokeReason::RemovedByAdmin);
         }
         ev.push(Event::Removed {
             feature: l.feature.clone(),

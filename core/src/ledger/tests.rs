@@ -673,6 +673,16 @@ fn admin_removal_frees_the_seat_without_linger() {
     assert_eq!(out.reply, Reply::Done { affected: 1 });
     assert_eq!(h.in_use("cad"), 0);
     assert!(h.l.session(ann).unwrap().leases.is_empty());
+    // The holder learns why on its next heartbeat.
+    assert_eq!(
+        h.l.revocations(ann),
+        &[Revocation {
+            lease: g.lease,
+            feature: "cad".into(),
+            reason: RevokeReason::RemovedByAdmin,
+            at_ms: h.now,
+        }]
+    );
     // The holder's next checkin of the removed lease is refused, not double-counted.
     assert_eq!(
         denied(&h.checkin(ann, g.lease).reply),

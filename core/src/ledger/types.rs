@@ -264,6 +264,8 @@ pub enum RevokeReason {
     UserUnassigned,
     /// The user is assigned beyond the count, and the fair-use window ended.
     FairUseEnded { window_ended_ms: TimeMs },
+    /// An administrator removed the lease (`tallyctl remove`, FlexNet's lmremove).
+    RemovedByAdmin,
 }
 
 /// A lease the cluster revoked, kept with its session so the holder's next heartbeat

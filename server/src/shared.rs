@@ -119,6 +119,13 @@ impl Shared {
         }
     }
 
+    /// This node's clock verdict against the voters of the membership in `m` (see
+    /// [`Clock::check_among`]).
+    fn clock_check(&self, m: &openraft::RaftMetrics<NodeId, TallyNode>) -> Result<(), String> {
+        self.clock
+            .check_among(m.membership_config.membership().voter_ids())
+    }
+
     /// A copy of Raft's metrics, for status displays.
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, TallyNode> {
         self.raft.metrics().borrow().clone()
@@ -130,7 +137,7 @@ impl Shared {
     pub fn role(&self) -> Role {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        if m.state != ServerState::Leader || self.clock.check().is_err() {
+        if m.state != ServerState::Leader || self.clock_check(&m).is_err() {
             return Role::Other;
         }
         // openraft restores a restarted leader as leader of the same term at once, with
@@ -212,7 +219,7 @@ impl Shared {
         let m = metrics.borrow();
         // Its deadlines run from a clock its peers must agree with: promise none while
         // they do not.
-        if m.state != ServerState::Leader || self.clock.check().is_err() {
+        if m.state != ServerState::Leader || self.clock_check(&m).is_err() {
             return Err(crate::stats::Refusal::NotLeader);
         }
         let now = Instant::now();
@@ -243,8 +250,12 @@ impl Shared {
     /// leads, or knows no leader, with a clock that disagrees with its peers': its time
     /// must not reach the log. On a follower Raft refuses with the leader's address.
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
-        if let Err(why) = self.clock.check() {
-            let leader = self.raft.metrics().borrow().current_leader;
+        let checked = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            self.clock_check(&m).map_err(|why| (why, m.current_leader))
+        };
+        if let Err((why, leader)) = checked {
             if leader.is_none() || leader == Some(self.id) {
                 return Err(Status::unavailable(format!(
                     "node {} proposes nothing while its clock is off: {why}",

@@ -144,6 +144,22 @@ impl Workload {
         }
     }
 
+    /// Checkouts granted and checkins answered so far among the operations that started
+    /// at or after `from_ms`.
+    pub fn progress_since(&self, from_ms: u64) -> (usize, usize) {
+        let Ok(h) = self.history.lock() else {
+            return (0, 0);
+        };
+        h.ops
+            .iter()
+            .filter(|o| o.start_ms >= from_ms)
+            .fold((0, 0), |(g, c), o| match o.outcome {
+                Outcome::Granted { .. } => (g + 1, c),
+                Outcome::CheckedIn => (g, c + 1),
+                _ => (g, c),
+            })
+    }
+
     /// Stops the clients (each closes or crashes where it stands) and returns the history.
     pub async fn finish(self) -> History {
         self.stop.store(true, Ordering::Relaxed);

@@ -57,9 +57,13 @@ impl Verdict {
         }
     }
 
-    /// Whether Raft may campaign and heartbeat.
+    /// Whether Raft may campaign and heartbeat. Not while alone: a restarted node is
+    /// "alone" only until Raft publishes the membership it read from its log, and a
+    /// node that campaigned then would do so on an unchecked clock. A node with no
+    /// membership has nobody to campaign against anyway (`Raft::initialize` campaigns
+    /// whatever this says).
     fn open(self) -> bool {
-        matches!(self, Verdict::Alone | Verdict::Agrees)
+        matches!(self, Verdict::Agrees)
     }
 }
 

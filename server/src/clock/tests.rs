@@ -293,3 +293,21 @@ fn no_membership_means_nothing_to_judge() {
     assert!(h.ok());
     assert_eq!(h.summary(), "no cluster membership yet");
 }
+
+#[test]
+fn a_member_judges_against_the_voters_raft_knows_not_an_empty_set() {
+    let c = super::Clock::new(1, MAX);
+    // The pinger has not run: an empty voter set reads as "not in a cluster yet".
+    assert!(c.check().is_ok());
+    // Raft knows the membership (a restarted node reads it from its log at once): with
+    // no peer measured, this node may not stamp or lead.
+    let why = c.check_among([1, 2, 3]).unwrap_err();
+    assert!(
+        why.contains("nodes 2 and 3 answered no clock ping yet"),
+        "{why}"
+    );
+    // The voters stick for the callers that read no membership themselves.
+    assert!(c.check().is_err());
+    // Alone in a one-node cluster: nothing to compare with, it agrees with itself.
+    assert!(c.check_among([1]).is_ok());
+}

@@ -465,14 +465,16 @@ async fn a_leader_whose_clock_is_set_steps_down() {
     assert!(log.contains("wall clock was set by"), "no step in the log");
 }
 
-/// A leader killed and restarted at once, its clock now 40 s ahead, with writes sent to
-/// it throughout: ledger time stays true. The hole this guards (`Clock::check_among`):
-/// until the clock pinger's first round a restarted node judged its clock against no
-/// voters, "not in a cluster: fine", while Raft may restore it as leader of its term at
-/// once; one entry stamped then moves ledger time, which never goes back, and every
-/// expiry with it (the likely cause of fault soak seed 37's expiry 37 s late). The
-/// window is a scheduling gap: with the fix reverted this test passed 2 runs of 3
-/// rounds on an otherwise idle machine, so it guards the scenario, not that race.
+/// A leader stopped and restarted at once, its clock now 40 s ahead, with writes sent
+/// to it throughout: ledger time stays true. The holes this guards (`Shared::propose`,
+/// `Clock::check_among`): a node whose clock check failed still handed its write to Raft
+/// when its metrics named another leader, and until the clock pinger's first round a
+/// restarted node judged its clock against no voters ("not in a cluster: fine"); Raft
+/// may restore a restarted leader at once, and then a checkout went into the log 40 s
+/// ahead (fault soak seed 37, read in the nodes' archives: ledger time, which never goes
+/// back, took it as the end of a 40 s outage and every expiry came 40 s late). Both
+/// are races with a window of milliseconds: with the fixes reverted this test passed
+/// 4 runs of 3 rounds, so it guards the scenario; the soak is what caught the race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_restarted_ahead_stamps_nothing_before_its_clock_is_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -508,7 +510,7 @@ async fn a_leader_restarted_ahead_stamps_nothing_before_its_clock_is_checked() {
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        h.kill(leader).await;
+        h.stop(leader).await;
         h.set_env(leader, faketime(&[("FAKETIME", "+40")]));
         h.restart(leader).unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;

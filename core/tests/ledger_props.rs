@@ -58,8 +58,10 @@ impl PoolSpec {
                 linger_secs: self.linger_secs,
                 dup_group: self.dup,
                 overdraft,
+                // INCREMENT lines: each adds its seats (a second FEATURE line of a
+                // feature would not; the ledger's table tests cover that rule).
                 ..FeatureLine::new(
-                    LineKind::Feature,
+                    LineKind::Increment,
                     name.into(),
                     "acme".into(),
                     ver(major),
@@ -640,11 +642,13 @@ impl Run {
                 .position(|f| *f == seat.feature)
                 .expect("known feature")]
             .dup;
-            let same = |a: &Session, b: &Session| match dup {
-                DupGroup::None => false,
-                DupGroup::User => a.holder.user == b.holder.user,
-                DupGroup::UserHost => {
-                    a.holder.user == b.holder.user && a.holder.host == b.holder.host
+            // Grouped checkouts share when they agree on every part the grouping names.
+            let same = |a: &Session, b: &Session| match dup.parts() {
+                None => false,
+                Some((u, h, d)) => {
+                    (!u || a.holder.user == b.holder.user)
+                        && (!h || a.holder.host == b.holder.host)
+                        && (!d || a.holder.display == b.holder.display)
                 }
             };
             for pair in holders.windows(2) {
@@ -655,17 +659,11 @@ impl Run {
             // someone outside the group it lingers for.
             for h in &holders {
                 let k = &seat.key;
-                let owner = match dup {
-                    DupGroup::User => k.user == h.holder.user,
-                    DupGroup::UserHost => {
-                        k.user == h.holder.user && k.host.as_deref() == Some(h.holder.host.as_str())
-                    }
-                    DupGroup::None => {
-                        k.user == h.holder.user
-                            && k.host.as_deref() == Some(h.holder.host.as_str())
-                            && k.display.as_deref() == Some(h.holder.display.as_str())
-                    }
-                };
+                // Without grouping the owner is the whole holder (for linger reuse).
+                let (u, hst, d) = dup.parts().unwrap_or((true, true, true));
+                let owner = (!u || k.user == h.holder.user)
+                    && (!hst || k.host.as_deref() == Some(h.holder.host.as_str()))
+                    && (!d || k.display.as_deref() == Some(h.holder.display.as_str()));
                 prop_assert!(owner, "seat {} ({:?}) held by {:?}", id, k, h.holder);
             }
         }

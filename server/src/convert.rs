@@ -218,11 +218,7 @@ pub fn unexpected(reply: &Reply) -> Status {
 }
 
 pub fn dup_name(g: DupGroup) -> &'static str {
-    match g {
-        DupGroup::None => "NONE",
-        DupGroup::User => "U",
-        DupGroup::UserHost => "UH",
-    }
+    g.name()
 }
 
 pub fn load_error(e: &LoadError) -> Status {

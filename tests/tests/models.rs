@@ -213,3 +213,77 @@ fn a_term_license_in_grace_works_and_one_in_demo_grants_its_demo_seats_only() {
     assert!(err.contains("2 of 2 are in use"), "{err}");
     assert!(cluster.script("stop", None).status.success());
 }
+
+/// A file the way FlexNet vendors write them, signed with Tally's kit: a FEATURE line,
+/// its renewal FEATURE line (a newer ISSUED), two INCREMENT packs, a decimal version,
+/// DUP_GROUP=UHD. FlexNet's rules ("FEATURE and INCREMENT Lines" in the FNP License
+/// Administration Guide): only the first FEATURE line counts, ordered by version then
+/// newer ISSUED, and INCREMENT lines add: 12 + 3 + 2 = 17, not 27; `2025.1` serves a
+/// request for `2025.0506` (versions compare as decimals); under UHD one user's checkouts
+/// on one host and display share a seat.
+#[test]
+fn a_flexnet_style_file_loads_and_counts_as_flexnet_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    sign_and_load(
+        &cluster,
+        "solver.lic",
+        "VENDOR demo\n\
+         FEATURE solver demo 2025.1 permanent 10 ISSUED=01-jan-2025 DUP_GROUP=UHD\n\
+         FEATURE solver demo 2025.1 permanent 12 ISSUED=15-jan-2026 DUP_GROUP=UHD\n\
+         INCREMENT solver demo 2025.1 permanent 3 DUP_GROUP=UHD NOTICE=\"pack 1\"\n\
+         INCREMENT solver demo 2025.1 permanent 2 DUP_GROUP=UHD NOTICE=\"pack 2\"\n",
+    );
+    let f = feature(&cluster, "solver");
+    assert_eq!(f["issued"], 17, "{f}");
+    assert_eq!(f["dup_group"], "UHD", "{f}");
+
+    let checkout = |user: &str, host: &str, version: &str| {
+        tallyctl_json(
+            &cluster,
+            &[
+                "checkout",
+                "solver",
+                "--user",
+                user,
+                "--host",
+                host,
+                "--version",
+                version,
+                "--hold",
+                "0",
+            ],
+        )
+    };
+    let older = checkout("ann", "ws1", "2025.0506");
+    assert_eq!(older["feature"], "solver", "{older}");
+    // A version above every line is refused, naming the highest.
+    let o = tallyctl(
+        &cluster,
+        &[
+            "checkout",
+            "solver",
+            "--user",
+            "ann",
+            "--host",
+            "ws1",
+            "--version",
+            "2025.2",
+            "--hold",
+            "0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2025.1"), "{err}");
+
+    // UHD: ann's two checkouts on ws1 share one seat; on ws2 she takes another.
+    let (_a1, g1) = hold(&cluster, "solver", "ann", "ws1");
+    let (_a2, g2) = hold(&cluster, "solver", "ann", "ws1");
+    assert_eq!(g2["shared"], true, "{g2}");
+    assert_eq!(g1["seat"], g2["seat"], "{g1} {g2}");
+    let (_a3, g3) = hold(&cluster, "solver", "ann", "ws2");
+    assert_eq!(g3["shared"], false, "{g3}");
+    assert_eq!(feature(&cluster, "solver")["in_use"], 2);
+    assert!(cluster.script("stop", None).status.success());
+}

@@ -191,9 +191,5 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
 }
 
 fn dup_name(g: DupGroup) -> &'static str {
-    match g {
-        DupGroup::None => "NONE",
-        DupGroup::User => "U",
-        DupGroup::UserHost => "UH",
-    }
+    g.name()
 }

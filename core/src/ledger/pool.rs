@@ -34,11 +34,43 @@ pub(crate) struct PoolLine {
     /// `None` for `uncounted`.
     pub seats: Option<u32>,
     pub overdraft: u32,
+    /// A `FEATURE` line (only the first one that counts is used), not an `INCREMENT`.
+    #[serde(default)]
+    pub feature_line: bool,
+    /// `ISSUED` (the start of that day), to order `FEATURE` lines; 0 without one.
+    #[serde(default)]
+    pub issued_ms: TimeMs,
+}
+
+/// FlexNet's rule for several `FEATURE` lines of one feature: "only the first FEATURE
+/// line for a given feature name is processed ... A FEATURE line does not give an
+/// additional number of licenses, whereas an INCREMENT line always gives an additional
+/// number of licenses" (FNP License Administration Guide, "FEATURE and INCREMENT
+/// Lines"), the lines sorted when processed: a higher version first, then a newer
+/// `ISSUED` date, then the one loaded first. So a renewal `FEATURE` line added beside
+/// the old one does not double the count. Tally applies the rule at `now` among the
+/// lines that count then, so when the first line ends the next valid one takes over
+/// instead of the feature going dark until someone reloads. Returns the position in
+/// `lines` of the `FEATURE` line that counts, if any.
+fn first_feature_line(lines: &[&PoolLine]) -> Option<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.feature_line)
+        .min_by(|(i, a), (j, b)| {
+            b.version
+                .cmp(&a.version)
+                .then_with(|| b.issued_ms.cmp(&a.issued_ms))
+                .then_with(|| i.cmp(j))
+        })
+        .map(|(i, _)| i)
 }
 
 impl PoolLine {
     pub fn from_line(line: &FeatureLine) -> Self {
         PoolLine {
+            feature_line: line.kind == crate::license::LineKind::Feature,
+            issued_ms: line.issued.map_or(0, |d| d.start_ms()),
             version: line.version.clone(),
             start_ms: line.start.map_or(0, |d| d.start_ms()),
             end_ms: match line.expiry {
@@ -142,10 +174,17 @@ impl Pool {
     /// Seats the counting lines grant at `now`, licensed and with overdraft. Lines past
     /// their grace fall back to the largest demo count among them when nothing else counts.
     fn capacity(&self, now: TimeMs) -> Capacity {
-        let counting: Vec<&PoolLine> = self
+        let live: Vec<&PoolLine> = self
             .lines
             .iter()
             .filter(|l| matches!(l.state(now), LineState::Active | LineState::Grace))
+            .collect();
+        let first = first_feature_line(&live);
+        let counting: Vec<&PoolLine> = live
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| !l.feature_line || Some(*i) == first)
+            .map(|(_, l)| *l)
             .collect();
         let mut versions: Vec<Version> = self.lines.iter().map(|l| l.version.clone()).collect();
         versions.sort();

@@ -176,26 +176,19 @@ impl Ledger {
         })
     }
 
+    /// Who owns a seat of a pool grouped by `group`: the holder's parts that the
+    /// grouping names (all of them without grouping, for linger reuse; none under
+    /// `SITE`, where everyone shares).
     pub(super) fn dup_key(&self, group: DupGroup, session: SessionId) -> DupKey {
         let holder = self.st.sessions.get(&session).map(|s| &s.holder);
-        let user = holder.map(|h| h.user.clone()).unwrap_or_default();
-        let host = holder.map(|h| h.host.clone());
-        match group {
-            DupGroup::User => DupKey {
-                user,
-                host: None,
-                display: None,
-            },
-            DupGroup::UserHost => DupKey {
-                user,
-                host,
-                display: None,
-            },
-            DupGroup::None => DupKey {
-                user,
-                host,
-                display: holder.map(|h| h.display.clone()),
-            },
+        let (u, h, d) = group.parts().unwrap_or((true, true, true));
+        DupKey {
+            user: holder
+                .filter(|_| u)
+                .map(|x| x.user.clone())
+                .unwrap_or_default(),
+            host: holder.filter(|_| h).map(|x| x.host.clone()),
+            display: holder.filter(|_| d).map(|x| x.display.clone()),
         }
     }
 

@@ -25,6 +25,14 @@ pub(super) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
     )
 }
 
+/// An `INCREMENT` line: it adds its seats to the feature's other lines.
+pub(super) fn incr(name: &str, version: &str, seats: u32) -> FeatureLine {
+    FeatureLine {
+        kind: LineKind::Increment,
+        ..line(name, version, seats)
+    }
+}
+
 /// A ledger driven the way the Raft shell drives it: consecutive indexes, explicit time.
 pub(super) struct H {
     pub(super) l: Ledger,
@@ -272,7 +280,7 @@ fn denials_name_what_is_wrong() {
 fn versions_use_only_lines_at_least_as_new() {
     // 2 seats of 2025.1 and 1 of 2026.1: three 2025.1 checkouts fit, but only one of
     // 2026.1 ever does, and once it is taken the old lines still serve old versions.
-    let mut h = H::new(vec![line("cad", "2025.1", 2), line("cad", "2026.1", 1)]);
+    let mut h = H::new(vec![incr("cad", "2025.1", 2), incr("cad", "2026.1", 1)]);
     let s = h.open(1, "ann", "ws1");
     let new = h.checkout_req(s, "cad", "2026.1", 1);
     assert!(matches!(h.op(new).reply, Reply::Granted(_)));
@@ -294,7 +302,7 @@ fn versions_use_only_lines_at_least_as_new() {
 fn an_old_version_checkout_cannot_starve_the_new_line_accounting() {
     // 1 seat of 2025.1 and 1 of 2026.1. Two 2025.1 checkouts take both seats (one must
     // sit on the 2026.1 line), so a 2026.1 checkout is refused: nothing is over-granted.
-    let mut h = H::new(vec![line("cad", "2025.1", 1), line("cad", "2026.1", 1)]);
+    let mut h = H::new(vec![incr("cad", "2025.1", 1), incr("cad", "2026.1", 1)]);
     let s = h.open(1, "ann", "ws1");
     h.grant(s, "cad", 2);
     let new = h.checkout_req(s, "cad", "2026.1", 1);
@@ -517,6 +525,64 @@ fn a_lingering_seat_is_reused_by_its_owner_group_only() {
         assert_eq!(again.reused, reuses, "{case}");
         assert_eq!(again.seat == g.seat, reuses, "{case}");
         assert_eq!(h.in_use("cad"), if reuses { 1 } else { 2 }, "{case}");
+    }
+}
+
+#[test]
+fn grouped_checkouts_share_a_seat_when_they_agree_on_every_part_named() {
+    // FlexNet's DUP_GROUP: "any combination of UHDV is allowed ... DUP_GROUP=UHD means
+    // the duplicate grouping is (DUP_USER|DUP_HOST|DUP_DISPLAY), so for a user on the
+    // same host and display, additional uses of a feature do not consume additional
+    // licenses"; SITE: everyone at the site shares. The first holder is ann@ws1 on
+    // display ws1:0; (grouping, second holder, shares?).
+    let cases = [
+        (DupGroup::UserHostDisplay, ("ann", "ws1", "ws1:0"), true),
+        (DupGroup::UserHostDisplay, ("ann", "ws1", "ws1:1"), false),
+        (DupGroup::UserHostDisplay, ("bob", "ws1", "ws1:0"), false),
+        (DupGroup::Host, ("bob", "ws1", "ws1:1"), true),
+        (DupGroup::Host, ("ann", "ws2", "ws1:0"), false),
+        (DupGroup::Display, ("bob", "ws2", "ws1:0"), true),
+        (DupGroup::Display, ("ann", "ws1", "ws1:1"), false),
+        (DupGroup::UserDisplay, ("ann", "ws2", "ws1:0"), true),
+        (DupGroup::UserDisplay, ("bob", "ws1", "ws1:0"), false),
+        (DupGroup::HostDisplay, ("bob", "ws1", "ws1:0"), true),
+        (DupGroup::HostDisplay, ("ann", "ws1", "ws1:1"), false),
+        (DupGroup::Site, ("bob", "ws9", "ws9:5"), true),
+        (DupGroup::None, ("ann", "ws1", "ws1:0"), false),
+    ];
+    for (group, who, shares) in cases {
+        let mut l = line("cad", "1.0", 2);
+        l.dup_group = group;
+        let mut h = H::new(vec![l]);
+        let open = |h: &mut H, client: u8, (user, host, display): (&str, &str, &str)| {
+            let req = h.req(client);
+            match h
+                .op(Op::OpenSession {
+                    req,
+                    holder: Holder {
+                        user: user.into(),
+                        host: host.into(),
+                        display: display.into(),
+                        pid: u32::from(client),
+                    },
+                    ttl_ms: 30_000,
+                    secret: SECRET,
+                    origin: Default::default(),
+                })
+                .reply
+            {
+                Reply::SessionOpened { session, .. } => session,
+                r => panic!("{r:?}"),
+            }
+        };
+        let first = open(&mut h, 1, ("ann", "ws1", "ws1:0"));
+        let g1 = h.grant(first, "cad", 1);
+        let second = open(&mut h, 2, who);
+        let g2 = h.grant(second, "cad", 1);
+        let case = format!("{group:?} {who:?}");
+        assert_eq!(g2.shared, shares, "{case}");
+        assert_eq!(g2.seat == g1.seat, shares, "{case}");
+        assert_eq!(h.in_use("cad"), if shares { 1 } else { 2 }, "{case}");
     }
 }
 
@@ -806,7 +872,7 @@ fn a_reload_replaces_its_source_and_revokes_what_it_no_longer_grants() {
     ));
     let pack = LicenseFile {
         vendors: vec!["acme".into()],
-        lines: vec![line("cad", "1.0", 5)],
+        lines: vec![incr("cad", "1.0", 5)],
     };
     h.op(Op::LoadLicense {
         source: "pack.lic".into(),

@@ -1,8 +1,8 @@
 //! Time, outages, clock repair, revocation and license integrity: one behaviour a test.
 
-use super::tests::{denied, line, H, SECRET, T0};
+use super::tests::{denied, incr, line, H, SECRET, T0};
 use super::*;
-use crate::license::{ClusterId, Date, Expiry, TermPolicy};
+use crate::license::{ClusterId, Date, Expiry, FeatureLine, TermPolicy};
 
 fn expire(h: &mut H, s: SessionId) -> u32 {
     match h.op(Op::ExpireSessions { sessions: vec![s] }).reply {
@@ -181,7 +181,7 @@ fn one_line_counts_once_however_often_and_under_whatever_name_it_is_loaded() {
     assert_eq!(h.l.features()[0].issued, 2);
     assert_eq!(h.l.duplicate_of("c.lic", 7), Some(("b.lic", 7)));
     // A line that differs in anything signed is another line: packs still add up.
-    let r = load(&mut h, "pack.lic", vec![line("cad", "1.0", 3)]);
+    let r = load(&mut h, "pack.lic", vec![incr("cad", "1.0", 3)]);
     assert!(matches!(&r, Reply::LicenseLoaded { duplicates, .. } if duplicates.is_empty()));
     assert_eq!(h.l.features()[0].issued, 5);
 }
@@ -343,8 +343,8 @@ fn a_pool_that_still_grants_what_is_held_is_never_touched() {
 
 #[test]
 fn a_version_no_longer_licensed_is_revoked_on_reload() {
-    let mut h = H::new(vec![line("cad", "1.0", 2), {
-        let mut l = line("cad", "2.0", 1);
+    let mut h = H::new(vec![incr("cad", "1.0", 2), {
+        let mut l = incr("cad", "2.0", 1);
         l.line_no = 2;
         l
     }]);
@@ -378,4 +378,133 @@ fn revocation_notes_are_bounded_per_session() {
     });
     assert_eq!(h.l.revocations(s).len(), 16);
     assert_eq!(h.l.leases().len(), 0);
+}
+
+#[test]
+fn only_the_first_feature_line_counts_and_increment_lines_add() {
+    // FNP License Administration Guide, "FEATURE and INCREMENT Lines": "Only the first
+    // FEATURE line for a given feature name is processed by the vendor daemon ... A
+    // FEATURE line does not give an additional number of licenses, whereas an INCREMENT
+    // line always gives an additional number of licenses." Lines are sorted when
+    // processed ("Order of Lines in the License File"): a higher version first, then a
+    // newer ISSUED date; Tally then takes the one loaded first. And the rule applies
+    // among the lines that count now: an expired FEATURE line gives way to the next.
+    const DAY: u64 = 86_400_000;
+    let issued = |mut l: FeatureLine, days_ago: u64| {
+        l.issued = Some(Date::of_ms(T0 - days_ago * DAY));
+        l
+    };
+    let ended = |mut l: FeatureLine| {
+        l.expiry = Expiry::On(Date::of_ms(T0 - 2 * DAY));
+        l
+    };
+    let numbered = |lines: Vec<FeatureLine>| -> Vec<FeatureLine> {
+        lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                l.line_no = i as u32 + 1;
+                l
+            })
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<FeatureLine>, u64)> = vec![
+        ("one FEATURE line", vec![line("cad", "1.0", 10)], 10),
+        (
+            "a renewal FEATURE line (newer ISSUED) replaces the old one, it does not add",
+            vec![
+                issued(line("cad", "1.0", 10), 400),
+                issued(line("cad", "1.0", 12), 30),
+            ],
+            12,
+        ),
+        (
+            "the same, renewal first in the file",
+            vec![
+                issued(line("cad", "1.0", 12), 30),
+                issued(line("cad", "1.0", 10), 400),
+            ],
+            12,
+        ),
+        (
+            "no ISSUED: the first FEATURE line loaded",
+            vec![line("cad", "1.0", 10), line("cad", "1.0", 12)],
+            10,
+        ),
+        (
+            "a higher version first",
+            vec![line("cad", "1.0", 5), line("cad", "2.0", 3)],
+            3,
+        ),
+        (
+            "INCREMENT lines add to the FEATURE line",
+            vec![
+                line("cad", "1.0", 10),
+                incr("cad", "1.0", 5),
+                incr("cad", "1.0", 3),
+            ],
+            18,
+        ),
+        (
+            "INCREMENT lines alone add",
+            vec![incr("cad", "1.0", 4), incr("cad", "1.0", 6)],
+            10,
+        ),
+        (
+            "an ended FEATURE line gives way to the next valid one",
+            vec![ended(line("cad", "1.0", 10)), line("cad", "1.0", 7)],
+            7,
+        ),
+        (
+            "an ended FEATURE line and a pack",
+            vec![
+                ended(line("cad", "1.0", 10)),
+                line("cad", "1.0", 7),
+                incr("cad", "1.0", 2),
+            ],
+            9,
+        ),
+    ];
+    for (why, lines, seats) in cases {
+        let h = H::new(numbered(lines));
+        let f = h.l.features();
+        assert_eq!(f[0].issued, seats, "{why}");
+    }
+    // Also as a second file: a renewal FEATURE file loaded beside the old one.
+    let mut h = H::new(vec![issued(line("cad", "1.0", 10), 400)]);
+    let out = load(
+        &mut h,
+        "renewal.lic",
+        vec![issued(line("cad", "1.0", 12), 30)],
+    );
+    assert!(matches!(out, Reply::LicenseLoaded { .. }), "{out:?}");
+    assert_eq!(h.l.features()[0].issued, 12);
+    // The renewal counts, so 12 checkouts are granted and the 13th is not.
+    let s = h.open(1, "ann", "ws1");
+    h.grant(s, "cad", 12);
+    assert!(matches!(
+        denied(&h.checkout(s, "cad", 1)),
+        DenyReason::NoSeats { .. }
+    ));
+}
+
+#[test]
+fn when_the_counting_feature_line_ends_the_next_one_takes_over() {
+    // The old FEATURE line (10 seats, no ISSUED) ends the day after T0; the renewal (7
+    // seats, loaded second) is the next one: no gap, no doubling.
+    let day = 86_400_000;
+    let mut old = line("cad", "1.0", 10);
+    old.expiry = Expiry::On(Date::of_ms(T0 + day));
+    let mut renewal = line("cad", "1.0", 7);
+    renewal.line_no = 2;
+    let mut h = H::new(vec![old, renewal]);
+    assert_eq!(h.l.features()[0].issued, 10);
+    let s = h.open(1, "ann", "ws1");
+    let a = h.grant(s, "cad", 4);
+    let b = h.grant(s, "cad", 5);
+    // Past the old line's end: 7 seats count, so 9 held are 2 over; the newest goes.
+    h.tick_to(T0 + 3 * day);
+    assert_eq!(h.l.features()[0].issued, 7);
+    assert!(h.l.lease(a.lease).is_some());
+    assert!(h.l.lease(b.lease).is_none(), "the newest grant is revoked");
 }

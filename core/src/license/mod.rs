@@ -151,7 +151,11 @@ pub enum Count {
     Seats(u32),
 }
 
-/// FlexLM `DUP_GROUP`: which checkouts of one feature share a single seat.
+/// FlexLM `DUP_GROUP`: which checkouts of one feature share a single seat. FlexNet
+/// accepts `NONE`, `SITE` or any combination of `U` (user), `H` (host), `D` (display)
+/// and `V` (vendor-defined); checkouts that agree on every part named share one seat.
+/// `V` is refused at parse: a Tally session carries no vendor-defined string to agree on.
+/// (New variants go at the end: the enum is in every snapshot and license load entry.)
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -163,6 +167,87 @@ pub enum DupGroup {
     User,
     /// `UH`: one seat per user and host.
     UserHost,
+    /// `H`: one seat per host, whoever uses it.
+    Host,
+    /// `D`: one seat per display.
+    Display,
+    /// `UD`: one seat per user and display.
+    UserDisplay,
+    /// `HD`: one seat per host and display.
+    HostDisplay,
+    /// `UHD`: one seat per user, host and display (several processes of one session).
+    UserHostDisplay,
+    /// `SITE`: every checkout at the site shares one seat.
+    Site,
+}
+
+impl DupGroup {
+    /// Every grouping and its canonical spelling (letters in `UHD` order).
+    pub const ALL: [(DupGroup, &'static str); 9] = [
+        (DupGroup::None, "NONE"),
+        (DupGroup::User, "U"),
+        (DupGroup::UserHost, "UH"),
+        (DupGroup::Host, "H"),
+        (DupGroup::Display, "D"),
+        (DupGroup::UserDisplay, "UD"),
+        (DupGroup::HostDisplay, "HD"),
+        (DupGroup::UserHostDisplay, "UHD"),
+        (DupGroup::Site, "SITE"),
+    ];
+
+    /// The canonical spelling, as signed and shown.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(g, _)| *g == self)
+            .map_or("NONE", |(_, n)| n)
+    }
+
+    /// Which parts of a holder must agree for two checkouts to share a seat: (user, host,
+    /// display). `None` for `NONE`: nothing is shared.
+    pub fn parts(self) -> Option<(bool, bool, bool)> {
+        match self {
+            DupGroup::None => None,
+            DupGroup::Site => Some((false, false, false)),
+            g => {
+                let n = g.name();
+                Some((n.contains('U'), n.contains('H'), n.contains('D')))
+            }
+        }
+    }
+
+    /// Parses a `DUP_GROUP` value: `NONE`, `SITE`, or `U`, `H` and `D` each at most once
+    /// in any order (any case). `Err` says what is wrong.
+    pub fn parse(value: &str) -> Result<DupGroup, String> {
+        let v = value.to_ascii_uppercase();
+        if v == "NONE" || v == "SITE" {
+            return Ok(if v == "NONE" {
+                DupGroup::None
+            } else {
+                DupGroup::Site
+            });
+        }
+        if v.contains('V') {
+            return Err(format!(
+                "DUP_GROUP \"{value}\" groups by V (a vendor-defined string), which Tally sessions do not carry; use U, H and D"
+            ));
+        }
+        let letters = |c: char| v.chars().filter(|x| *x == c).count();
+        if v.is_empty()
+            || v.chars().any(|c| !"UHD".contains(c))
+            || ['U', 'H', 'D'].iter().any(|c| letters(*c) > 1)
+        {
+            return Err(format!(
+                "DUP_GROUP must be NONE, SITE or a combination of U, H and D, found \"{value}\""
+            ));
+        }
+        let canonical: String = ['U', 'H', 'D'].iter().filter(|c| v.contains(**c)).collect();
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == canonical)
+            .map(|(g, _)| *g)
+            .ok_or_else(|| format!("DUP_GROUP \"{value}\" is not a grouping"))
+    }
 }
 
 /// The licensing model of a line. Named-user licensing (FlexLM `USER_BASED`) is parsed and

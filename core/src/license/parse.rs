@@ -226,17 +226,7 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
                 }
             }
             "DUP_GROUP" => {
-                line.dup_group = match value.to_ascii_uppercase().as_str() {
-                    "NONE" => DupGroup::None,
-                    "U" => DupGroup::User,
-                    "UH" => DupGroup::UserHost,
-                    _ => {
-                        return Err(at(
-                            t,
-                            format!("DUP_GROUP must be NONE, U or UH, found \"{value}\""),
-                        ))
-                    }
-                }
+                line.dup_group = DupGroup::parse(value).map_err(|why| at(t, why))?;
             }
             "START" => {
                 line.start = Some(date(t, known, value)?);

@@ -71,10 +71,8 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
     if line.linger_secs != 0 {
         kw("LINGER", line.linger_secs.to_string());
     }
-    match line.dup_group {
-        DupGroup::None => {}
-        DupGroup::User => kw("DUP_GROUP", "U".into()),
-        DupGroup::UserHost => kw("DUP_GROUP", "UH".into()),
+    if line.dup_group != DupGroup::None {
+        kw("DUP_GROUP", line.dup_group.name().into());
     }
     if line.overdraft != 0 {
         kw("OVERDRAFT", line.overdraft.to_string());

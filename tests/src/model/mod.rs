@@ -41,7 +41,9 @@ mod releases;
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_core::ledger::{ClientId, RequestId, SecretDigest};
-use tally_core::license::{canonical_line, Count, DupGroup, Expiry, FeatureLine, LicenseModel};
+use tally_core::license::{
+    canonical_line, Count, DupGroup, Expiry, FeatureLine, LicenseModel, LineKind,
+};
 
 /// A session as the model knows it.
 #[derive(Debug, Clone)]
@@ -128,13 +130,23 @@ pub struct Model {
 }
 
 fn owner_matches(dup: DupGroup, a: &Owner, b: &Owner) -> bool {
-    match dup {
-        DupGroup::User => a.0 == b.0,
-        // Without grouping a lingering seat comes back to the same user on the same host
-        // (the brief: "the same user, per the duplicate grouping"); the ledger may ask
-        // for more (the display too), never less.
-        DupGroup::UserHost | DupGroup::None => a.0 == b.0 && a.1 == b.1,
-    }
+    // The brief's rule, spelled out here rather than taken from the ledger: grouped
+    // checkouts share when they agree on every part the grouping names (none under
+    // SITE). Without grouping a lingering seat comes back to the same user on the same
+    // host (the brief: "the same user, per the duplicate grouping"); the ledger may ask
+    // for more (the display too), never less.
+    let (user, host, display) = match dup {
+        DupGroup::None => (true, true, false),
+        DupGroup::User => (true, false, false),
+        DupGroup::UserHost => (true, true, false),
+        DupGroup::Host => (false, true, false),
+        DupGroup::Display => (false, false, true),
+        DupGroup::UserDisplay => (true, false, true),
+        DupGroup::HostDisplay => (false, true, true),
+        DupGroup::UserHostDisplay => (true, true, true),
+        DupGroup::Site => (false, false, false),
+    };
+    (!user || a.0 == b.0) && (!host || a.1 == b.1) && (!display || a.2 == b.2)
 }
 
 impl Model {
@@ -145,9 +157,39 @@ impl Model {
         let mut canon = BTreeSet::new();
         let mut pool: Option<Pool> = None;
         let mut versions = BTreeSet::new();
-        for line in by_load.iter().flat_map(|(_, ls)| ls) {
-            if line.name != feature || !canon.insert(canonical_line(line)) {
-                continue; // another feature, or a line loaded already: it counts once
+        let lines: Vec<&FeatureLine> = by_load
+            .iter()
+            .flat_map(|(_, ls)| ls)
+            .filter(|l| l.name == feature && canon.insert(canonical_line(l)))
+            .collect(); // a line loaded already counts once
+                        // FlexNet: only the first FEATURE line of a feature counts (higher version, then
+                        // newer ISSUED, then the one loaded first); INCREMENT lines add. Among the lines
+                        // that count now: the judged ones are permanent and started.
+        let counts_now = |l: &FeatureLine| {
+            l.start.is_none_or(|d| d.start_ms() <= self.now)
+                && match l.expiry {
+                    Expiry::Permanent => true,
+                    Expiry::On(d) => self.now < d.end_ms(),
+                }
+        };
+        let first_feature = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.kind == LineKind::Feature && counts_now(l))
+            .min_by(|(i, a), (j, b)| {
+                b.version
+                    .cmp(&a.version)
+                    .then_with(|| {
+                        b.issued
+                            .map(|d| d.start_ms())
+                            .cmp(&a.issued.map(|d| d.start_ms()))
+                    })
+                    .then_with(|| i.cmp(j))
+            })
+            .map(|(i, _)| i);
+        for (i, line) in lines.iter().enumerate() {
+            if line.kind == LineKind::Feature && counts_now(line) && Some(i) != first_feature {
+                continue;
             }
             versions.insert(line.version.clone());
             let judged = line.expiry == Expiry::Permanent

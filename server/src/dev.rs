@@ -131,6 +131,10 @@ pub async fn start(
         .with_context(|| format!("creating {}", data_dir.display()))?;
     std::fs::write(data_dir.join("demo.lic"), &signed)?;
     std::fs::write(data_dir.join("vendor.pub"), key.public().to_text())?;
+    // The dev cluster's vendor key is kept (owner-only), so someone trying Tally can sign
+    // a file of their own with `tallyctl license sign` and load it: a throwaway key for a
+    // throwaway cluster, never a real vendor's.
+    write_private(&data_dir.join("vendor.key"), &key.to_text())?;
 
     let mut listeners = Vec::new();
     for i in 0..3u16 {
@@ -221,4 +225,19 @@ pub async fn start(
         endpoints,
         data_dir: data_dir.to_owned(),
     })
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

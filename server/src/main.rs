@@ -199,9 +199,13 @@ async fn shutdown_signal() {
 fn logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+    // Colour only on a terminal: a log file or journal full of escape codes cannot be
+    // grepped the way sites grep a license server's log.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     if json {
         builder.json().init();
     } else {
@@ -260,6 +264,14 @@ async fn main() -> anyhow::Result<()> {
             println!("  . {}", dir.join("tally.env").display());
             println!("  cargo run --release --bin tallyctl -- status");
             println!("  cargo run --release --bin tallyctl -- license list");
+            println!(
+                "Sign and load a license of your own with this cluster's throwaway vendor key:"
+            );
+            println!(
+                "  cargo run --release --bin tallyctl -- license sign my.txt --key {} --out my.lic",
+                dir.join("vendor.key").display()
+            );
+            println!("  cargo run --release --bin tallyctl -- license load my.lic");
             if !insecure_plaintext {
                 println!("The dashboards' certificates come from the throwaway CA in pki/ca.crt: trust it, or accept the browser's warning.");
             }

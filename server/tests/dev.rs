@@ -17,6 +17,21 @@ async fn the_dev_cluster_serves_the_demo_license() {
         .unwrap();
     assert_eq!(cluster.endpoints.len(), 3);
     assert!(tmp.path().join("demo.lic").exists() && tmp.path().join("vendor.pub").exists());
+    // The throwaway vendor key is kept, owner-only, and signs what vendor.pub verifies.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        use tally_core::license::{parse, sign_file, verify_file, VendorKey, VendorSigningKey};
+        let key_path = tmp.path().join("vendor.key");
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "vendor.key mode {mode:o}");
+        let key =
+            VendorSigningKey::from_text(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+        let public =
+            VendorKey::from_text(&std::fs::read_to_string(tmp.path().join("vendor.pub")).unwrap())
+                .unwrap();
+        let mine = sign_file("VENDOR demo\nFEATURE mine demo 1.0 permanent 1\n", &key).unwrap();
+        verify_file(&parse(&mine).unwrap(), &[("demo".into(), public)]).unwrap();
+    }
     let env = std::fs::read_to_string(tmp.path().join("tally.env")).unwrap();
     assert!(
         env.contains("TALLY_CA=") && env.contains("TALLY_CERT="),

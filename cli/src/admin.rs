@@ -190,6 +190,13 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         };
         nodes.push((n, own));
     }
+    let unreachable: Vec<u64> = nodes
+        .iter()
+        .filter(|(_, own)| own.is_err())
+        .map(|(n, _)| n.id)
+        .collect();
+    let members: Vec<u64> = first.nodes.iter().map(|n| n.id).collect();
+    let verdict = crate::verdict::judge(&members, &first.voters, &unreachable, leader_id, term);
     if ctx.json {
         let v: Vec<_> = nodes
             .iter()
@@ -201,7 +208,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
                         "applied_index": o.applied_index, "healthy": true,
                     }),
                     Err(e) => serde_json::json!({
-                        "id": n.id, "addr": n.grpc_addr, "role": role_name(n.role),
+                        "id": n.id, "addr": n.grpc_addr, "role": "unreachable",
                         "healthy": false, "error": e,
                     }),
                 };
@@ -223,16 +230,22 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
                 "cluster_id": first.cluster_id,
                 "max_clock_offset_ms": first.max_clock_offset_ms,
                 "clock_reference": first.answered_by,
+                "verdict": verdict.word(), "problem": verdict.problem(),
             })
         );
-        return Ok(());
+        return verdict_exit(&verdict);
     }
     let leader = if leader_id == 0 {
         "none (election in progress)".to_owned()
+    } else if unreachable.contains(&leader_id) {
+        format!("none reachable (node {leader_id} led and does not answer)")
     } else {
         format!("node {leader_id}")
     };
     println!("leader: {leader}, term {term}");
+    if let Some(p) = verdict.problem() {
+        println!("{}", p.to_uppercase().split_at(1).0.to_owned() + &p[1..]);
+    }
     if first.cluster_id.is_empty() {
         println!("cluster id: none yet (the first leader makes it)");
     } else {
@@ -261,7 +274,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
                 Err(e) => vec![
                     n.id.to_string(),
                     n.grpc_addr.clone(),
-                    role_name(n.role).into(),
+                    "unreachable".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -278,7 +291,25 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         ],
         &rows,
     );
-    Ok(())
+    verdict_exit(&verdict)
+}
+
+/// `status` exits 0 only for a healthy cluster (see `EXIT_CODES`).
+fn verdict_exit(v: &crate::verdict::Verdict) -> anyhow::Result<()> {
+    use crate::verdict::Verdict;
+    match v {
+        Verdict::Healthy => Ok(()),
+        Verdict::Degraded(p) => Err(crate::Unhealthy {
+            code: 7,
+            what: p.clone(),
+        }
+        .into()),
+        Verdict::NoLeader(p) => Err(crate::Unhealthy {
+            code: 3,
+            what: p.clone(),
+        }
+        .into()),
+    }
 }
 
 /// One node's clock in status: the offset as the reference node (the one that answered

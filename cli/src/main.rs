@@ -12,6 +12,7 @@ mod lmstat;
 mod pki;
 mod sessions;
 mod users;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +30,8 @@ Exit codes:
   3  the cluster could not be reached or has no leader (retry later)
   4  a checkout was denied
   5  a license or key file is invalid (bad syntax, bad signature, wrong key)
-  6  a held seat was taken back (revoked, removed) or its session lost";
+  6  a held seat was taken back (revoked, removed) or its session lost
+  7  status: the cluster works, but a member does not answer (degraded)";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -216,7 +218,26 @@ impl std::fmt::Display for SeatLost {
 
 impl std::error::Error for SeatLost {}
 
+/// `status`'s verdict on a cluster that is not healthy: it printed what it saw, and says
+/// why it is not exiting 0.
+#[derive(Debug)]
+pub struct Unhealthy {
+    pub code: u8,
+    pub what: String,
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Unhealthy {}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(u) = e.downcast_ref::<Unhealthy>() {
+        return u.code;
+    }
     if let Some(c) = e.downcast_ref::<tally_client::Error>() {
         return match c {
             tally_client::Error::Unavailable { .. } => 3,

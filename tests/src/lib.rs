@@ -157,6 +157,19 @@ pub fn tallyctl_json(target: impl Target, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("tallyctl printed JSON")
 }
 
+/// `tallyctl --json status`: its exit code (0 healthy, 7 degraded, 3 no leader) and the
+/// JSON it prints whatever the verdict.
+pub fn tallyctl_status(target: impl Target) -> (Option<i32>, serde_json::Value) {
+    let out = tallyctl(target, &["--json", "status"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tallyctl status printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
 /// Kills, by id, every process whose id a pid file lists when dropped, so a failing test
 /// leaves nothing running.
 #[derive(Debug)]

@@ -215,6 +215,27 @@ fn admins_list_and_end_waits_and_sessions_and_no_leader_exits_3() {
         "{}",
         stderr(&out)
     );
+    // Status says so too, from the one node that answers, and exits 3.
+    let out = Command::new(bin("tallyctl"))
+        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .env("HOME", "/nonexistent")
+        .env("TALLY_TIMEOUT", "3")
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("No quorum: 2 of 3 voters unreachable (nodes 1 and 2)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains(" unreachable ") && (l.starts_with("1 ") || l.starts_with("2 ")))
+            .count(),
+        2,
+        "{text}"
+    );
     let _ = cluster.script("stop", None);
 }
 

@@ -88,7 +88,7 @@ fn sign(cluster: &ThreeNodes, text: &str, name: &str, lock: Option<&str>) -> Str
 fn cluster_id(cluster: &ThreeNodes) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let st = tallyctl_json(cluster, &["status"]);
+        let (_, st) = tally_tests::tallyctl_status(cluster);
         let id = st["cluster_id"].as_str().unwrap_or_default().to_owned();
         if id.len() == 16 {
             return id;

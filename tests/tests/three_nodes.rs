@@ -16,8 +16,14 @@ fn wait_status(cluster: &ThreeNodes, what: &str, ok: impl Fn(&Value) -> bool) ->
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = tallyctl(cluster, &["--json", "status"]);
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Status prints its JSON whatever it concludes, and exits by the verdict.
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            let code = match v["verdict"].as_str() {
+                Some("healthy") => Some(0),
+                Some("degraded") => Some(7),
+                _ => Some(3),
+            };
+            assert_eq!(out.status.code(), code, "{what}: exit code for {v}");
             if ok(&v) {
                 return v;
             }
@@ -106,6 +112,22 @@ fn demo_cluster_survives_kill_9_of_its_leader_and_restarts() {
         let l = v["leader_id"].as_u64().unwrap();
         l != 0 && l != leader && healthy(v) == 2
     });
+    // Degraded, saying who does not answer; the dead node is not shown with a guessed role.
+    assert_eq!(st["verdict"], "degraded", "{st}");
+    assert!(
+        st["problem"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("node {leader} unreachable")),
+        "{st}"
+    );
+    let dead = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == leader)
+        .unwrap();
+    assert_eq!(dead["role"], "unreachable", "{st}");
     assert!(!alive(&killed));
     // A write while the old leader is down, so it restarts behind and must catch up.
     let load = tallyctl(

@@ -217,6 +217,22 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         serde_json::json!([])
     );
     drop(holder);
+    // Every node wrote the lmgrd-style lines as it applied them, without colour codes.
+    for n in 1..=3 {
+        let log = std::fs::read_to_string(cluster.dir.join(format!("node{n}.log"))).unwrap();
+        assert!(!log.contains('\x1b'), "node{n}.log has escape codes");
+        for want in [
+            "OUT: \"cad\" ",
+            "DENIED: \"cad\" ",
+            "REMOVED by admin: \"cad\" ",
+        ] {
+            assert!(log.contains(want), "node{n}.log has no {want:?}");
+        }
+        assert!(
+            log.contains(&format!("(lease {lease}, ")),
+            "node{n}.log: no lease {lease}"
+        );
+    }
 
     // lmremove's form: every lease of a user on a host; another user's stays, and the
     // holder (TTL 3 s, heartbeating every second) is told and exits 6.

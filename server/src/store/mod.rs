@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod archive;
+mod audit;
 mod log;
 mod sm;
 

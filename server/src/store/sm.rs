@@ -29,6 +29,8 @@ pub struct Applied {
     pub membership: StoredMembership,
     /// The last entry applied as it happened (see `shared::TermClock`).
     pub live_entry: Option<crate::shared::LiveEntry>,
+    /// Who holds what, for the audit log's lines (see `audit.rs`).
+    audit: super::audit::Audit,
 }
 
 /// The state machine. Clones share state; services read the ledger through
@@ -62,6 +64,7 @@ impl StateMachine {
         let mut applied = Applied::default();
         if let Some((meta, data)) = read_snapshot(&db)? {
             applied.ledger = Ledger::restore(&data).map_err(io)?;
+            applied.audit = super::audit::Audit::of(&applied.ledger);
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
@@ -205,6 +208,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             op: cmd.op,
                         };
                         let outcome = s.ledger.apply(&e);
+                        for line in s.audit.lines(&outcome.events) {
+                            tracing::info!(target: "tally::audit", "{line}");
+                        }
                         applied.push((index, Some(e)));
                         outcome
                     }
@@ -259,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.persist(meta, data).await?;
         let index = {
             let mut s = self.write();
+            s.audit = super::audit::Audit::of(&ledger);
             s.ledger = ledger;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();

@@ -1,0 +1,324 @@
+//! The lmgrd-style audit log: one line per seat event, in a stable shape that sites grep
+//! the way they grep FlexNet's debug log. Every node writes it as it applies entries
+//! (so any node's log tells the whole story, and a line is written once per node per
+//! entry), at INFO with the target `tally::audit`:
+//!
+//! ```text
+//! OUT: "feature" user@host (lease L, N license(s))
+//! IN: "feature" user@host (lease L)
+//! IN: "feature" user@host (lease L, session closed)
+//! EXPIRED: "feature" user@host (lease L, no heartbeat within the session's TTL)
+//! REMOVED by admin: "feature" user@host (lease L)
+//! REVOKED: "feature" user@host (lease L, why)
+//! DENIED: "feature" user@host (why)
+//! QUEUED: "feature" user@host (place P)
+//! DEQUEUED: "feature" user@host (place P, why)
+//! ```
+//!
+//! A restarted node re-applies the entries after its last snapshot and writes their
+//! lines again; lease and place numbers (each the log index that made it) tell a replay
+//! from a new event.
+//!
+//! Events name sessions and leases by id, and a released lease is gone from the ledger
+//! by the time its event is read, so [`Audit`] keeps who holds what, built from the
+//! ledger on start and kept up from the events: pure, so it is tested on made-up events.
+
+use std::collections::HashMap;
+
+use tally_core::ledger::{Event, LeaseId, Ledger, ReleaseCause, RevokeReason, SessionId};
+
+/// Who each live session, lease and queue place belongs to.
+#[derive(Debug, Default)]
+pub struct Audit {
+    sessions: HashMap<SessionId, String>,
+    leases: HashMap<LeaseId, SessionId>,
+    places: HashMap<u64, SessionId>,
+}
+
+impl Audit {
+    /// Everything live in `ledger`.
+    pub fn of(ledger: &Ledger) -> Audit {
+        Audit {
+            sessions: ledger
+                .sessions()
+                .map(|(id, s)| (id, format!("{}@{}", s.holder.user, s.holder.host)))
+                .collect(),
+            leases: ledger.leases().map(|(id, l)| (id, l.session)).collect(),
+            places: ledger.waiters().map(|(p, w)| (p, w.session)).collect(),
+        }
+    }
+
+    fn who(&self, session: SessionId) -> &str {
+        self.sessions.get(&session).map_or("?@?", String::as_str)
+    }
+
+    fn holder_of(&self, lease: LeaseId) -> &str {
+        self.leases.get(&lease).map_or("?@?", |s| self.who(*s))
+    }
+
+    /// The lines for one entry's events, in order; keeps up with who holds what.
+    pub fn lines(&mut self, events: &[Event]) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in events {
+            match e {
+                Event::SessionOpened {
+                    session,
+                    user,
+                    host,
+                } => {
+                    self.sessions.insert(*session, format!("{user}@{host}"));
+                }
+                Event::Granted {
+                    feature,
+                    session,
+                    grant,
+                } => {
+                    self.leases.insert(grant.lease, *session);
+                    let n = grant.count;
+                    out.push(format!(
+                        "OUT: \"{feature}\" {} (lease {}, {n} license{})",
+                        self.who(*session),
+                        grant.lease,
+                        if n == 1 { "" } else { "s" }
+                    ));
+                }
+                Event::Released {
+                    feature,
+                    lease,
+                    cause,
+                    ..
+                } => {
+                    let who = self.holder_of(*lease).to_owned();
+                    out.push(match cause {
+                        ReleaseCause::Checkin => format!("IN: \"{feature}\" {who} (lease {lease})"),
+                        ReleaseCause::SessionClosed => {
+                            format!("IN: \"{feature}\" {who} (lease {lease}, session closed)")
+                        }
+                        ReleaseCause::SessionExpired => format!(
+                            "EXPIRED: \"{feature}\" {who} (lease {lease}, no heartbeat within the session's TTL)"
+                        ),
+                    });
+                    self.leases.remove(lease);
+                }
+                Event::Removed { feature, lease } => {
+                    out.push(format!(
+                        "REMOVED by admin: \"{feature}\" {} (lease {lease})",
+                        self.holder_of(*lease)
+                    ));
+                    self.leases.remove(lease);
+                }
+                Event::Revoked {
+                    feature,
+                    lease,
+                    session,
+                    reason,
+                    ..
+                } => {
+                    out.push(format!(
+                        "REVOKED: \"{feature}\" {} (lease {lease}, {})",
+                        self.who(*session),
+                        revoked_why(reason)
+                    ));
+                    self.leases.remove(lease);
+                }
+                Event::Denied {
+                    feature,
+                    session,
+                    reason,
+                } => out.push(format!(
+                    "DENIED: \"{feature}\" {} ({})",
+                    self.who(*session),
+                    crate::convert::deny_message(reason, feature)
+                )),
+                Event::Queued {
+                    feature,
+                    session,
+                    place,
+                } => {
+                    self.places.insert(*place, *session);
+                    out.push(format!(
+                        "QUEUED: \"{feature}\" {} (place {place})",
+                        self.who(*session)
+                    ));
+                }
+                Event::Dequeued {
+                    feature,
+                    place,
+                    reason,
+                } => {
+                    let who = self
+                        .places
+                        .remove(place)
+                        .map_or("?@?".to_owned(), |s| self.who(s).to_owned());
+                    out.push(format!(
+                        "DEQUEUED: \"{feature}\" {who} (place {place}, {})",
+                        crate::convert::deny_message(reason, feature)
+                    ));
+                }
+                Event::SessionExpired { session } | Event::SessionClosed { session } => {
+                    self.sessions.remove(session);
+                    self.places.retain(|_, s| s != session);
+                }
+                _ => {}
+            }
+        }
+        // A grant from the queue ends its wait without a Dequeued event.
+        for e in events {
+            if let Event::Granted { session, .. } = e {
+                self.places.retain(|_, s| s != session);
+            }
+        }
+        out
+    }
+}
+
+/// Why a lease was taken back, in a few words.
+fn revoked_why(r: &RevokeReason) -> String {
+    match r {
+        RevokeReason::LicenseChanged { source } => format!("license {source} changed"),
+        RevokeReason::TermEnded { remaining } => {
+            format!("license term ended, {remaining} seat(s) remain")
+        }
+        RevokeReason::UserUnassigned => "user unassigned".into(),
+        RevokeReason::FairUseEnded { .. } => "fair-use window ended".into(),
+        RevokeReason::RemovedByAdmin => "removed by admin".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Audit;
+    use tally_core::ledger::{DenyReason, Event, Grant, ReleaseCause, RevokeReason};
+
+    fn grant(lease: u64, count: u32) -> Grant {
+        Grant {
+            lease,
+            seat: lease,
+            fencing_token: lease,
+            count,
+            overdraft: 0,
+            reused: false,
+            shared: false,
+            granted_ms: 0,
+        }
+    }
+
+    #[test]
+    fn every_seat_event_is_one_line_in_its_documented_shape() {
+        let mut a = Audit::default();
+        let open = |s: u64, user: &str| Event::SessionOpened {
+            session: s,
+            user: user.into(),
+            host: "ws1".into(),
+        };
+        let f = || "cad".to_owned();
+        // (events of one entry, the lines they give)
+        let steps: Vec<(Vec<Event>, Vec<&str>)> = vec![
+            (vec![open(1, "ann"), open(2, "bob")], vec![]),
+            (
+                vec![Event::Granted {
+                    feature: f(),
+                    session: 1,
+                    grant: grant(10, 1),
+                }],
+                vec!["OUT: \"cad\" ann@ws1 (lease 10, 1 license)"],
+            ),
+            (
+                vec![Event::Granted {
+                    feature: f(),
+                    session: 2,
+                    grant: grant(11, 2),
+                }],
+                vec!["OUT: \"cad\" bob@ws1 (lease 11, 2 licenses)"],
+            ),
+            (
+                vec![Event::Denied {
+                    feature: f(),
+                    session: 2,
+                    reason: DenyReason::UnknownFeature,
+                }],
+                vec!["DENIED: \"cad\" bob@ws1 (no license for feature \"cad\" is loaded)"],
+            ),
+            (
+                vec![Event::Queued {
+                    feature: f(),
+                    session: 2,
+                    place: 7,
+                }],
+                vec!["QUEUED: \"cad\" bob@ws1 (place 7)"],
+            ),
+            (
+                vec![Event::Dequeued {
+                    feature: f(),
+                    place: 7,
+                    reason: DenyReason::UnknownFeature,
+                }],
+                vec![
+                    "DEQUEUED: \"cad\" bob@ws1 (place 7, no license for feature \"cad\" is loaded)",
+                ],
+            ),
+            (
+                vec![Event::Released {
+                    feature: f(),
+                    lease: 10,
+                    seat: 10,
+                    cause: ReleaseCause::Checkin,
+                }],
+                vec!["IN: \"cad\" ann@ws1 (lease 10)"],
+            ),
+            (
+                vec![Event::Removed {
+                    feature: f(),
+                    lease: 11,
+                }],
+                vec!["REMOVED by admin: \"cad\" bob@ws1 (lease 11)"],
+            ),
+            (
+                vec![Event::Granted {
+                    feature: f(),
+                    session: 1,
+                    grant: grant(12, 1),
+                }],
+                vec!["OUT: \"cad\" ann@ws1 (lease 12, 1 license)"],
+            ),
+            (
+                vec![
+                    Event::Released {
+                        feature: f(),
+                        lease: 12,
+                        seat: 12,
+                        cause: ReleaseCause::SessionExpired,
+                    },
+                    Event::SessionExpired { session: 1 },
+                ],
+                vec!["EXPIRED: \"cad\" ann@ws1 (lease 12, no heartbeat within the session's TTL)"],
+            ),
+            (
+                vec![Event::Granted {
+                    feature: f(),
+                    session: 2,
+                    grant: grant(13, 1),
+                }],
+                vec!["OUT: \"cad\" bob@ws1 (lease 13, 1 license)"],
+            ),
+            (
+                vec![Event::Revoked {
+                    feature: f(),
+                    lease: 13,
+                    seat: 13,
+                    session: 2,
+                    reason: RevokeReason::LicenseChanged {
+                        source: "site.lic".into(),
+                    },
+                }],
+                vec!["REVOKED: \"cad\" bob@ws1 (lease 13, license site.lic changed)"],
+            ),
+        ];
+        for (events, want) in steps {
+            assert_eq!(a.lines(&events), want, "{events:?}");
+        }
+        // Nothing of ann's is kept once her session ended.
+        assert!(!a.sessions.contains_key(&1));
+        assert!(a.leases.is_empty());
+    }
+}

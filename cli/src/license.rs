@@ -138,7 +138,8 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"source": r.source, "lines": r.lines, "features": r.features, "duplicates": dups})
+                    serde_json::json!({"source": r.source, "lines": r.lines, "features": r.features, "duplicates": dups,
+                        "warnings": r.warnings, "revoked_leases": r.revoked_leases})
                 );
             } else {
                 println!(
@@ -153,6 +154,10 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                         d.line, d.of_source, d.of_line
                     );
                 }
+                for w in &r.warnings {
+                    println!("warning: {w}");
+                }
+                revoked_note(&r.revoked_leases);
             }
             Ok(())
         }
@@ -160,13 +165,22 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
             let req = pb::UnloadLicenseRequest {
                 source: source.clone(),
             };
-            ctx.cluster()?
+            let r = ctx
+                .cluster()?
                 .call("license unload", |ch| {
                     let req = req.clone();
                     async move { AdminClient::new(ch).unload_license(req).await }
                 })
                 .await?;
-            println!("unloaded {source}");
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"source": source, "revoked_leases": r.revoked_leases})
+                );
+            } else {
+                println!("unloaded {source}");
+                revoked_note(&r.revoked_leases);
+            }
             Ok(())
         }
         Cmd::List => list(ctx).await,
@@ -282,4 +296,16 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Says which held seats a load or unload took back, and that their holders are told.
+fn revoked_note(leases: &[u64]) {
+    if !leases.is_empty() {
+        let ids: Vec<String> = leases.iter().map(u64::to_string).collect();
+        println!(
+            "warning: {} held seat(s) taken back, newest first, as the license now grants fewer (leases {}); their holders are told on their next heartbeat",
+            leases.len(),
+            ids.join(", ")
+        );
+    }
 }

@@ -409,16 +409,22 @@ impl admin_server::Admin for Admin {
         verify_file(&file, &self.shared.cfg.vendor_keys)
             .map_err(|e| Status::permission_denied(format!("{}: {e}", r.source)))?;
         let features: BTreeSet<String> = file.lines.iter().map(|l| l.name.clone()).collect();
+        let now = self.shared.sm.read().ledger.now_ms();
+        let warnings = crate::loadcheck::load_warnings(&file, now);
         let op = Op::LoadLicense {
             source: r.source.clone(),
             license: file,
         };
-        match self.shared.propose(op).await?.reply {
+        let out = self.shared.propose(op).await?;
+        let revoked_leases = revoked(&out.events);
+        match out.reply {
             Reply::LicenseLoaded {
                 source,
                 lines,
                 duplicates,
             } => Ok(Response::new(pb::LoadLicenseResponse {
+                warnings,
+                revoked_leases,
                 source,
                 lines,
                 features: features.into_iter().collect(),
@@ -445,13 +451,11 @@ impl admin_server::Admin for Admin {
         let admin = admin_name(&req);
         let source = req.into_inner().source;
         tracing::info!(%admin, %source, "admin unloads a license file");
-        match self
-            .shared
-            .propose(Op::UnloadLicense { source })
-            .await?
-            .reply
-        {
-            Reply::Done { .. } => Ok(Response::new(pb::UnloadLicenseResponse {})),
+        let out = self.shared.propose(Op::UnloadLicense { source }).await?;
+        match out.reply {
+            Reply::Done { .. } => Ok(Response::new(pb::UnloadLicenseResponse {
+                revoked_leases: revoked(&out.events),
+            })),
             Reply::LoadRefused(e) => Err(load_error(&e)),
             other => Err(Status::internal(format!(
                 "unexpected ledger reply: {other:?}"
@@ -677,6 +681,17 @@ pub(crate) fn matched_index(
         .as_ref()
         .and_then(|r| r.get(&id).cloned().flatten())
         .map(|l| l.index)
+}
+
+/// The leases an entry took back.
+fn revoked(events: &[tally_core::ledger::Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            tally_core::ledger::Event::Revoked { lease, .. } => Some(*lease),
+            _ => None,
+        })
+        .collect()
 }
 
 fn membership_response(shared: &Shared, log_index: u64) -> pb::MembershipResponse {

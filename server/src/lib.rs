@@ -11,6 +11,7 @@ pub mod http;
 pub mod keeper;
 pub mod lease;
 pub mod licensing;
+pub mod loadcheck;
 pub mod network;
 pub mod node;
 pub mod security;

@@ -59,7 +59,9 @@ fn try_checkout(cluster: &ThreeNodes, feature: &str, user: &str) -> (Option<i32>
     )
 }
 
-fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) {
+/// Signs `text` with the cluster's vendor key, loads it, and returns what `license load`
+/// printed.
+fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) -> String {
     let d = &cluster.dir;
     let (txt, lic) = (d.join(format!("{name}.txt")), d.join(name));
     std::fs::write(&txt, text).unwrap();
@@ -81,6 +83,7 @@ fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = tallyctl(cluster, &["license", "load", lic.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn feature(cluster: &ThreeNodes, name: &str) -> Value {
@@ -174,12 +177,21 @@ fn a_term_license_in_grace_works_and_one_in_demo_grants_its_demo_seats_only() {
     let day = 86_400_000;
     let yesterday = Date::of_ms(now - day);
     let long_ago = Date::of_ms(now - 40 * day);
-    sign_and_load(
+    let said = sign_and_load(
         &cluster,
         "terms.lic",
         &format!(
             "VENDOR demo\nFEATURE old demo 1.0 {yesterday} 3 GRACE=30 DEMO=1\nFEATURE gone demo 1.0 {long_ago} 5 GRACE=1 DEMO=2\n"
         ),
+    );
+    // The load itself says which lines do not count as a fresh license would.
+    assert!(
+        said.contains(&format!(
+            "\"old\" expired at the end of {yesterday}: it counts until its grace ends on"
+        )) && said.contains(&format!(
+            "\"gone\" expired at the end of {long_ago}: only its 2 demo seat(s) count"
+        )),
+        "{said}"
     );
     let old = feature(&cluster, "old");
     assert_eq!(old["term_state"], "grace", "{old}");
@@ -225,7 +237,7 @@ fn a_term_license_in_grace_works_and_one_in_demo_grants_its_demo_seats_only() {
 fn a_flexnet_style_file_loads_and_counts_as_flexnet_documents() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = ThreeNodes::start(dir.path());
-    sign_and_load(
+    let said = sign_and_load(
         &cluster,
         "solver.lic",
         "VENDOR demo\n\
@@ -236,6 +248,10 @@ fn a_flexnet_style_file_loads_and_counts_as_flexnet_documents() {
     );
     let f = feature(&cluster, "solver");
     assert_eq!(f["issued"], 17, "{f}");
+    assert!(
+        said.contains("2 FEATURE lines of \"solver\": only one counts"),
+        "{said}"
+    );
     assert_eq!(f["dup_group"], "UHD", "{f}");
 
     let checkout = |user: &str, host: &str, version: &str| {

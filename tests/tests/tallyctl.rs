@@ -308,6 +308,19 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let lease = grant["lease_id"].as_u64().unwrap();
     let unload = tallyctl(&cluster, &["license", "unload", "cad.lic"]);
     assert!(unload.status.success(), "{}", stderr(&unload));
+    // The admin is told what the unload did to held seats, naming the leases.
+    let said = String::from_utf8_lossy(&unload.stdout);
+    let named = said
+        .lines()
+        .find(|l| l.contains("held seat(s) taken back"))
+        .and_then(|l| l.split("(leases ").nth(1))
+        .unwrap_or_default();
+    assert!(
+        named
+            .split([',', ')'])
+            .any(|id| id.trim() == lease.to_string()),
+        "{said}"
+    );
     let (code, err) = exit_of(&mut holder);
     assert_eq!(code, Some(6), "{err}");
     assert!(

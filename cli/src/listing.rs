@@ -74,6 +74,8 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
                     "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
                     "linger_ms": f.linger_ms, "dup_group": f.dup_group,
                     "start_ms": f.start_ms, "expiry_ms": f.expiry_ms,
+                    "starts": (f.start_ms > 0).then(|| license_date(f.start_ms)),
+                    "valid_through": (f.expiry_ms > 0).then(|| last_day(f.expiry_ms)),
                     "model": f.model, "term_state": f.term_state,
                     "expires": (matches!(f.term_state.as_str(), "active" | "expiring") && f.term_until_ms > 0)
                         .then_some(f.term_until_ms),
@@ -127,10 +129,13 @@ pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
         if f.queued > 0 {
             about.push(format!("{} queued", f.queued));
         }
+        if f.start_ms > 0 {
+            about.push(format!("starts {}", license_date(f.start_ms)));
+        }
         about.push(if f.expiry_ms == 0 {
             "permanent".into()
         } else {
-            format!("expires {}", when(f.expiry_ms))
+            format!("valid through {}", last_day(f.expiry_ms))
         });
         if f.model == "named_user" {
             about.push(format!("named users: {} assigned", f.assigned));
@@ -368,8 +373,32 @@ pub async fn remove_user(
     Ok(())
 }
 
+/// A day as license files write it (`1-jan-2027`), for the day that starts at `ms`.
+fn license_date(ms: u64) -> String {
+    Date::of_ms(ms).to_string()
+}
+
+/// The last day a license counts, as its file writes it: `expiry_ms` is the first instant
+/// it no longer does (the end of its expiry day, UTC), so a `31-mar-2027` line reads
+/// "valid through 31-mar-2027", not "expires 2027-04-01 00:00:00Z".
+fn last_day(expiry_ms: u64) -> String {
+    Date::of_ms(expiry_ms.saturating_sub(1)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn license_days_read_as_the_file_writes_them() {
+        let end_of_31_mar_2027 = tally_core::license::Date::from_ymd(2027, 3, 31)
+            .unwrap()
+            .end_ms();
+        assert_eq!(super::last_day(end_of_31_mar_2027), "31-mar-2027");
+        let jan_1 = tally_core::license::Date::from_ymd(2027, 1, 1)
+            .unwrap()
+            .start_ms();
+        assert_eq!(super::license_date(jan_1), "1-jan-2027");
+    }
+
     #[test]
     fn times_read_as_utc() {
         assert_eq!(super::when(0), "-");

@@ -855,6 +855,15 @@ async fn metrics_and_dashboard_show_the_real_ledger() {
     ] {
         assert!(m.contains(want), "missing {want:?} in\n{m}");
     }
+    // The audit log's counters: the grants and the wait this test made.
+    let counter = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+    };
+    assert!(counter("tally_seat_events_total{event=\"out\"}") >= 2);
+    assert_eq!(counter("tally_seat_events_total{event=\"queued\"}"), 1);
     // The leader knows every member's matched index, and it is a real log index.
     let applied = shared.sm.read().ledger.last_applied();
     for id in 1..=3u64 {

@@ -33,6 +33,10 @@ pub struct View {
     pub clock_offsets: Vec<(u64, i64)>,
     /// Heartbeat refusals and quorum-ack ages (see `stats.rs`).
     pub stats: crate::stats::StatsView,
+    /// Seat events this node applied since it started, per kind of audit line, and
+    /// denials per reason (see `store/audit.rs`).
+    pub seat_events: Vec<(&'static str, u64)>,
+    pub denials: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +111,7 @@ impl View {
             })
             .collect();
         let (sessions, leases) = (l.sessions().len() as u64, l.leases().len() as u64);
+        let (seat_events, denials) = sm.audit_counts();
         View {
             node: shared.id,
             cluster: shared.cfg.cluster_name.clone(),
@@ -129,6 +134,8 @@ impl View {
                 .map(|(id, e)| (id, e.offset_ms))
                 .collect(),
             stats: shared.stats.view(),
+            seat_events,
+            denials,
         }
     }
 
@@ -343,6 +350,24 @@ impl View {
         );
         let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_sum {}", s.ack_age_sum_ms);
         let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_count {count}");
+        let _ = writeln!(
+            o,
+            "# HELP tally_seat_events_total Seat events this node applied since it started, by the kind of its audit line (out, in, expired, removed, revoked, denied, queued, dequeued).\n# TYPE tally_seat_events_total counter"
+        );
+        for (event, n) in &self.seat_events {
+            let _ = writeln!(o, "tally_seat_events_total{{event=\"{event}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP tally_checkouts_denied_total Checkouts denied since this node started, by reason.\n# TYPE tally_checkouts_denied_total counter"
+        );
+        for (reason, n) in &self.denials {
+            let _ = writeln!(
+                o,
+                "tally_checkouts_denied_total{{reason=\"{}\"}} {n}",
+                label(reason)
+            );
+        }
         o
     }
 
@@ -576,6 +601,17 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("tally_node_info{node=\"2\",cluster=\"acme\",state=\"follower\"} 1\n"));
+        let counted = View {
+            seat_events: vec![("out", 4), ("denied", 1)],
+            denials: vec![("no_seats".into(), 1)],
+            ..view()
+        }
+        .metrics();
+        assert!(
+            counted.contains("tally_seat_events_total{event=\"out\"} 4\n"),
+            "{counted}"
+        );
+        assert!(counted.contains("tally_checkouts_denied_total{reason=\"no_seats\"} 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
         let v = View {
             clock_offsets: vec![(1, -7)],

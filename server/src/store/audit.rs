@@ -27,12 +27,20 @@ use std::collections::HashMap;
 
 use tally_core::ledger::{Event, LeaseId, Ledger, ReleaseCause, RevokeReason, SessionId};
 
-/// Who each live session, lease and queue place belongs to.
+/// The kinds of line, as `/metrics` counts them (`tally_seat_events_total{event}`).
+pub const KINDS: [&str; 8] = [
+    "out", "in", "expired", "removed", "revoked", "denied", "queued", "dequeued",
+];
+
+/// Who each live session, lease and queue place belongs to, and how many lines of each
+/// kind (and denials of each reason) this node wrote since it started.
 #[derive(Debug, Default)]
 pub struct Audit {
     sessions: HashMap<SessionId, String>,
     leases: HashMap<LeaseId, SessionId>,
     places: HashMap<u64, SessionId>,
+    counts: [u64; KINDS.len()],
+    denials: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Audit {
@@ -45,6 +53,34 @@ impl Audit {
                 .collect(),
             leases: ledger.leases().map(|(id, l)| (id, l.session)).collect(),
             places: ledger.waiters().map(|(p, w)| (p, w.session)).collect(),
+            ..Audit::default()
+        }
+    }
+
+    /// Lines written per kind, in [`KINDS`] order.
+    pub fn counts(&self) -> [u64; KINDS.len()] {
+        self.counts
+    }
+
+    /// Denials per reason, as metric labels (`no_seats`, `expired`, ...).
+    pub fn denials(&self) -> Vec<(String, u64)> {
+        self.denials
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+            .collect()
+    }
+
+    fn count(&mut self, line: &str) {
+        let kind = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.counts[i] += 1;
         }
     }
 
@@ -125,11 +161,14 @@ impl Audit {
                     feature,
                     session,
                     reason,
-                } => out.push(format!(
-                    "DENIED: \"{feature}\" {} ({})",
-                    self.who(*session),
-                    crate::convert::deny_message(reason, feature)
-                )),
+                } => {
+                    *self.denials.entry(reason_name(reason)).or_default() += 1;
+                    out.push(format!(
+                        "DENIED: \"{feature}\" {} ({})",
+                        self.who(*session),
+                        crate::convert::deny_message(reason, feature)
+                    ));
+                }
                 Event::Queued {
                     feature,
                     session,
@@ -162,6 +201,9 @@ impl Audit {
                 _ => {}
             }
         }
+        for line in &out {
+            self.count(line);
+        }
         // A grant from the queue ends its wait without a Dequeued event.
         for e in events {
             if let Event::Granted { session, .. } = e {
@@ -170,6 +212,12 @@ impl Audit {
         }
         out
     }
+}
+
+/// A denial's reason as the protocol names it, unprefixed (`NO_SEATS`).
+fn reason_name(r: &tally_core::ledger::DenyReason) -> &'static str {
+    let n = crate::convert::denial_code(r).as_str_name();
+    n.strip_prefix("DENIAL_REASON_").unwrap_or(n)
 }
 
 /// Why a lease was taken back, in a few words.
@@ -317,6 +365,10 @@ mod tests {
         for (events, want) in steps {
             assert_eq!(a.lines(&events), want, "{events:?}");
         }
+        // Counted per kind: 4 OUT, 1 IN, 1 EXPIRED, 1 REMOVED, 1 REVOKED, 1 DENIED, 1 QUEUED,
+        // 1 DEQUEUED; the denial by its reason.
+        assert_eq!(a.counts(), [4, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(a.denials(), vec![("unknown_feature".to_owned(), 1)]);
         // Nothing of ann's is kept once her session ended.
         assert!(!a.sessions.contains_key(&1));
         assert!(a.leases.is_empty());

@@ -33,6 +33,22 @@ pub struct Applied {
     audit: super::audit::Audit,
 }
 
+/// Audit lines per kind (with the kind's name) and denials per reason.
+pub type AuditCounts = (Vec<(&'static str, u64)>, Vec<(String, u64)>);
+
+impl Applied {
+    /// The audit log's counts: lines per kind (in `audit::KINDS` order) and denials per
+    /// reason.
+    pub fn audit_counts(&self) -> AuditCounts {
+        let kinds = super::audit::KINDS
+            .iter()
+            .copied()
+            .zip(self.audit.counts())
+            .collect();
+        (kinds, self.audit.denials())
+    }
+}
+
 /// The state machine. Clones share state; services read the ledger through
 /// [`StateMachine::read`].
 #[derive(Clone, Debug)]

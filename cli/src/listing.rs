@@ -54,14 +54,29 @@ fn version(v: &str) -> &str {
 }
 
 pub async fn features(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = ctx
-        .cluster()?
-        .call("features", |ch| async move {
+    let (r, stale) = crate::stale::listing(
+        ctx,
+        "features",
+        |ch, allow_stale| async move {
             AdminClient::new(ch)
-                .list_features(pb::ListFeaturesRequest {})
+                .list_features(pb::ListFeaturesRequest { allow_stale })
                 .await
-        })
-        .await?;
+        },
+        |r: &pb::ListFeaturesResponse| (r.answered_by, r.applied_index),
+    )
+    .await?;
+    print_features(ctx, &r, stale.as_ref())?;
+    stale.map_or(Ok(()), |s| Err(s.exit()))
+}
+
+fn print_features(
+    ctx: &Ctx,
+    r: &pb::ListFeaturesResponse,
+    stale: Option<&crate::stale::Stale>,
+) -> anyhow::Result<()> {
+    if let (Some(s), false) = (stale, ctx.json) {
+        println!("{}", s.header());
+    }
     if ctx.json {
         let v: Vec<_> = r
             .features
@@ -208,18 +223,28 @@ pub async fn leases(
         feature,
         user,
         session_id: None,
+        allow_stale: false,
     };
-    let r = ctx
-        .cluster()?
-        .call("leases", |ch| {
-            let req = req.clone();
+    let (r, stale) = crate::stale::listing(
+        ctx,
+        "leases",
+        |ch, allow_stale| {
+            let req = pb::ListLeasesRequest {
+                allow_stale,
+                ..req.clone()
+            };
             async move { AdminClient::new(ch).list_leases(req).await }
-        })
-        .await?;
+        },
+        |r: &pb::ListLeasesResponse| (r.answered_by, r.applied_index),
+    )
+    .await?;
     if ctx.json {
         let v: Vec<_> = r.leases.iter().map(lease_json).collect();
         println!("{}", serde_json::Value::Array(v));
-        return Ok(());
+        return stale.map_or(Ok(()), |s| Err(s.exit()));
+    }
+    if let Some(s) = &stale {
+        println!("{}", s.header());
     }
     let rows: Vec<Vec<String>> = r
         .leases
@@ -251,16 +276,16 @@ pub async fn leases(
         .collect();
     if rows.is_empty() {
         println!("no leases");
-        return Ok(());
+    } else {
+        table(
+            &[
+                "LEASE", "FEATURE", "VERSION", "COUNT", "USER", "HOST", "SESSION", "SINCE",
+                "TOKEN", "STATE",
+            ],
+            &rows,
+        );
     }
-    table(
-        &[
-            "LEASE", "FEATURE", "VERSION", "COUNT", "USER", "HOST", "SESSION", "SINCE", "TOKEN",
-            "STATE",
-        ],
-        &rows,
-    );
-    Ok(())
+    stale.map_or(Ok(()), |s| Err(s.exit()))
 }
 
 pub async fn remove(ctx: &Ctx, lease: u64, reason: String) -> anyhow::Result<()> {
@@ -302,6 +327,7 @@ pub async fn remove_user(
         feature: None,
         user: Some(user.to_owned()),
         session_id: None,
+        allow_stale: false,
     };
     let cluster = ctx.cluster()?;
     let r = cluster

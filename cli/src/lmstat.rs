@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, feature: Option<String>) -> anyhow::Result<()> {
     let features = cluster
         .call("features", |ch| async move {
             AdminClient::new(ch)
-                .list_features(pb::ListFeaturesRequest {})
+                .list_features(pb::ListFeaturesRequest::default())
                 .await
         })
         .await?

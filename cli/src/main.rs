@@ -11,6 +11,7 @@ mod listing;
 mod lmstat;
 mod pki;
 mod sessions;
+mod stale;
 mod users;
 mod verdict;
 

@@ -32,6 +32,17 @@ impl Admin {
     pub fn new(shared: Shared) -> Self {
         Self { shared }
     }
+
+    /// Before a listing: confirms this node's state is current (a leader's ReadIndex
+    /// round), or with `allow_stale`, answers `true` ("stale") when that cannot be done
+    /// (no leader, no quorum) instead of failing.
+    async fn current_or_stale(&self, allow_stale: bool) -> Result<bool, Status> {
+        match self.shared.linearizable().await {
+            Ok(()) => Ok(false),
+            Err(_) if allow_stale => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -106,9 +117,9 @@ impl admin_server::Admin for Admin {
 
     async fn list_features(
         &self,
-        _: Request<pb::ListFeaturesRequest>,
+        req: Request<pb::ListFeaturesRequest>,
     ) -> Result<Response<pb::ListFeaturesResponse>, Status> {
-        self.shared.linearizable().await?;
+        let stale = self.current_or_stale(req.get_ref().allow_stale).await?;
         let sm = self.shared.sm.read();
         let l = &sm.ledger;
         let mut lines: BTreeMap<&str, Vec<&tally_core::license::FeatureLine>> = BTreeMap::new();
@@ -183,6 +194,9 @@ impl admin_server::Admin for Admin {
         Ok(Response::new(pb::ListFeaturesResponse {
             features,
             at_ms: l.now_ms(),
+            stale,
+            answered_by: self.shared.id,
+            applied_index: l.last_applied(),
         }))
     }
 
@@ -191,7 +205,7 @@ impl admin_server::Admin for Admin {
         req: Request<pb::ListLeasesRequest>,
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let r = req.into_inner();
-        self.shared.linearizable().await?;
+        let stale = self.current_or_stale(r.allow_stale).await?;
         let sm = self.shared.sm.read();
         let mut leases: Vec<pb::LeaseInfo> = sm
             .ledger
@@ -222,7 +236,12 @@ impl admin_server::Admin for Admin {
                     ..Default::default()
                 }),
         );
-        Ok(Response::new(pb::ListLeasesResponse { leases }))
+        Ok(Response::new(pb::ListLeasesResponse {
+            leases,
+            stale,
+            answered_by: self.shared.id,
+            applied_index: sm.ledger.last_applied(),
+        }))
     }
 
     async fn list_sessions(

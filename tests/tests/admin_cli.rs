@@ -215,6 +215,14 @@ fn admins_list_and_end_waits_and_sessions_and_no_leader_exits_3() {
         "{}",
         stderr(&out)
     );
+    // The listing is still shown, from the node that answers, marked stale.
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.starts_with("WARNING: no leader answers: this is node 3's view as of log index ")
+            && shown.contains("Users of "),
+        "{shown}"
+    );
+    assert!(stderr(&out).contains("possibly stale"), "{}", stderr(&out));
     // Status says so too, from the one node that answers, and exits 3.
     let out = Command::new(bin("tallyctl"))
         .env("TALLY_CONFIG", cluster.dir.join("tally.env"))

@@ -293,7 +293,7 @@ async fn a_node_with_a_wrong_clock_never_leads(spec: &str, ahead: bool) {
     let features = c
         .call("features", |ch| async move {
             AdminClient::new(ch)
-                .list_features(ListFeaturesRequest {})
+                .list_features(ListFeaturesRequest::default())
                 .await
         })
         .await
@@ -334,7 +334,7 @@ async fn a_node_with_a_wrong_clock_never_leads(spec: &str, ahead: bool) {
         let f = c
             .call("features", |ch| async move {
                 AdminClient::new(ch)
-                    .list_features(ListFeaturesRequest {})
+                    .list_features(ListFeaturesRequest::default())
                     .await
             })
             .await
@@ -420,7 +420,7 @@ async fn a_leader_whose_clock_is_set_steps_down() {
     let before = c
         .call("features", |ch| async move {
             AdminClient::new(ch)
-                .list_features(ListFeaturesRequest {})
+                .list_features(ListFeaturesRequest::default())
                 .await
         })
         .await
@@ -450,7 +450,7 @@ async fn a_leader_whose_clock_is_set_steps_down() {
     let after = c
         .call("features", |ch| async move {
             AdminClient::new(ch)
-                .list_features(ListFeaturesRequest {})
+                .list_features(ListFeaturesRequest::default())
                 .await
         })
         .await
@@ -525,7 +525,7 @@ async fn a_leader_restarted_ahead_stamps_nothing_before_its_clock_is_checked() {
         let features = c
             .call("features", |ch| async move {
                 AdminClient::new(ch)
-                    .list_features(ListFeaturesRequest {})
+                    .list_features(ListFeaturesRequest::default())
                     .await
             })
             .await

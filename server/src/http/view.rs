@@ -46,6 +46,18 @@ pub struct Member {
     pub voter: bool,
     /// Leader only: how far this member's log matches the leader's.
     pub matched: Option<u64>,
+    /// How long ago this node last heard the member answer a clock ping (pinged twice a
+    /// second): 0 for this node itself, `None` if never.
+    pub heard_ms_ago: Option<u64>,
+}
+
+/// A member not heard from for longer than this (six missed pings) is shown down.
+pub const MEMBER_DOWN_AFTER_MS: u64 = 3_000;
+
+impl Member {
+    pub fn up(&self) -> bool {
+        self.heard_ms_ago.is_some_and(|a| a <= MEMBER_DOWN_AFTER_MS)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +90,12 @@ impl View {
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
                 matched: crate::admin::matched_index(&m, *id),
+                heard_ms_ago: if *id == shared.id {
+                    Some(0)
+                } else {
+                    let c = shared.clock.member(*id);
+                    c.offset_ms.map(|_| c.measured_ms_ago)
+                },
             })
             .collect();
         let state = match m.state {
@@ -220,6 +238,21 @@ impl View {
             "tally_raft_member_matched_index",
             "Leader only: the last index each member's log matches.",
             &matched,
+        );
+        let up: Vec<(String, String)> = self
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    format!("{{member=\"{}\"}}", m.id),
+                    u64::from(m.up()).to_string(),
+                )
+            })
+            .collect();
+        gauge(
+            "tally_raft_member_up",
+            "1 if this node heard the member answer within the last 3 s (clock pings), 0 if not: every member keeps a series while it is down.",
+            &up,
         );
         gauge(
             "tally_clock_ok",
@@ -401,6 +434,22 @@ impl View {
                 Err(e) => format!("NOT READY: {e}."),
             }),
         );
+        let down: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| !m.up())
+            .map(|m| match m.heard_ms_ago {
+                Some(a) => format!("node {} (last heard {} s ago)", m.id, a / 1000),
+                None => format!("node {} (never heard)", m.id),
+            })
+            .collect();
+        if !down.is_empty() {
+            let _ = write!(
+                o,
+                "<p class=\"over\"><b>DEGRADED</b>: {} not answering.</p>",
+                html(&down.join(", "))
+            );
+        }
         o.push_str("<h2>Features</h2><table><tr><th>feature</th><th>in use</th><th>issued</th><th>overdraft</th><th>lingering</th><th>queued</th><th>term</th></tr>");
         for f in &self.features {
             let over = if f.in_use > f.issued {
@@ -441,6 +490,11 @@ impl View {
                 "voter"
             } else {
                 "learner"
+            };
+            let role = if m.up() {
+                role.to_owned()
+            } else {
+                format!("{role}, DOWN")
             };
             let matched = m.matched.map_or("-".to_owned(), |i| i.to_string());
             let clock = if m.id == self.node {
@@ -504,6 +558,7 @@ mod tests {
                 addr: "h1:27000".into(),
                 voter: true,
                 matched: None,
+                heard_ms_ago: Some(400),
             }],
             features: vec![Feature {
                 name: "cad".into(),
@@ -644,6 +699,30 @@ mod tests {
         assert!(h.contains("Tally cluster a&lt;b") && !h.contains("a<b"));
         assert!(h.contains("<td class=\"over\">3</td>"), "{h}");
         assert!(h.contains("1 of 1") && h.contains("Ready."));
+        assert!(!h.contains("DEGRADED"));
+        // A member not heard from: a banner, DOWN in its row, and its series stays at 0.
+        let v = View {
+            members: vec![
+                view().members[0].clone(),
+                Member {
+                    id: 3,
+                    addr: "h3:27000".into(),
+                    voter: true,
+                    matched: None,
+                    heard_ms_ago: Some(12_345),
+                },
+            ],
+            ..view()
+        };
+        let h = v.dashboard();
+        assert!(
+            h.contains("<b>DEGRADED</b>: node 3 (last heard 12 s ago) not answering."),
+            "{h}"
+        );
+        assert!(h.contains("voter, DOWN"), "{h}");
+        let m = v.metrics();
+        assert!(m.contains("tally_raft_member_up{member=\"3\"} 0\n"), "{m}");
+        assert!(m.contains("tally_raft_member_up{member=\"1\"} 1\n"), "{m}");
         assert!(h.contains("<td class=\"over\">grace (3 days)</td>"), "{h}");
     }
 }

@@ -22,6 +22,10 @@ pub enum NodeCmd {
         #[arg(value_delimiter = ',', required = true)]
         ids: Vec<u64>,
     },
+    /// Take a node out of the cluster: out of the voters first if it is one (refused
+    /// when the voters left that answer would be short of a quorum), then out of the
+    /// members. Stop it afterwards.
+    Remove { id: u64 },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -84,6 +88,13 @@ pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<()> {
             c.call("node voters", |ch| {
                 let req = req.clone();
                 async move { AdminClient::new(ch).change_membership(req).await }
+            })
+            .await?
+        }
+        NodeCmd::Remove { id } => {
+            let req = pb::RemoveNodeRequest { node_id: id };
+            c.call("node remove", |ch| async move {
+                AdminClient::new(ch).remove_node(req).await
             })
             .await?
         }

@@ -580,9 +580,7 @@ impl admin_server::Admin for Admin {
             .raft
             .add_learner(r.node_id, node, true)
             .await
-            .map_err(|e| {
-                Status::failed_precondition(format!("adding learner {}: {e}", r.node_id))
-            })?;
+            .map_err(|e| membership_error(&format!("adding node {} as a learner", r.node_id), e))?;
         Ok(Response::new(membership_response(
             &self.shared,
             resp.log_id.index,
@@ -604,7 +602,59 @@ impl admin_server::Admin for Admin {
             .raft
             .change_membership(voters, false)
             .await
-            .map_err(|e| Status::failed_precondition(format!("changing membership: {e}")))?;
+            .map_err(|e| membership_error("changing the voters", e))?;
+        Ok(Response::new(membership_response(
+            &self.shared,
+            resp.log_id.index,
+        )))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let admin = admin_name(&req);
+        let id = req.into_inner().node_id;
+        let (voters, members) = {
+            let m = self.shared.metrics();
+            let mem = m.membership_config.membership();
+            let voters: BTreeSet<u64> = mem.voter_ids().collect();
+            let members: BTreeSet<u64> = mem.nodes().map(|(id, _)| *id).collect();
+            (voters, members)
+        };
+        if !members.contains(&id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member (members: {members:?})"
+            )));
+        }
+        if voters.contains(&id) {
+            let left: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != id).collect();
+            let answering: BTreeSet<u64> = left
+                .iter()
+                .copied()
+                .filter(|v| self.shared.clock.answers(*v))
+                .collect();
+            removal_keeps_quorum(id, &left, &answering).map_err(Status::failed_precondition)?;
+            tracing::info!(%admin, node = id, "admin removes a voter");
+            self.shared
+                .raft
+                .change_membership(
+                    openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                    false,
+                )
+                .await
+                .map_err(|e| membership_error(&format!("removing node {id} from the voters"), e))?;
+        }
+        tracing::info!(%admin, node = id, "admin removes a node");
+        let resp = self
+            .shared
+            .raft
+            .change_membership(
+                openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                false,
+            )
+            .await
+            .map_err(|e| membership_error(&format!("removing node {id}"), e))?;
         Ok(Response::new(membership_response(
             &self.shared,
             resp.log_id.index,
@@ -702,6 +752,50 @@ pub(crate) fn matched_index(
         .map(|l| l.index)
 }
 
+/// A membership change's failure as the admin should read it: on a follower, "not the
+/// leader" with the leader's address (so tallyctl follows it), not openraft's debug text
+/// ("has to forward request to: Some(3), Some(TallyNode { .. })").
+fn membership_error(
+    what: &str,
+    e: openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, TallyNode>>,
+) -> Status {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            crate::shared::not_leader(f.leader_id.zip(f.leader_node.as_ref()))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            Status::failed_precondition(format!("{what}: {c}"))
+        }
+        RaftError::Fatal(f) => Status::unavailable(format!(
+            "{what}: this node's consensus stopped ({f}); retry on another node"
+        )),
+    }
+}
+
+/// Whether the voters `left` after removing `id` still elect a leader with those of them
+/// that `answering` now: a majority of `left` must answer. `Err` says why not.
+pub fn removal_keeps_quorum(
+    id: u64,
+    left: &BTreeSet<u64>,
+    answering: &BTreeSet<u64>,
+) -> Result<(), String> {
+    if left.is_empty() {
+        return Err(format!("node {id} is the last voter: a cluster needs one"));
+    }
+    let up = left.intersection(answering).count();
+    let quorum = left.len() / 2 + 1;
+    if up < quorum {
+        let down: Vec<String> = left.difference(answering).map(u64::to_string).collect();
+        return Err(format!(
+            "removing node {id} would leave {} voter(s) of which {up} answer (node(s) {} do not), short of a quorum of {quorum}: bring them back first",
+            left.len(),
+            down.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// The leases an entry took back.
 fn revoked(events: &[tally_core::ledger::Event]) -> Vec<u64> {
     events
@@ -743,7 +837,40 @@ pub fn too_soon_to_remove(
 
 #[cfg(test)]
 mod tests {
-    use super::too_soon_to_remove;
+    use super::{removal_keeps_quorum, too_soon_to_remove};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_voter_is_removed_only_if_the_voters_left_that_answer_make_a_quorum() {
+        let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<u64>>();
+        // (removed, voters left, answering, refusal wanted)
+        type Case<'a> = (u64, &'a [u64], &'a [u64], Option<&'a str>);
+        let table: &[Case] = &[
+            (4, &[1, 2, 3], &[1, 2, 3], None),
+            (3, &[1, 2], &[1, 2], None),
+            (
+                3,
+                &[1, 2],
+                &[1],
+                Some(
+                    "leave 2 voter(s) of which 1 answer (node(s) 2 do not), short of a quorum of 2",
+                ),
+            ),
+            (5, &[1, 2, 3, 4], &[1, 2, 3], None),
+            (5, &[1, 2, 3, 4], &[1, 2], Some("short of a quorum of 3")),
+            (1, &[], &[], Some("node 1 is the last voter")),
+        ];
+        for (id, left, answering, want) in table {
+            let got = removal_keeps_quorum(*id, &set(left), &set(answering));
+            match want {
+                None => assert_eq!(got, Ok(()), "{id} {left:?}"),
+                Some(w) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(w)),
+                    "{id} {left:?}: {got:?}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn a_removal_waits_for_the_minimum_hold_to_the_millisecond() {

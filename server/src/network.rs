@@ -137,6 +137,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let client = self.raft_client(target, node);
         Peer {
             target,
+            who: format!("node {target} at {}", node.addr),
             client,
             cluster: self.cluster.clone(),
             me: self.me.clone(),
@@ -149,6 +150,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 #[derive(Debug)]
 pub struct Peer {
     target: NodeId,
+    /// "node 3 at host:port", at the head of every error about this peer: openraft logs
+    /// replication errors without naming the target, and "Unreachable node" twice a
+    /// second does not tell an admin which one.
+    who: String,
     client: Result<RaftClient<Channel>, String>,
     cluster: MetadataValue<Ascii>,
     me: MetadataValue<Ascii>,
@@ -161,13 +166,13 @@ fn unreachable(e: impl std::fmt::Display) -> Unreachable {
 
 /// Connection-level failures are "unreachable" (openraft backs off longer); the rest are
 /// network errors.
-fn status_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, TallyNode, E> {
+fn status_error<E: std::error::Error>(who: &str, s: Status) -> RPCError<NodeId, TallyNode, E> {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => {
-            RPCError::Unreachable(unreachable(s.message()))
+            RPCError::Unreachable(unreachable(format!("{who}: {}", s.message())))
         }
         _ => RPCError::Network(NetworkError::new(&AnyError::error(format!(
-            "{}: {}",
+            "{who}: {}: {}",
             s.code(),
             s.message()
         )))),
@@ -176,7 +181,9 @@ fn status_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, TallyNode, 
 
 impl Peer {
     fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
-        self.client.clone().map_err(unreachable)
+        self.client
+            .clone()
+            .map_err(|e| unreachable(format!("{}: {e}", self.who)))
     }
 
     async fn call<Req, Resp>(
@@ -202,7 +209,7 @@ impl Peer {
         } else {
             client.append_entries(req).await
         }
-        .map_err(status_error)?
+        .map_err(|s| status_error(&self.who, s))?
         .into_inner();
         if !reply.error.is_empty() {
             return Err(RPCError::Network(NetworkError::new(&AnyError::error(
@@ -275,7 +282,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         };
         let reply = reply
             .map_err(|s| match s.code() {
-                tonic::Code::Unavailable => StreamingError::Unreachable(unreachable(s.message())),
+                tonic::Code::Unavailable => StreamingError::Unreachable(unreachable(format!(
+                    "{}: {}",
+                    self.who,
+                    s.message()
+                ))),
                 _ => net(&s),
             })?
             .into_inner();

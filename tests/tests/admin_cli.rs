@@ -372,8 +372,59 @@ fn a_fourth_node_joins_as_a_learner_then_votes_then_leaves() {
     let st = tallyctl_json(&cluster, &["status"]);
     assert_eq!(st["nodes"].as_array().unwrap().len(), 4, "{st}");
     assert_eq!(st["voters"], serde_json::json!([1, 2, 3, 4]), "{st}");
-    let back = tallyctl_json(&cluster, &["node", "voters", "1,2,3"]);
+    // Asked of a follower only, membership commands follow the leader.
+    let leader = st["leader_id"].as_u64().unwrap();
+    let follower = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"].as_u64() != Some(leader) && n["id"].as_u64() != Some(4))
+        .unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = tallyctl(
+        &cluster,
+        &[
+            "--endpoints",
+            &follower,
+            "--json",
+            "node",
+            "voters",
+            "1,2,3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let back: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(back["voters"], serde_json::json!([1, 2, 3]), "{back}");
+    // Leaving the voters took node 4 out of the cluster; back as a learner, node remove
+    // takes it out of the members.
+    let again = tallyctl_json(&cluster, &["node", "add", "4", &addr]);
+    assert_eq!(again["learners"], serde_json::json!([4]), "{again}");
+    let gone = tallyctl_json(&cluster, &["node", "remove", "4"]);
+    assert_eq!(gone["learners"], serde_json::json!([]), "{gone}");
     drop(node4);
+    let unknown = tallyctl(&cluster, &["node", "remove", "9"]);
+    assert!(
+        stderr(&unknown).contains("node 9 is not a member"),
+        "{}",
+        stderr(&unknown)
+    );
+    // With node 2 dead, removing node 3 would leave voters 1 and 2 with one answering:
+    // refused, saying why.
+    let pid = cluster.pid(2);
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let refused = tallyctl(&cluster, &["node", "remove", "3"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("short of a quorum of 2"),
+        "{}",
+        stderr(&refused)
+    );
     let _ = cluster.script("stop", None);
 }

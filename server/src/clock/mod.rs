@@ -54,6 +54,10 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// A peer not heard answering a clock ping for longer than this (six missed pings) is
+/// taken as down, for status displays and for checks that need the voters that answer.
+pub const MEMBER_DOWN_AFTER_MS: u64 = 3_000;
+
 /// The node's clock monitor. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Clock {
@@ -183,6 +187,16 @@ impl Clock {
     pub fn estimates(&self) -> Vec<(u64, Estimate)> {
         let now = self.mono();
         self.lock().monitor.estimates(now)
+    }
+
+    /// Whether `id` (this node, or a peer that answered a ping within
+    /// [`MEMBER_DOWN_AFTER_MS`]) answers now.
+    pub fn answers(&self, id: u64) -> bool {
+        if id == self.inner.me {
+            return true;
+        }
+        let c = self.member(id);
+        c.offset_ms.is_some() && c.measured_ms_ago <= MEMBER_DOWN_AFTER_MS
     }
 
     /// One member's clock for status: this node's own verdict for itself, the last

@@ -51,12 +51,10 @@ pub struct Member {
     pub heard_ms_ago: Option<u64>,
 }
 
-/// A member not heard from for longer than this (six missed pings) is shown down.
-pub const MEMBER_DOWN_AFTER_MS: u64 = 3_000;
-
 impl Member {
     pub fn up(&self) -> bool {
-        self.heard_ms_ago.is_some_and(|a| a <= MEMBER_DOWN_AFTER_MS)
+        self.heard_ms_ago
+            .is_some_and(|a| a <= crate::clock::MEMBER_DOWN_AFTER_MS)
     }
 }
 

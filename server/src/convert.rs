@@ -134,6 +134,15 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         } => format!(
             "{requested} seat(s) of \"{feature}\" requested, but {in_use} of {available} are in use"
         ),
+        DenyReason::QueuedAhead {
+            requested,
+            in_use,
+            available,
+            waiting,
+        } => format!(
+            "{requested} seat(s) of \"{feature}\" requested and {} of {available} are free, but {waiting} queued request(s) came first and are served first; ask with a wait to queue behind them",
+            available.saturating_sub(*in_use)
+        ),
         DenyReason::InvalidCount { requested } => format!("{requested} is not a valid seat count"),
         DenyReason::UnknownSession => {
             "unknown session: it expired or was closed; open a new one".into()
@@ -187,7 +196,7 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::VersionTooNew { .. } => D::VersionTooNew,
         DenyReason::NotYetStarted { .. } => D::NotYetStarted,
         DenyReason::Expired { .. } => D::Expired,
-        DenyReason::NoSeats { .. } => D::NoSeats,
+        DenyReason::NoSeats { .. } | DenyReason::QueuedAhead { .. } => D::NoSeats,
         DenyReason::InvalidCount { .. } => D::InvalidCount,
         DenyReason::UnknownSession => D::UnknownSession,
         DenyReason::BadSecret => D::BadSecret,
@@ -311,6 +320,15 @@ mod tests {
                     available: 2,
                 },
                 "2 seat(s) of \"cad\" requested, but 1 of 2 are in use",
+            ),
+            (
+                DenyReason::QueuedAhead {
+                    requested: 1,
+                    in_use: 3,
+                    available: 11,
+                    waiting: 1,
+                },
+                "1 seat(s) of \"cad\" requested and 8 of 11 are free, but 1 queued request(s) came first and are served first; ask with a wait to queue behind them",
             ),
         ];
         for (reason, want) in cases {

@@ -483,6 +483,9 @@ impl licensing_server::Licensing for Licensing {
                 let (in_use, available) = match &d {
                     DenyReason::NoSeats {
                         in_use, available, ..
+                    }
+                    | DenyReason::QueuedAhead {
+                        in_use, available, ..
                     } => (*in_use, *available),
                     _ => (0, 0),
                 };

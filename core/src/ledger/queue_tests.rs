@@ -111,10 +111,16 @@ fn seats_go_to_the_earliest_request_that_can_use_them() {
     h.checkin(c, lc);
     h.checkin(d, ld);
     assert!(h.l.queue_due(h.now));
-    assert!(matches!(
-        denied(&h.checkout(e, "cad", 1)),
-        DenyReason::NoSeats { .. }
-    ));
+    // Eve is told why: seats are free, but a request queued before hers goes first.
+    assert_eq!(
+        *denied(&h.checkout(e, "cad", 1)),
+        DenyReason::QueuedAhead {
+            requested: 1,
+            in_use: 0,
+            available: 2,
+            waiting: 1
+        }
+    );
     h.serve();
     match h.l.reply_for(rb) {
         Some(Reply::Granted(g)) => assert_eq!(g.count, 2),

@@ -43,11 +43,18 @@ impl Ledger {
             }
             // A request for more than the feature grants at all could never be served:
             // it is denied, not queued forever.
-            Err(DenyReason::NoSeats {
-                requested,
-                available,
-                ..
-            }) if wait_ms.is_some() && u64::from(requested) <= available => self.enqueue(
+            Err(
+                DenyReason::NoSeats {
+                    requested,
+                    available,
+                    ..
+                }
+                | DenyReason::QueuedAhead {
+                    requested,
+                    available,
+                    ..
+                },
+            ) if wait_ms.is_some() && u64::from(requested) <= available => self.enqueue(
                 index,
                 req,
                 session,
@@ -137,10 +144,12 @@ impl Ledger {
         let overdraft = fresh?;
         if !fresh_allowed {
             let (issued, overdraft_limit) = pool.issued(now);
-            return Err(DenyReason::NoSeats {
+            let waiting = self.ix.queues.get(feature).map_or(0, |q| q.len());
+            return Err(DenyReason::QueuedAhead {
                 requested: count,
                 in_use: pool.charged(),
                 available: issued + overdraft_limit,
+                waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
             });
         }
         self.st.seats.insert(

@@ -219,6 +219,15 @@ pub enum DenyReason {
     /// session's own: another's request id would get the opener's answers, or put its
     /// answers into the opener's window.
     WrongClient,
+    /// Seats are free, but `waiting` earlier queued requests that fit go first (first
+    /// come, first served among servable requests): a fresh checkout does not jump the
+    /// queue. Fields as in `NoSeats`. (Appended: the enum is in stored replies.)
+    QueuedAhead {
+        requested: u32,
+        in_use: u64,
+        available: u64,
+        waiting: u32,
+    },
 }
 
 /// Why a license load was refused. Nothing of the load is applied.

@@ -32,6 +32,22 @@ impl Model {
                     ));
                 }
             }
+            Event::Denied {
+                feature,
+                session: _,
+                reason: DenyReason::QueuedAhead { requested, .. },
+            } => {
+                // "Queued requests go first" must be true: with the pool judged, some
+                // earlier waiter fits the free seats (else the checkout jumped nobody).
+                let judged = self
+                    .pool(feature)
+                    .is_some_and(|p| p.judged && p.single_version);
+                if judged && self.waiter_that_fits(feature).is_none() {
+                    self.bad(format!(
+                        "a checkout of {requested} {feature} was refused as queued behind others, but no waiter could take the free seats"
+                    ));
+                }
+            }
             Event::Released {
                 feature,
                 lease,

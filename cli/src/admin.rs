@@ -77,6 +77,12 @@ pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<()> {
                 grpc_addr: addr,
                 http_addr: String::new(),
             };
+            // The leader answers once the learner caught up, or after its own bound
+            // (40 s at most): wait longer than that for the answer.
+            let c = c.with_options(tally_client::ConnectOptions {
+                request_timeout: std::time::Duration::from_secs(60),
+                ..c.options().clone()
+            });
             c.call("node add", |ch| {
                 let req = req.clone();
                 async move { AdminClient::new(ch).add_learner(req).await }

@@ -570,17 +570,34 @@ impl admin_server::Admin for Admin {
                 "node_id (from 1) and grpc_addr are required",
             ));
         }
+        let addr = r.grpc_addr.clone();
         let node = TallyNode {
             addr: r.grpc_addr,
             http: r.http_addr,
         };
-        // Blocking: returns once the learner has caught up with the leader's log.
-        let resp = self
-            .shared
-            .raft
-            .add_learner(r.node_id, node, true)
-            .await
-            .map_err(|e| membership_error(&format!("adding node {} as a learner", r.node_id), e))?;
+        let id = r.node_id;
+        // Blocking: openraft returns once the learner caught up, but it was seen to
+        // answer at once for an address where nothing listened; so this node checks the
+        // learner's matched index itself, within a bound, and says what to do if not.
+        let add = self.shared.raft.add_learner(id, node, true);
+        let resp = match tokio::time::timeout(CATCH_UP, add).await {
+            Ok(r) => {
+                r.map_err(|e| membership_error(&format!("adding node {id} as a learner"), e))?
+            }
+            Err(_) => return Err(not_caught_up(id, &addr, None, 0)),
+        };
+        let want = resp.log_id.index;
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let matched = matched_index(&self.shared.metrics(), id);
+            if matched.is_some_and(|m| m >= want) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(not_caught_up(id, &addr, matched, want));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         Ok(Response::new(membership_response(
             &self.shared,
             resp.log_id.index,
@@ -742,6 +759,22 @@ pub(crate) fn admin_name<T>(req: &Request<T>) -> String {
 }
 
 /// Leader only: the last log index `id`'s log is known to match the leader's.
+/// How long `node add` waits for a new learner to catch up with the log.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `node add`'s answer when the learner did not catch up in time: it is a member now
+/// (the cluster keeps trying it), so say how to take it out.
+fn not_caught_up(id: u64, addr: &str, matched: Option<u64>, want: u64) -> Status {
+    Status::failed_precondition(format!(
+        "node {id} at {addr} was added as a learner but has not caught up within {} s ({}): check that it runs, with this cluster's name and certificates, and that {addr} reaches it; `tallyctl node remove {id}` takes it out",
+        CATCH_UP.as_secs(),
+        match matched {
+            None => "it has not answered".to_owned(),
+            Some(m) => format!("its log matches to index {m} of {want}"),
+        }
+    ))
+}
+
 pub(crate) fn matched_index(
     m: &openraft::RaftMetrics<crate::types::NodeId, crate::types::TallyNode>,
     id: u64,

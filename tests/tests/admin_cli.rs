@@ -426,5 +426,18 @@ fn a_fourth_node_joins_as_a_learner_then_votes_then_leaves() {
         "{}",
         stderr(&refused)
     );
+    // Adding a node where nothing listens is not reported as done: it says the learner
+    // never caught up, and how to take it out again.
+    let nobody = format!("127.0.0.1:{}", tally_tests::free_ports(1));
+    let out = tallyctl(&cluster, &["node", "add", "5", &nobody]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has not caught up")
+            && stderr(&out).contains("tallyctl node remove 5"),
+        "{}",
+        stderr(&out)
+    );
+    let gone = tallyctl_json(&cluster, &["node", "remove", "5"]);
+    assert_eq!(gone["learners"], serde_json::json!([]), "{gone}");
     let _ = cluster.script("stop", None);
 }

@@ -55,6 +55,9 @@ pub struct Fleet {
     relead: tokio::sync::Mutex<()>,
     sessions: Mutex<Vec<Session>>,
     lost: AtomicU64,
+    /// Why heartbeat batches failed, by cause (see [`failure_cause`]), so a run says
+    /// whether the server refused (and why), timed out, or had no leader.
+    failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub ids: Ids,
     pub opener: Opener,
     pub feature: String,
@@ -80,6 +83,7 @@ impl Fleet {
             relead: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(Vec::new()),
             lost: AtomicU64::new(0),
+            failures: Mutex::default(),
             ids: Ids::new()?,
             opener,
             feature,
@@ -120,6 +124,11 @@ impl Fleet {
 
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Failed heartbeat batches so far, by cause.
+    pub fn failures(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        lock(&self.failures).clone()
     }
 
     /// The highest session id in the fleet: the cluster expires due sessions in id
@@ -326,7 +335,12 @@ impl Fleet {
                 Ok(Err(s)) if !raw::leader_gone(&s) => {
                     anyhow::bail!("heartbeat refused: {}: {}", s.code(), s.message())
                 }
-                _ => {
+                other => {
+                    let cause = match &other {
+                        Ok(Err(s)) => failure_cause(s),
+                        _ => "timeout",
+                    };
+                    *lock(&self.failures).entry(cause).or_default() += 1;
                     failed.push(r);
                     failed.extend(it);
                     break;
@@ -334,5 +348,44 @@ impl Fleet {
             }
         }
         Ok((dead, failed))
+    }
+}
+
+/// Why a heartbeat batch failed, from the server's refusal: the leader not sure it still
+/// leads (no quorum acknowledgement within its lease), a new leader still loading
+/// deadlines, not the leader (or none known), or the connection itself.
+pub fn failure_cause(s: &tonic::Status) -> &'static str {
+    let m = s.message();
+    if m.contains("is not sure it still does") {
+        "leader_unsure"
+    } else if m.contains("loading session deadlines") {
+        "leader_loading"
+    } else if m.contains("not the leader") {
+        "not_leader"
+    } else if s.code() == tonic::Code::Unavailable {
+        "unavailable"
+    } else {
+        "transport"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_cause;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn failed_batches_are_told_apart_by_the_servers_refusal() {
+        // The sentences are the server's (server/src/licensing.rs heartbeat refusals).
+        let cases = [
+            (Status::unavailable("node 2 leads but is not sure it still does: no quorum acknowledged it within 570 ms (last 612 ms ago); retry in a moment"), "leader_unsure"),
+            (Status::unavailable("node 3 has just become the leader and is loading session deadlines; retry in a moment"), "leader_loading"),
+            (Status::unavailable("not the leader; the leader is node 1 at 127.0.0.1:1"), "not_leader"),
+            (Status::unavailable("connection refused"), "unavailable"),
+            (Status::new(Code::Unknown, "transport error"), "transport"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(failure_cause(&s), want, "{}", s.message());
+        }
     }
 }

@@ -305,6 +305,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         "concurrency": a.concurrency,
         "open_s": super::ms(open_took.as_secs_f64()),
         "lost_while_open": lost_opening,
+        "heartbeat_batch_failures_while_open": fleet.failures(),
         "memory": mem,
         "expired": expired,
         "expire_s": super::ms(expire_s),
@@ -338,6 +339,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             json!(super::ms((after.ended - killed).as_secs_f64())),
         );
         e.insert("lost_at_failover".into(), json!(lost));
+        e.insert("heartbeat_batch_failures".into(), json!(fleet.failures()));
         e.insert("expired_after_failover".into(), json!(expired2));
         e.insert(
             "expire_after_failover_s".into(),

@@ -46,6 +46,17 @@ fn faketime(vars: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
+/// The cluster's feature listing (and ledger time, `at_ms`), through the leader.
+async fn list_features(c: &Cluster) -> tally_client::proto::v1::ListFeaturesResponse {
+    c.call("features", |ch| async move {
+        AdminClient::new(ch)
+            .list_features(ListFeaturesRequest::default())
+            .await
+    })
+    .await
+    .unwrap()
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -290,14 +301,7 @@ async fn a_node_with_a_wrong_clock_never_leads(spec: &str, ahead: bool) {
         .await
         .unwrap();
     assert!(more.grant().granted_at_ms.abs_diff(now_ms()) < 5_000);
-    let features = c
-        .call("features", |ch| async move {
-            AdminClient::new(ch)
-                .list_features(ListFeaturesRequest::default())
-                .await
-        })
-        .await
-        .unwrap();
+    let features = list_features(&c).await;
     assert!(
         features.at_ms.abs_diff(now_ms()) < 5_000,
         "ledger time {} vs true time {}",
@@ -331,14 +335,7 @@ async fn a_node_with_a_wrong_clock_never_leads(spec: &str, ahead: bool) {
     crasher.abandon();
     let bound = Duration::from_millis(3_000 + 2_000 + 2_000);
     loop {
-        let f = c
-            .call("features", |ch| async move {
-                AdminClient::new(ch)
-                    .list_features(ListFeaturesRequest::default())
-                    .await
-            })
-            .await
-            .unwrap();
+        let f = list_features(&c).await;
         let short = f.features.iter().find(|f| f.name == "short").unwrap();
         if short.in_use == 0 {
             break;
@@ -417,14 +414,7 @@ async fn a_leader_whose_clock_is_set_steps_down() {
         .await;
     }
     let c = h.cluster(Duration::from_secs(10)).unwrap();
-    let before = c
-        .call("features", |ch| async move {
-            AdminClient::new(ch)
-                .list_features(ListFeaturesRequest::default())
-                .await
-        })
-        .await
-        .unwrap();
+    let before = list_features(&c).await;
     assert!(before.at_ms.abs_diff(now_ms()) < 5_000);
 
     std::fs::write(file(old), "+30\n").unwrap();
@@ -447,14 +437,7 @@ async fn a_leader_whose_clock_is_set_steps_down() {
         .await;
     }
     // Nothing the old leader stamped after the step reached the log.
-    let after = c
-        .call("features", |ch| async move {
-            AdminClient::new(ch)
-                .list_features(ListFeaturesRequest::default())
-                .await
-        })
-        .await
-        .unwrap();
+    let after = list_features(&c).await;
     assert!(
         after.at_ms.abs_diff(now_ms()) < 5_000,
         "ledger time {} vs true time {}",
@@ -522,14 +505,7 @@ async fn a_leader_restarted_ahead_stamps_nothing_before_its_clock_is_checked() {
         h.wait_leader(Duration::from_secs(20)).await.unwrap();
         // A write on true time, so ledger time is the newest entry's.
         let c = h.cluster(Duration::from_secs(10)).unwrap();
-        let features = c
-            .call("features", |ch| async move {
-                AdminClient::new(ch)
-                    .list_features(ListFeaturesRequest::default())
-                    .await
-            })
-            .await
-            .unwrap();
+        let features = list_features(&c).await;
         let now = now_ms();
         assert!(
             features.at_ms < now + 5_000,

@@ -108,11 +108,20 @@ impl H {
     }
 
     pub(super) fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
+        self.open_on(client, (user, host, ":0"))
+    }
+
+    /// A session of `user` on `host` at `display`.
+    pub(super) fn open_on(
+        &mut self,
+        client: u8,
+        (user, host, display): (&str, &str, &str),
+    ) -> SessionId {
         let req = self.req(client);
         let holder = Holder {
             user: user.into(),
             host: host.into(),
-            display: ":0".into(),
+            display: display.into(),
             pid: 1,
         };
         match self
@@ -501,25 +510,7 @@ fn a_lingering_seat_is_reused_by_its_owner_group_only() {
         let ann = h.open(1, "ann", "ws1");
         let g = h.grant(ann, "cad", 1);
         h.checkin(ann, g.lease);
-        let req = h.req(2);
-        let back = match h
-            .op(Op::OpenSession {
-                req,
-                holder: Holder {
-                    user: user.into(),
-                    host: host.into(),
-                    display: display.into(),
-                    pid: 2,
-                },
-                ttl_ms: 30_000,
-                secret: SECRET,
-                origin: Default::default(),
-            })
-            .reply
-        {
-            Reply::SessionOpened { session, .. } => session,
-            r => panic!("{r:?}"),
-        };
+        let back = h.open_on(2, (user, host, display));
         let again = h.grant(back, "cad", 1);
         let case = format!("{group:?} {user}@{host}{display}");
         assert_eq!(again.reused, reuses, "{case}");
@@ -554,30 +545,9 @@ fn grouped_checkouts_share_a_seat_when_they_agree_on_every_part_named() {
         let mut l = line("cad", "1.0", 2);
         l.dup_group = group;
         let mut h = H::new(vec![l]);
-        let open = |h: &mut H, client: u8, (user, host, display): (&str, &str, &str)| {
-            let req = h.req(client);
-            match h
-                .op(Op::OpenSession {
-                    req,
-                    holder: Holder {
-                        user: user.into(),
-                        host: host.into(),
-                        display: display.into(),
-                        pid: u32::from(client),
-                    },
-                    ttl_ms: 30_000,
-                    secret: SECRET,
-                    origin: Default::default(),
-                })
-                .reply
-            {
-                Reply::SessionOpened { session, .. } => session,
-                r => panic!("{r:?}"),
-            }
-        };
-        let first = open(&mut h, 1, ("ann", "ws1", "ws1:0"));
+        let first = h.open_on(1, ("ann", "ws1", "ws1:0"));
         let g1 = h.grant(first, "cad", 1);
-        let second = open(&mut h, 2, who);
+        let second = h.open_on(2, who);
         let g2 = h.grant(second, "cad", 1);
         let case = format!("{group:?} {who:?}");
         assert_eq!(g2.shared, shares, "{case}");

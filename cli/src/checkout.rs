@@ -55,8 +55,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         opts.host = h;
     }
     let client = Client::connect(&ctx.endpoints, opts).await?;
+    let feature = a.feature.clone();
     let seat = match client
-        .checkout(
+        .checkout_reporting(
             &a.feature,
             CheckoutOptions {
                 count: a.count,
@@ -67,6 +68,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                     Some(s) => Wait::For(Duration::from_secs(s)),
                 },
             },
+            // On stderr: stdout carries the grant (JSON for scripts).
+            |place| eprintln!("queued for \"{feature}\": place {place} in line"),
         )
         .await
     {

@@ -353,6 +353,30 @@ impl Client {
     /// Takes seats of `feature`, all or none. A retry after a lost connection or a leader
     /// change reuses the request's id, so it never takes a second seat.
     pub async fn checkout(&self, feature: &str, opts: CheckoutOptions) -> Result<Seat, Error> {
+        self.checkout_reporting(feature, opts, |_| {}).await
+    }
+
+    /// [`checkout`](Self::checkout), calling `queued` with the request's 1-based place in
+    /// the feature's queue when it joins it and each time the cluster reports it again
+    /// (about every 20 s), so a waiting application can say where it stands.
+    ///
+    /// ```no_run
+    /// # async fn run(client: tally_client::Client) -> Result<(), tally_client::Error> {
+    /// use tally_client::{CheckoutOptions, Wait};
+    /// let opts = CheckoutOptions { wait: Wait::Forever, ..Default::default() };
+    /// let seat = client
+    ///     .checkout_reporting("solver", opts, |place| eprintln!("waiting: place {place}"))
+    ///     .await?;
+    /// # drop(seat);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn checkout_reporting(
+        &self,
+        feature: &str,
+        opts: CheckoutOptions,
+        mut queued: impl FnMut(u32) + Send,
+    ) -> Result<Seat, Error> {
         self.core.check_alive()?;
         let (wait, wait_timeout_ms) = match opts.wait {
             Wait::No => (false, 0),
@@ -395,6 +419,7 @@ impl Client {
                 // same place (or its answer) on whichever node leads now.
                 Some(pb::checkout_response::Result::Queued(q)) => {
                     tracing::debug!(feature, position = q.position, "queued for a seat");
+                    queued(q.position);
                 }
                 other => break other,
             }

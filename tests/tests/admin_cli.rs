@@ -156,6 +156,12 @@ fn admins_list_and_end_waits_and_sessions_and_no_leader_exits_3() {
         "{}",
         out.1
     );
+    // While it waited it said where it stood: second in line, behind bob.
+    assert!(
+        out.1.contains("queued for \"solo\": place 2 in line"),
+        "{}",
+        out.1
+    );
 
     // The sessions listing says who proved what: tallyctl runs with the admin's
     // certificate from 127.0.0.1.

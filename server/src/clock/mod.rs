@@ -158,8 +158,8 @@ impl Clock {
     /// means "not in a cluster yet, nothing to compare with", and a restarted node has
     /// one until the pinger's first round, although Raft knows the membership from the
     /// log at once and restores a node that led as leader of its term at once. In that
-    /// gap its keeper stamped entries with an unchecked wall clock (fault soak seed 37:
-    /// a node restarted 40 s ahead put one entry 40 s ahead in the log, and ledger time,
+    /// gap what it proposed was stamped with an unchecked wall clock (fault soak seed 37:
+    /// a node restarted 40 s ahead put a checkout 40 s ahead in the log, and ledger time,
     /// which never goes back, delayed every expiry by 40 s).
     pub fn check_among(&self, voters: impl IntoIterator<Item = u64>) -> Result<(), String> {
         let voters: BTreeSet<u64> = voters.into_iter().collect();

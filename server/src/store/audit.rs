@@ -27,10 +27,24 @@ use std::collections::HashMap;
 
 use tally_core::ledger::{Event, LeaseId, Ledger, ReleaseCause, RevokeReason, SessionId};
 
-/// The kinds of line, as `/metrics` counts them (`tally_seat_events_total{event}`).
+/// The kinds of line, as `/metrics` counts them (`tally_seat_events_total{event}`), in
+/// [`Kind`] order.
 pub const KINDS: [&str; 8] = [
     "out", "in", "expired", "removed", "revoked", "denied", "queued", "dequeued",
 ];
+
+/// A line's kind: its position in [`KINDS`].
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Out,
+    In,
+    Expired,
+    Removed,
+    Revoked,
+    Denied,
+    Queued,
+    Dequeued,
+}
 
 /// Who each live session, lease and queue place belongs to, and how many lines of each
 /// kind (and denials of each reason) this node wrote since it started.
@@ -70,20 +84,6 @@ impl Audit {
             .collect()
     }
 
-    fn count(&mut self, line: &str) {
-        let kind = line
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .split(' ')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
-            self.counts[i] += 1;
-        }
-    }
-
     fn who(&self, session: SessionId) -> &str {
         self.sessions.get(&session).map_or("?@?", String::as_str)
     }
@@ -111,11 +111,14 @@ impl Audit {
                 } => {
                     self.leases.insert(grant.lease, *session);
                     let n = grant.count;
-                    out.push(format!(
-                        "OUT: \"{feature}\" {} (lease {}, {n} license{})",
-                        self.who(*session),
-                        grant.lease,
-                        if n == 1 { "" } else { "s" }
+                    out.push((
+                        Kind::Out,
+                        format!(
+                            "OUT: \"{feature}\" {} (lease {}, {n} license{})",
+                            self.who(*session),
+                            grant.lease,
+                            if n == 1 { "" } else { "s" }
+                        ),
                     ));
                 }
                 Event::Released {
@@ -126,20 +129,29 @@ impl Audit {
                 } => {
                     let who = self.holder_of(*lease).to_owned();
                     out.push(match cause {
-                        ReleaseCause::Checkin => format!("IN: \"{feature}\" {who} (lease {lease})"),
-                        ReleaseCause::SessionClosed => {
-                            format!("IN: \"{feature}\" {who} (lease {lease}, session closed)")
+                        ReleaseCause::Checkin => {
+                            (Kind::In, format!("IN: \"{feature}\" {who} (lease {lease})"))
                         }
-                        ReleaseCause::SessionExpired => format!(
-                            "EXPIRED: \"{feature}\" {who} (lease {lease}, no heartbeat within the session's TTL)"
+                        ReleaseCause::SessionClosed => (
+                            Kind::In,
+                            format!("IN: \"{feature}\" {who} (lease {lease}, session closed)"),
+                        ),
+                        ReleaseCause::SessionExpired => (
+                            Kind::Expired,
+                            format!(
+                                "EXPIRED: \"{feature}\" {who} (lease {lease}, no heartbeat within the session's TTL)"
+                            ),
                         ),
                     });
                     self.leases.remove(lease);
                 }
                 Event::Removed { feature, lease } => {
-                    out.push(format!(
-                        "REMOVED by admin: \"{feature}\" {} (lease {lease})",
-                        self.holder_of(*lease)
+                    out.push((
+                        Kind::Removed,
+                        format!(
+                            "REMOVED by admin: \"{feature}\" {} (lease {lease})",
+                            self.holder_of(*lease)
+                        ),
                     ));
                     self.leases.remove(lease);
                 }
@@ -150,10 +162,13 @@ impl Audit {
                     reason,
                     ..
                 } => {
-                    out.push(format!(
-                        "REVOKED: \"{feature}\" {} (lease {lease}, {})",
-                        self.who(*session),
-                        revoked_why(reason)
+                    out.push((
+                        Kind::Revoked,
+                        format!(
+                            "REVOKED: \"{feature}\" {} (lease {lease}, {})",
+                            self.who(*session),
+                            revoked_why(reason)
+                        ),
                     ));
                     self.leases.remove(lease);
                 }
@@ -163,10 +178,13 @@ impl Audit {
                     reason,
                 } => {
                     *self.denials.entry(reason_name(reason)).or_default() += 1;
-                    out.push(format!(
-                        "DENIED: \"{feature}\" {} ({})",
-                        self.who(*session),
-                        crate::convert::deny_message(reason, feature)
+                    out.push((
+                        Kind::Denied,
+                        format!(
+                            "DENIED: \"{feature}\" {} ({})",
+                            self.who(*session),
+                            crate::convert::deny_message(reason, feature)
+                        ),
                     ));
                 }
                 Event::Queued {
@@ -175,9 +193,12 @@ impl Audit {
                     place,
                 } => {
                     self.places.insert(*place, *session);
-                    out.push(format!(
-                        "QUEUED: \"{feature}\" {} (place {place})",
-                        self.who(*session)
+                    out.push((
+                        Kind::Queued,
+                        format!(
+                            "QUEUED: \"{feature}\" {} (place {place})",
+                            self.who(*session)
+                        ),
                     ));
                 }
                 Event::Dequeued {
@@ -189,9 +210,12 @@ impl Audit {
                         .places
                         .remove(place)
                         .map_or("?@?".to_owned(), |s| self.who(s).to_owned());
-                    out.push(format!(
-                        "DEQUEUED: \"{feature}\" {who} (place {place}, {})",
-                        crate::convert::deny_message(reason, feature)
+                    out.push((
+                        Kind::Dequeued,
+                        format!(
+                            "DEQUEUED: \"{feature}\" {who} (place {place}, {})",
+                            crate::convert::deny_message(reason, feature)
+                        ),
                     ));
                 }
                 Event::SessionExpired { session } | Event::SessionClosed { session } => {
@@ -201,8 +225,8 @@ impl Audit {
                 _ => {}
             }
         }
-        for line in &out {
-            self.count(line);
+        for (kind, _) in &out {
+            self.counts[*kind as usize] += 1;
         }
         // A grant from the queue ends its wait without a Dequeued event.
         for e in events {
@@ -210,7 +234,7 @@ impl Audit {
                 self.places.retain(|_, s| s != session);
             }
         }
-        out
+        out.into_iter().map(|(_, line)| line).collect()
     }
 }
 

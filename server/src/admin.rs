@@ -37,11 +37,16 @@ impl Admin {
     /// round), or with `allow_stale`, answers `true` ("stale") when that cannot be done
     /// (no leader, no quorum) instead of failing.
     async fn current_or_stale(&self, allow_stale: bool) -> Result<bool, Status> {
-        match self.shared.linearizable().await {
-            Ok(()) => Ok(false),
-            Err(_) if allow_stale => Ok(true),
-            Err(e) => Err(e),
+        if !allow_stale {
+            return self.shared.linearizable().await.map(|()| false);
         }
+        // A leader that lost its quorum may wait a long time for acknowledgements that
+        // will not come: a stale answer is wanted precisely then, so do not wait long.
+        let bound = std::time::Duration::from_secs(2);
+        Ok(!matches!(
+            tokio::time::timeout(bound, self.shared.linearizable()).await,
+            Ok(Ok(()))
+        ))
     }
 }
 

@@ -357,8 +357,9 @@ impl Client {
     }
 
     /// [`checkout`](Self::checkout), calling `queued` with the request's 1-based place in
-    /// the feature's queue when it joins it and each time the cluster reports it again
-    /// (about every 20 s), so a waiting application can say where it stands.
+    /// the feature's queue each time the cluster reports it while the request waits
+    /// (every 20 s, when a long poll ends without an answer), so a waiting application
+    /// can say where it stands.
     ///
     /// ```no_run
     /// # async fn run(client: tally_client::Client) -> Result<(), tally_client::Error> {

@@ -454,16 +454,13 @@ impl licensing_server::Licensing for Licensing {
                 }
             }),
         };
-        let out = self.shared.propose(op).await?;
-        let freshly_queued = out
-            .events
-            .iter()
-            .any(|e| matches!(e, tally_core::ledger::Event::Queued { .. }));
-        let mut reply = out.reply;
-        // The call that joins the queue is answered at once with its place, so the waiter
-        // can say where it stands; its retries (same request id) long-poll for the answer.
-        if let (Reply::Queued { place, .. }, false) = (&reply, freshly_queued) {
-            reply = self.await_queue(req_id, *place).await;
+        // A queued call long-polls for its answer, and says "still queued" with its place
+        // after LONG_POLL; the client asks again with the same request id. (Answering the
+        // call that joins the queue at once was tried: clients written to the first
+        // behaviour, like the hostile suite's, took the early "queued" for a final answer.)
+        let mut reply = self.shared.propose(op).await?.reply;
+        if let Reply::Queued { place, .. } = reply {
+            reply = self.await_queue(req_id, place).await;
         }
         let result = match reply {
             Reply::Queued { position, .. } => {

@@ -146,6 +146,8 @@ fn admins_list_and_end_waits_and_sessions_and_no_leader_exits_3() {
         "{queue}"
     );
     assert_eq!(queue[1]["user"], "cy", "{queue}");
+    // Past one long poll (20 s), cy's tallyctl has been told its place (checked below).
+    std::thread::sleep(Duration::from_secs(22));
     let place = queue[1]["place"].as_u64().unwrap().to_string();
     let cancel = tallyctl(&cluster, &["queue", "cancel", &place]);
     assert!(cancel.status.success(), "{}", stderr(&cancel));

@@ -114,6 +114,18 @@ pub struct Limits {
     /// Open connections to the HTTP port at once (dashboards, scrapers, load balancers):
     /// kept apart from the gRPC port's, so an HTTP flood never costs a client or a peer.
     pub max_http_connections: u32,
+    /// Failed authentications (an unknown session, a wrong or malformed secret, another
+    /// client's request id) per second one caller may cause, counted by what it proved
+    /// (its client certificate, else its address), bursts of twice that. Beyond it each
+    /// further refusal is held [`Limits::failed_auth_delay_ms`] before it is sent, as
+    /// OpenSSH's PerSourcePenalties and pam_faildelay do: a flooder that waits for its
+    /// answers (every gRPC client does, within the port's stream cap) is slowed to a
+    /// trickle and stops eating the cores honest clients share. Only refusals are held,
+    /// so an honest request behind the same address or certificate is never slowed.
+    pub failed_auth_rps: u32,
+    /// How long a refusal past `failed_auth_rps` is held (at most 10 s: a held call keeps
+    /// its stream open).
+    pub failed_auth_delay_ms: u64,
 }
 
 impl Default for Limits {
@@ -124,6 +136,8 @@ impl Default for Limits {
             sessions_per_identity: 1_000,
             max_connections: 10_000,
             max_http_connections: 256,
+            failed_auth_rps: 20,
+            failed_auth_delay_ms: 1_000,
         }
     }
 }
@@ -304,6 +318,12 @@ impl NodeConfig {
             return Err(bad(
                 "max_clock_offset_ms",
                 format!("must be > 0 and below min_ttl_ms ({} ms)", self.min_ttl_ms),
+            ));
+        }
+        if self.limits.failed_auth_delay_ms > 10_000 {
+            return Err(bad(
+                "limits.failed_auth_delay_ms",
+                "must be at most 10000: a held refusal keeps its stream open",
             ));
         }
         if self.snapshot_every == 0 {
@@ -501,7 +521,7 @@ mod tests {
         };
         ok.validate().unwrap();
         type Breaker = fn(&mut NodeConfig);
-        let cases: [(Breaker, &str); 19] = [
+        let cases: [(Breaker, &str); 20] = [
             (|c| c.id = 0, "id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.cluster_name = "site a".into(), "cluster_name"),
@@ -520,6 +540,10 @@ mod tests {
             (|c| c.max_clock_offset_ms = 0, "max_clock_offset_ms"),
             (|c| c.max_clock_offset_ms = 1_000, "max_clock_offset_ms"),
             (|c| c.snapshot_every = 0, "snapshot_every"),
+            (
+                |c| c.limits.failed_auth_delay_ms = 10_001,
+                "limits.failed_auth_delay_ms",
+            ),
             (
                 |c| {
                     c.tls = Some(TlsFiles {

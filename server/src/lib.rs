@@ -18,6 +18,7 @@ pub mod security;
 pub mod shared;
 pub mod stats;
 pub mod store;
+pub mod tarpit;
 pub mod types;
 pub mod users;
 

@@ -19,6 +19,7 @@ use crate::security::Caller;
 use crate::security::RateLimiter;
 use crate::shared::{Role as NodeRole, Shared};
 use crate::stats::Refusal;
+use crate::tarpit::{Culprit, Tarpit};
 use std::sync::Arc;
 use tally_pki::Role;
 
@@ -36,6 +37,8 @@ pub struct Licensing {
     /// Writes (checkout, checkin, close) per session: each is a log entry on every node,
     /// so one session in a loop must not crowd out everyone else's.
     per_session: Option<Arc<RateLimiter<u64>>>,
+    /// Holds the refusals of callers that keep failing authentication.
+    tarpit: Tarpit,
     /// True once the node is stopping. A long poll must see that even if it starts after
     /// the shutdown signal (a client retrying at once on its open connection, which a
     /// stopping server still serves): a receiver of the broadcast made then never gets
@@ -56,6 +59,7 @@ impl Licensing {
             let _ = tx.send(true);
         });
         Self {
+            tarpit: Tarpit::new(&shared.cfg.limits),
             shared,
             per_session,
             stopping,
@@ -116,6 +120,16 @@ impl Licensing {
             },
             _ => Ok(()),
         }
+    }
+
+    /// A request's session credentials, parsed; a malformed secret is a failed
+    /// authentication like a wrong one, charged to the caller.
+    async fn auth(&self, who: &Culprit, a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
+        let parsed = auth(a);
+        if parsed.is_err() {
+            self.tarpit.hold(who).await;
+        }
+        parsed
     }
 
     /// Charged only after [`Licensing::authenticate`]: a caller who cannot prove the
@@ -277,6 +291,7 @@ impl licensing_server::Licensing for Licensing {
             .get::<Caller>()
             .cloned()
             .unwrap_or_default();
+        let who = Culprit::of(&req);
         let origin = Origin {
             cert: caller.cert_name.as_deref().map(str::to_owned),
             addr: req
@@ -298,8 +313,10 @@ impl licensing_server::Licensing for Licensing {
             )));
         }
         self.check_identity(&caller, &r.user, &r.host)?;
-        self.retried_open(req_id, &digest(&r.secret))
-            .map_err(|d| refusal(&d))?;
+        if let Err(d) = self.retried_open(req_id, &digest(&r.secret)) {
+            self.tarpit.hold(&who).await;
+            return Err(refusal(&d));
+        }
         self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
@@ -336,6 +353,7 @@ impl licensing_server::Licensing for Licensing {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let who = Culprit::of(&req);
         let r = req.into_inner();
         if r.sessions.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -370,39 +388,50 @@ impl licensing_server::Licensing for Licensing {
                 });
             }
         };
-        let mut out = Vec::with_capacity(ids.len());
-        let sm = self.shared.sm.read();
-        for (id, p) in ids.into_iter().zip(&parsed) {
-            let beat = match p {
-                None => None,
-                Some(_) => beats.next(),
-            };
-            let state = match beat {
-                None | Some(Beat::BadSecret) => (pb::SessionState::BadSecret, 0, 0),
-                Some(Beat::Alive {
-                    deadline_ms,
-                    ttl_ms,
-                }) => (pb::SessionState::Alive, deadline_ms, ttl_ms),
-                Some(Beat::Unknown) => (pb::SessionState::Unknown, 0, 0),
-                Some(Beat::Expired) => (pb::SessionState::Expired, 0, 0),
-                Some(Beat::NotLeader) => return Err(self.shared.not_leader()),
-            };
-            let revoked = if state.0 == pb::SessionState::Alive {
-                sm.ledger
-                    .revocations(id)
-                    .iter()
-                    .map(crate::convert::revocation)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            out.push(pb::SessionStatus {
-                session_id: id,
-                state: state.0 as i32,
-                deadline_ms: state.1,
-                ttl_ms: state.2,
-                revoked,
-            });
+        // The read lock is released before any hold below (the block ends it).
+        let out = {
+            let mut out = Vec::with_capacity(ids.len());
+            let sm = self.shared.sm.read();
+            for (id, p) in ids.into_iter().zip(&parsed) {
+                let beat = match p {
+                    None => None,
+                    Some(_) => beats.next(),
+                };
+                let state = match beat {
+                    None | Some(Beat::BadSecret) => (pb::SessionState::BadSecret, 0, 0),
+                    Some(Beat::Alive {
+                        deadline_ms,
+                        ttl_ms,
+                    }) => (pb::SessionState::Alive, deadline_ms, ttl_ms),
+                    Some(Beat::Unknown) => (pb::SessionState::Unknown, 0, 0),
+                    Some(Beat::Expired) => (pb::SessionState::Expired, 0, 0),
+                    Some(Beat::NotLeader) => return Err(self.shared.not_leader()),
+                };
+                let revoked = if state.0 == pb::SessionState::Alive {
+                    sm.ledger
+                        .revocations(id)
+                        .iter()
+                        .map(crate::convert::revocation)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                out.push(pb::SessionStatus {
+                    session_id: id,
+                    state: state.0 as i32,
+                    deadline_ms: state.1,
+                    ttl_ms: state.2,
+                    revoked,
+                });
+            }
+            out
+        };
+        // One charge per call, however many of its sessions failed (a batch is one
+        // caller's one request). An unknown session counts too: honest clients meet one
+        // once, when theirs has gone, and a scan of ids is as costly as wrong secrets.
+        let failed = [pb::SessionState::BadSecret, pb::SessionState::Unknown].map(|s| s as i32);
+        if out.iter().any(|s| failed.contains(&s.state)) {
+            self.tarpit.hold(&who).await;
         }
         Ok(Response::new(pb::HeartbeatResponse { sessions: out }))
     }
@@ -411,12 +440,14 @@ impl licensing_server::Licensing for Licensing {
         &self,
         req: Request<pb::CheckoutRequest>,
     ) -> Result<Response<pb::CheckoutResponse>, Status> {
+        let who = Culprit::of(&req);
         let r = req.into_inner();
         let req_id = request_id(r.request)?;
-        let auth = auth(r.auth)?;
+        let auth = self.auth(&who, r.auth).await?;
         tracing::Span::current().record("session", auth.session);
         name("feature", &r.feature, true)?;
         if let Err(d) = self.authenticate(req_id, &auth, false) {
+            self.tarpit.hold(&who).await;
             return Ok(Response::new(pb::CheckoutResponse {
                 result: Some(pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
@@ -511,14 +542,17 @@ impl licensing_server::Licensing for Licensing {
         &self,
         req: Request<pb::CheckinRequest>,
     ) -> Result<Response<pb::CheckinResponse>, Status> {
+        let who = Culprit::of(&req);
         let r = req.into_inner();
-        let auth = auth(r.auth)?;
+        let auth = self.auth(&who, r.auth).await?;
         let req_id = request_id(r.request)?;
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
-        self.authenticate(req_id, &auth, false)
-            .map_err(|d| refusal(&d))?;
+        if let Err(d) = self.authenticate(req_id, &auth, false) {
+            self.tarpit.hold(&who).await;
+            return Err(refusal(&d));
+        }
         self.session_rate(auth.session)?;
         let op = Op::Checkin {
             req: req_id,
@@ -542,12 +576,15 @@ impl licensing_server::Licensing for Licensing {
         &self,
         req: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let who = Culprit::of(&req);
         let r = req.into_inner();
-        let auth = auth(r.auth)?;
+        let auth = self.auth(&who, r.auth).await?;
         let req_id = request_id(r.request)?;
         let session = auth.session;
-        self.authenticate(req_id, &auth, true)
-            .map_err(|d| refusal(&d))?;
+        if let Err(d) = self.authenticate(req_id, &auth, true) {
+            self.tarpit.hold(&who).await;
+            return Err(refusal(&d));
+        }
         self.session_rate(session)?;
         let op = Op::CloseSession { req: req_id, auth };
         match self.shared.propose(op).await?.reply {

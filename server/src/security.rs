@@ -343,7 +343,7 @@ struct Bucket {
 /// cannot grow the table without bound.
 const MAX_BUCKETS: usize = 100_000;
 
-impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     /// None when `rate` is 0 (the limit is off).
     pub fn new(rate: u32) -> Option<Arc<RateLimiter<K>>> {
         (rate > 0).then(|| {

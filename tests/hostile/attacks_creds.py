@@ -3,6 +3,7 @@ sessions' request ids, a lockout of a victim's write budget."""
 
 import os
 import random
+import time
 
 import grpc
 
@@ -181,3 +182,55 @@ def replay_across_sessions(ctx):
     ctx.close(a)
     ctx.close(b)
     return f"WRONG_CLIENT / BAD_SECRET / UNKNOWN_SESSION, ann's leases intact; {q.summary}"
+
+
+def held_refusals(ctx):
+    """A caller past its failed-authentication budget (limits.failed_auth_rps, bursts of
+    twice that) has each further refusal held limits.failed_auth_delay_ms, with the same
+    answer; its own honest write meanwhile is answered without waiting, and another
+    certificate's failure is not charged to it."""
+    delay = ctx.args.failed_auth_delay_ms / 1000
+    burst = 2 * ctx.args.failed_auth_rps
+    own = ctx.open()
+    stub = ctx.lic()
+    n = burst + 60
+    done = {}
+    t0 = time.monotonic()
+    futs = []
+    for i in range(n):
+        f = stub.Checkin.future(L.CheckinRequest(
+            request=rid(), auth=L.SessionAuth(session_id=own[0], secret=os.urandom(32)),
+            lease_id=7), timeout=60)
+        f.add_done_callback(lambda _f, i=i: done.setdefault(i, time.monotonic()))
+        futs.append(f)
+    # The refusals within the budget come back at once; wait for them, so the budget is
+    # surely spent, then write honestly as the same certificate, and fail as another.
+    deadline = time.monotonic() + 30
+    while len(done) < burst // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t1 = time.monotonic()
+    refused(lambda: stub.Checkin(L.CheckinRequest(
+        request=rid(own[2], 2), auth=L.SessionAuth(session_id=own[0], secret=own[1]),
+        lease_id=7), timeout=20), CODE.NOT_FOUND, "no such lease")
+    honest = time.monotonic()
+    refused(lambda: ctx.lic("admin").Checkin(L.CheckinRequest(
+        request=rid(), auth=L.SessionAuth(session_id=own[0], secret=os.urandom(32)),
+        lease_id=7), timeout=20), CODE.PERMISSION_DENIED, BAD)
+    other = time.monotonic()
+    rs = at_once(futs)
+    bad = [r for r in rs if not (isinstance(r, grpc.RpcError)
+                                 and r.code() == CODE.PERMISSION_DENIED and BAD in r.details())]
+    check(not bad, f"{len(bad)} held refusals answered otherwise: {bad[:2]}")
+    waits = sorted(done[i] - t0 for i in range(n))
+    held = [w for w in waits if w >= delay]
+    # Sending takes a moment, in which the budget refills a little: most past the burst
+    # must have been held the whole delay, measured from before they were sent.
+    check(len(held) >= 40, f"only {len(held)} of {n} refusals held {delay} s: {waits[-5:]}")
+    first_held = min(held)
+    check(honest < t0 + first_held, f"the caller's honest write took {honest - t1:.2f} s: "
+          f"held with the refusals (first held one back at {first_held:.2f} s)")
+    check(other < t0 + first_held, f"another certificate's failure took {other - honest:.2f} s:"
+          f" it was charged to the first caller")
+    ctx.close(own)
+    return (f"{len(held)} of {n} refusals held {delay} s or more; the caller's honest write "
+            f"{honest - t1:.2f} s, another certificate's refusal {other - honest:.2f} s")

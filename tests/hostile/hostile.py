@@ -24,6 +24,7 @@ SUITE = [
     creds.flood_followers,
     creds.lockout,
     creds.replay_across_sessions,
+    creds.held_refusals,
     inp.huge_and_empty,
     inp.queue_floods,
     inp.session_flood,
@@ -46,6 +47,8 @@ def main():
     p.add_argument("--http", default="", help="the nodes' HTTP ports, comma-separated")
     p.add_argument("--sessions-per-identity", type=int, default=1000)
     p.add_argument("--per-session-rps", type=int, default=1000)
+    p.add_argument("--failed-auth-rps", type=int, default=20)
+    p.add_argument("--failed-auth-delay-ms", type=int, default=1000)
     p.add_argument("--max-queue-wait-ms", type=int, default=86_400_000)
     p.add_argument("--loop", type=float, default=0, help="repeat the floods this long")
     args = p.parse_args()

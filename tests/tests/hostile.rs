@@ -24,6 +24,9 @@ use tally_tests::{free_ports, tallyctl, ThreeNodes};
 /// Small enough that the suite can reach them (defaults are 1,000 and 1,000/s).
 const SESSIONS_PER_IDENTITY: u32 = 32;
 const PER_SESSION_RPS: u32 = 200;
+/// Twice the default: the suite checks that a caller's honest write is answered while its
+/// refusals are held, and a loaded CI machine must not take the whole hold for a commit.
+const FAILED_AUTH_DELAY_MS: u64 = 2_000;
 const HONEST: usize = 3;
 /// The suite takes about a minute; far beyond that it hangs.
 const SUITE_DEADLINE: Duration = Duration::from_secs(300);
@@ -142,7 +145,7 @@ async fn hostile_clients_are_refused_and_honest_ones_never_notice() {
     std::fs::write(
         &overlay,
         format!(
-            "[limits]\nsessions_per_identity = {SESSIONS_PER_IDENTITY}\nper_session_rps = {PER_SESSION_RPS}\n"
+            "[limits]\nsessions_per_identity = {SESSIONS_PER_IDENTITY}\nper_session_rps = {PER_SESSION_RPS}\nfailed_auth_delay_ms = {FAILED_AUTH_DELAY_MS}\n"
         ),
     )
     .unwrap();
@@ -202,6 +205,10 @@ async fn hostile_clients_are_refused_and_honest_ones_never_notice() {
             &SESSIONS_PER_IDENTITY.to_string(),
         ])
         .args(["--per-session-rps", &PER_SESSION_RPS.to_string()])
+        .args([
+            "--failed-auth-delay-ms",
+            &FAILED_AUTH_DELAY_MS.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()

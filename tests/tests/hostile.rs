@@ -205,10 +205,7 @@ async fn hostile_clients_are_refused_and_honest_ones_never_notice() {
             &SESSIONS_PER_IDENTITY.to_string(),
         ])
         .args(["--per-session-rps", &PER_SESSION_RPS.to_string()])
-        .args([
-            "--failed-auth-delay-ms",
-            &FAILED_AUTH_DELAY_MS.to_string(),
-        ])
+        .args(["--failed-auth-delay-ms", &FAILED_AUTH_DELAY_MS.to_string()])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()

@@ -118,7 +118,10 @@ fn http_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key: {e}"))?;
-    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only, as the port serves (its header timeout and connection lifetime are
+    // HTTP/1's): offering h2 here made browsers and curl pick it and then fail on the
+    // HTTP/1 bytes that came back.
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(c))
 }
 

@@ -139,17 +139,24 @@ async fn https_get(addr: &str, ca: &std::path::Path, path: &str) -> String {
         .add(CertificateDer::from_pem_file(ca).unwrap())
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // As a browser or curl offers: the node must pick the protocol it serves.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
     let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ip.into(), tcp)
         .await
         .unwrap();
+    assert_eq!(
+        s.get_ref().1.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "the node must not agree to h2 on a port that speaks HTTP/1.1 (browsers then fail)"
+    );
     let req = format!("GET {path} HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();

@@ -23,7 +23,7 @@ echo "commit $(git -C "$root" rev-parse --short HEAD), $(date -u +%FT%TZ), load 
 $T bench scale --sessions "$sessions" --ttl "$ttl" --settle "$ttl" --pid-dir "$dir" --json
 for n in 1 2 3; do
   m=$dir/metrics-node$n.txt
-  curl -sk --max-time 5 "https://127.0.0.1:$((port + 80 + n - 1))/metrics" >"$m" || { echo "node $n: no metrics (killed by the failover phase)"; continue; }
+  curl -sk --http1.1 --max-time 5 "https://127.0.0.1:$((port + 80 + n - 1))/metrics" >"$m" || { echo "node $n: no metrics (killed by the failover phase)"; continue; }
   echo "node $n: $(grep -E '^tally_raft_term ' "$m")"
   grep -E '^tally_heartbeats_refused_total' "$m" | sed 's/^/  /'
   grep -E '^tally_raft_quorum_ack_age_ms_(bucket|count|sum)' "$m" | sed 's/^/  /'

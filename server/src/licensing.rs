@@ -122,6 +122,42 @@ impl Licensing {
         }
     }
 
+    /// Renews `sessions` through the keeper. A leader that is not sure it still leads
+    /// (no quorum acknowledgement within the lease: followers slow to fsync under load)
+    /// or has not loaded its deadlines yet holds the call up to [`Licensing::hold_ms`]
+    /// and tries again, instead of refusing at once: under overload a renewal should
+    /// come late, not fail, and a refused client can only retry (here or, worse, at
+    /// every other node). Nothing is promised while unsure: the lease and the time are
+    /// checked again, whole, on each try. Past the hold a real loss of quorum has had
+    /// time for an election, and the refusal sends the client on.
+    async fn renew(&self, sessions: &[(u64, SecretDigest)]) -> Result<Vec<Beat>, Refusal> {
+        let give_up =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(self.hold_ms());
+        let mut waited = false;
+        loop {
+            match self.shared.keeper.heartbeat(&self.shared, sessions) {
+                Err(why @ (Refusal::Unsure | Refusal::NotLoaded))
+                    if tokio::time::Instant::now() < give_up && !*self.stopping.borrow() =>
+                {
+                    if !waited {
+                        self.shared.stats.waited(why);
+                        waited = true;
+                    }
+                    // A Raft heartbeat goes out every heartbeat_ms; its acknowledgement
+                    // is what renews the lease.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// How long a heartbeat call may wait for the lease: two of the longest election
+    /// timeouts, by when a leader that really lost its quorum has been replaced.
+    fn hold_ms(&self) -> u64 {
+        self.shared.cfg.election_max_ms * 2
+    }
+
     /// A request's session credentials, parsed; a malformed secret is a failed
     /// authentication like a wrong one, charged to the caller.
     async fn auth(&self, who: &Culprit, a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
@@ -369,7 +405,7 @@ impl licensing_server::Licensing for Licensing {
             .map(|a| auth(Some(a)).ok().map(|a| (a.session, a.secret)))
             .collect();
         let wanted: Vec<(u64, SecretDigest)> = parsed.iter().flatten().copied().collect();
-        let mut beats = match self.shared.keeper.heartbeat(&self.shared, &wanted) {
+        let mut beats = match self.renew(&wanted).await {
             Ok(b) => b.into_iter(),
             Err(why) => {
                 self.shared.stats.refused(why);

@@ -26,6 +26,10 @@ pub struct Stats {
     refused_not_leader: AtomicU64,
     refused_unsure: AtomicU64,
     refused_not_loaded: AtomicU64,
+    /// Heartbeat calls that waited for the lease or the deadlines before their answer
+    /// (whatever it was), by the same reasons.
+    waited_unsure: AtomicU64,
+    waited_not_loaded: AtomicU64,
     /// Cumulative counts per bucket (Prometheus histogram style), plus +Inf.
     ack_age: [AtomicU64; ACK_AGE_BUCKETS_MS.len() + 1],
     ack_age_sum_ms: AtomicU64,
@@ -37,6 +41,8 @@ pub struct StatsView {
     pub refused_not_leader: u64,
     pub refused_unsure: u64,
     pub refused_not_loaded: u64,
+    pub waited_unsure: u64,
+    pub waited_not_loaded: u64,
     /// Per bucket of [`ACK_AGE_BUCKETS_MS`] then +Inf: how many samples fell at or below.
     pub ack_age_cumulative: Vec<u64>,
     pub ack_age_sum_ms: u64,
@@ -50,6 +56,16 @@ impl Stats {
             Refusal::NotLoaded => &self.refused_not_loaded,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat call waits for the lease (`Unsure`) or the deadlines (`NotLoaded`).
+    pub fn waited(&self, why: Refusal) {
+        match why {
+            Refusal::Unsure => &self.waited_unsure,
+            Refusal::NotLoaded => &self.waited_not_loaded,
+            Refusal::NotLeader => return,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one sample of the leader's quorum-acknowledgement age.
@@ -68,6 +84,8 @@ impl Stats {
             refused_not_leader: self.refused_not_leader.load(Ordering::Relaxed),
             refused_unsure: self.refused_unsure.load(Ordering::Relaxed),
             refused_not_loaded: self.refused_not_loaded.load(Ordering::Relaxed),
+            waited_unsure: self.waited_unsure.load(Ordering::Relaxed),
+            waited_not_loaded: self.waited_not_loaded.load(Ordering::Relaxed),
             ack_age_cumulative: self
                 .ack_age
                 .iter()

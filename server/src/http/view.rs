@@ -365,6 +365,19 @@ impl View {
         }
         let _ = writeln!(
             o,
+            "# HELP tally_heartbeats_waited_total Heartbeat calls that waited (at most twice election_max_ms) for the leader to be sure of its lead again, or for its deadlines to load, instead of being refused at once; by reason.\n# TYPE tally_heartbeats_waited_total counter"
+        );
+        for (reason, n) in [
+            ("unsure", s.waited_unsure),
+            ("not_loaded", s.waited_not_loaded),
+        ] {
+            let _ = writeln!(
+                o,
+                "tally_heartbeats_waited_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
             "# HELP tally_raft_quorum_ack_age_ms Leader only: the age of its last quorum acknowledgement, sampled every 100 ms.\n# TYPE tally_raft_quorum_ack_age_ms histogram"
         );
         for (i, bound) in crate::stats::ACK_AGE_BUCKETS_MS.iter().enumerate() {

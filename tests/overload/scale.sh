@@ -25,6 +25,6 @@ for n in 1 2 3; do
   m=$dir/metrics-node$n.txt
   curl -sk --http1.1 --max-time 5 "https://127.0.0.1:$((port + 80 + n - 1))/metrics" >"$m" || { echo "node $n: no metrics (killed by the failover phase)"; continue; }
   echo "node $n: $(grep -E '^tally_raft_term ' "$m")"
-  grep -E '^tally_heartbeats_refused_total' "$m" | sed 's/^/  /'
+  grep -E '^tally_heartbeats_(refused|waited)_total' "$m" | sed 's/^/  /'
   grep -E '^tally_raft_quorum_ack_age_ms_(bucket|count|sum)' "$m" | sed 's/^/  /'
 done

@@ -242,7 +242,7 @@ async fn a_leader_unsure_for_a_moment_holds_heartbeats_instead_of_refusing() {
         }],
     };
     // Deadlines loaded and the lease held: an answer at once.
-    let alive = beat_leader(&[addr.clone()], &beat, Duration::from_secs(10))
+    let alive = beat_leader(std::slice::from_ref(&addr), &beat, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(alive.sessions[0].state(), SessionState::Alive);

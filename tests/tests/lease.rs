@@ -30,31 +30,7 @@ async fn a_paused_leader_promises_nothing_when_it_wakes() {
     let h = Harness::start(dir.path(), 3).await.unwrap();
     let old = h.wait_leader(Duration::from_secs(20)).await.unwrap();
     let (addr, _) = h.direct(old).unwrap();
-    let mut rpc = LicensingClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let secret = vec![7u8; 32];
-    let open = rpc
-        .open_session(OpenSessionRequest {
-            request: Some(RequestId {
-                client_id: vec![9; 16],
-                seq: 1,
-            }),
-            user: "ann".into(),
-            host: "ws1".into(),
-            ttl_ms: 60_000,
-            secret: secret.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let beat = HeartbeatRequest {
-        sessions: vec![SessionAuth {
-            session_id: open.session_id,
-            secret,
-        }],
-    };
+    let (mut rpc, beat) = open_at(&addr, 7, "ann").await;
     // A leader just elected is still loading deadlines: it says so, and is retried.
     let mut tries = 0;
     let alive = loop {
@@ -101,6 +77,37 @@ async fn a_paused_leader_promises_nothing_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_ne!(new, old, "no other node leads after the pause");
+}
+
+/// Opens a session of `user` (TTL 60 s, secret and client id made of `tag`) at the node
+/// at `addr`: a connection to it and the heartbeat that renews the session.
+async fn open_at(addr: &str, tag: u8, user: &str) -> (LicensingClient<Channel>, HeartbeatRequest) {
+    let mut rpc = LicensingClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let secret = vec![tag; 32];
+    let open = rpc
+        .open_session(OpenSessionRequest {
+            request: Some(RequestId {
+                client_id: vec![tag; 16],
+                seq: 1,
+            }),
+            user: user.into(),
+            host: "ws1".into(),
+            ttl_ms: 60_000,
+            secret: secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let beat = HeartbeatRequest {
+        sessions: vec![SessionAuth {
+            session_id: open.session_id,
+            secret,
+        }],
+    };
+    (rpc, beat)
 }
 
 /// Heartbeats `beat` at whoever of `addrs` leads, retrying for `within`.
@@ -216,31 +223,7 @@ async fn a_leader_unsure_for_a_moment_holds_heartbeats_instead_of_refusing() {
     let h = Harness::start(dir.path(), 3).await.unwrap();
     let leader = h.wait_leader(Duration::from_secs(20)).await.unwrap();
     let (addr, _) = h.direct(leader).unwrap();
-    let mut rpc = LicensingClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let secret = vec![3u8; 32];
-    let open = rpc
-        .open_session(OpenSessionRequest {
-            request: Some(RequestId {
-                client_id: vec![4; 16],
-                seq: 1,
-            }),
-            user: "bo".into(),
-            host: "ws2".into(),
-            ttl_ms: 60_000,
-            secret: secret.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let beat = HeartbeatRequest {
-        sessions: vec![SessionAuth {
-            session_id: open.session_id,
-            secret,
-        }],
-    };
+    let (rpc, beat) = open_at(&addr, 3, "bo").await;
     // Deadlines loaded and the lease held: an answer at once.
     let alive = beat_leader(std::slice::from_ref(&addr), &beat, Duration::from_secs(10))
         .await

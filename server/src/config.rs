@@ -114,8 +114,9 @@ pub struct Limits {
     /// Open connections to the HTTP port at once (dashboards, scrapers, load balancers):
     /// kept apart from the gRPC port's, so an HTTP flood never costs a client or a peer.
     pub max_http_connections: u32,
-    /// Failed authentications (an unknown session, a wrong or malformed secret, another
-    /// client's request id) per second one caller may cause, counted by what it proved
+    /// Failed authentications (a write naming an unknown session, a wrong or malformed
+    /// secret, another client's request id; a heartbeat with a wrong secret) per second
+    /// one caller may cause, counted by what it proved
     /// (its client certificate, else its address), bursts of twice that. Beyond it each
     /// further refusal is held [`Limits::failed_auth_delay_ms`] before it is sent, as
     /// OpenSSH's PerSourcePenalties and pam_faildelay do: a flooder that waits for its

@@ -463,10 +463,14 @@ impl licensing_server::Licensing for Licensing {
             out
         };
         // One charge per call, however many of its sessions failed (a batch is one
-        // caller's one request). An unknown session counts too: honest clients meet one
-        // once, when theirs has gone, and a scan of ids is as costly as wrong secrets.
-        let failed = [pb::SessionState::BadSecret, pb::SessionState::Unknown].map(|s| s as i32);
-        if out.iter().any(|s| failed.contains(&s.state)) {
+        // caller's one request). A wrong secret only: after a long outage every client
+        // behind one address learns at once that its session is gone, and a held
+        // "unknown" would outlast a short-TTL client's heartbeat round, which then says
+        // "in danger" where the truth is "lost".
+        if out
+            .iter()
+            .any(|s| s.state == pb::SessionState::BadSecret as i32)
+        {
             self.tarpit.hold(&who).await;
         }
         Ok(Response::new(pb::HeartbeatResponse { sessions: out }))

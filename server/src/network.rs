@@ -164,22 +164,10 @@ fn unreachable(e: impl std::fmt::Display) -> Unreachable {
     Unreachable::new(&AnyError::error(e.to_string()))
 }
 
-/// Connection-level failures are "unreachable" (openraft then sends the peer nothing for
-/// 500 ms); the rest are network errors, retried on the next replication round. A call
-/// that outlived its deadline is not a connection failure: openraft 0.9 gives every
-/// AppendEntries the heartbeat interval (50 ms) as its deadline, a loaded follower's
-/// fsync takes longer, and taking that for "unreachable" left the follower without a
-/// single append for half a second, past its election timeout: under `bench scale` it
-/// campaigned and the leader stepped down (tests/overload, the logs of 2026-12-03).
-/// openraft's own timeout of the same call is already retried without a backoff.
+/// Connection-level failures are "unreachable" (openraft backs off longer); the rest are
+/// network errors.
 fn status_error<E: std::error::Error>(who: &str, s: Status) -> RPCError<NodeId, TallyNode, E> {
-    let timed_out = s.code() == tonic::Code::DeadlineExceeded
-        || (s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired"));
     match s.code() {
-        _ if timed_out => RPCError::Network(NetworkError::new(&AnyError::error(format!(
-            "{who}: no answer within the call's deadline: {}",
-            s.message()
-        )))),
         tonic::Code::Unavailable | tonic::Code::Cancelled => {
             RPCError::Unreachable(unreachable(format!("{who}: {}", s.message())))
         }
@@ -403,33 +391,5 @@ impl raft_server::Raft for RaftService {
             snapshot: Box::new(Cursor::new(data)),
         };
         encode(&self.raft.install_full_snapshot(vote, snapshot).await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type E = RPCError<NodeId, TallyNode, RaftError<NodeId>>;
-
-    #[test]
-    fn a_missed_deadline_is_retried_at_once_and_a_dead_connection_backs_off() {
-        let kind = |s: Status| match status_error::<RaftError<NodeId>>("node 3", s) {
-            E::Unreachable(_) => "unreachable",
-            E::Network(_) => "network",
-            _ => "other",
-        };
-        // tonic's own client deadline, as it reports it (status.rs: TimeoutExpired).
-        assert_eq!(kind(Status::cancelled("Timeout expired")), "network");
-        assert_eq!(kind(Status::deadline_exceeded("deadline")), "network");
-        assert_eq!(
-            kind(Status::unavailable("tcp connect error")),
-            "unreachable"
-        );
-        assert_eq!(
-            kind(Status::cancelled("operation was canceled")),
-            "unreachable"
-        );
-        assert_eq!(kind(Status::internal("boom")), "network");
     }
 }

@@ -164,8 +164,13 @@ fn unreachable(e: impl std::fmt::Display) -> Unreachable {
     Unreachable::new(&AnyError::error(e.to_string()))
 }
 
-/// Connection-level failures are "unreachable" (openraft backs off longer); the rest are
-/// network errors.
+/// Connection-level failures are "unreachable" (openraft then sends the peer nothing for
+/// 500 ms); the rest are network errors. A missed deadline (tonic's `Cancelled` "Timeout
+/// expired") stays "unreachable" on purpose, though openraft 0.9 gives an AppendEntries
+/// only the heartbeat interval (50 ms): mapped to a network error (retried at once), the
+/// leader resent big batches every round to a follower already behind, and under `bench
+/// scale` leadership changed more often, not less (4e8fae6, reverted). The backoff is
+/// the only flow control this transport has; the real fix is a longer append deadline.
 fn status_error<E: std::error::Error>(who: &str, s: Status) -> RPCError<NodeId, TallyNode, E> {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Cancelled => {

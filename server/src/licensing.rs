@@ -158,14 +158,14 @@ impl Licensing {
         self.shared.cfg.election_max_ms * 2
     }
 
-    /// A request's session credentials, parsed; a malformed secret is a failed
-    /// authentication like a wrong one, charged to the caller.
-    async fn auth(&self, who: &Culprit, a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
-        let parsed = auth(a);
-        if parsed.is_err() {
+    /// `verdict` of an authentication check, passed on; a failure (a malformed or wrong
+    /// secret, an unknown session, another client's request id) is charged to the caller
+    /// first, and held once it is past its budget.
+    async fn charged<T, E>(&self, who: &Culprit, verdict: Result<T, E>) -> Result<T, E> {
+        if verdict.is_err() {
             self.tarpit.hold(who).await;
         }
-        parsed
+        verdict
     }
 
     /// Charged only after [`Licensing::authenticate`]: a caller who cannot prove the
@@ -349,10 +349,9 @@ impl licensing_server::Licensing for Licensing {
             )));
         }
         self.check_identity(&caller, &r.user, &r.host)?;
-        if let Err(d) = self.retried_open(req_id, &digest(&r.secret)) {
-            self.tarpit.hold(&who).await;
-            return Err(refusal(&d));
-        }
+        self.charged(&who, self.retried_open(req_id, &digest(&r.secret)))
+            .await
+            .map_err(|d| refusal(&d))?;
         self.sessions_per_identity(req_id, &origin, caller.role == Some(Role::Admin))?;
         let ttl_ms = self.shared.cfg.clamp_ttl(r.ttl_ms);
         let holder = Holder {
@@ -483,11 +482,13 @@ impl licensing_server::Licensing for Licensing {
         let who = Culprit::of(&req);
         let r = req.into_inner();
         let req_id = request_id(r.request)?;
-        let auth = self.auth(&who, r.auth).await?;
+        let auth = self.charged(&who, auth(r.auth)).await?;
         tracing::Span::current().record("session", auth.session);
         name("feature", &r.feature, true)?;
-        if let Err(d) = self.authenticate(req_id, &auth, false) {
-            self.tarpit.hold(&who).await;
+        if let Err(d) = self
+            .charged(&who, self.authenticate(req_id, &auth, false))
+            .await
+        {
             return Ok(Response::new(pb::CheckoutResponse {
                 result: Some(pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
@@ -584,15 +585,14 @@ impl licensing_server::Licensing for Licensing {
     ) -> Result<Response<pb::CheckinResponse>, Status> {
         let who = Culprit::of(&req);
         let r = req.into_inner();
-        let auth = self.auth(&who, r.auth).await?;
+        let auth = self.charged(&who, auth(r.auth)).await?;
         let req_id = request_id(r.request)?;
         let span = tracing::Span::current();
         span.record("session", auth.session);
         span.record("lease", r.lease_id);
-        if let Err(d) = self.authenticate(req_id, &auth, false) {
-            self.tarpit.hold(&who).await;
-            return Err(refusal(&d));
-        }
+        self.charged(&who, self.authenticate(req_id, &auth, false))
+            .await
+            .map_err(|d| refusal(&d))?;
         self.session_rate(auth.session)?;
         let op = Op::Checkin {
             req: req_id,
@@ -618,13 +618,12 @@ impl licensing_server::Licensing for Licensing {
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let who = Culprit::of(&req);
         let r = req.into_inner();
-        let auth = self.auth(&who, r.auth).await?;
+        let auth = self.charged(&who, auth(r.auth)).await?;
         let req_id = request_id(r.request)?;
         let session = auth.session;
-        if let Err(d) = self.authenticate(req_id, &auth, true) {
-            self.tarpit.hold(&who).await;
-            return Err(refusal(&d));
-        }
+        self.charged(&who, self.authenticate(req_id, &auth, true))
+            .await
+            .map_err(|d| refusal(&d))?;
         self.session_rate(session)?;
         let op = Op::CloseSession { req: req_id, auth };
         match self.shared.propose(op).await?.reply {

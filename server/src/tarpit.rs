@@ -21,9 +21,11 @@ use tonic::Request;
 use crate::config::Limits;
 use crate::security::{Caller, RateLimiter};
 
-/// Who a failed authentication is charged to: what the caller proved. A certificate's
-/// name rather than its bytes: the site CA vouches for the name, and a caller holding
-/// two certificates of one name is one caller.
+/// Who a failed authentication is charged to: what the caller proved, by the rule of
+/// `Origin::identity` (the certificate, else the address), which the ledger keeps as a
+/// string per session; this form allocates nothing, since every call computes it. A
+/// certificate's name rather than its bytes: the site CA vouches for the name, and a
+/// caller holding two certificates of one name is one caller.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Culprit {
     Cert(Arc<str>),

@@ -14,8 +14,14 @@ pub(crate) struct Index {
     pub pools: BTreeMap<String, Pool>,
     /// Lingering seats by the time their linger ends: the reclaim queue, O(log n).
     pub lingering: BTreeSet<(TimeMs, SeatId)>,
-    /// Seats by feature and owner, for `DUP_GROUP` sharing and linger reuse.
+    /// Seats by feature and owner, for `DUP_GROUP` sharing.
     pub by_key: BTreeMap<(String, DupKey), BTreeSet<SeatId>>,
+    /// The lingering ones among them, for linger reuse without grouping. Kept apart
+    /// because an owner may hold thousands of seats of one feature (a build farm's one
+    /// service account, or a hostile client): searching all of them on every checkout
+    /// made applying n checkouts O(n²), which stalled a leader for seconds with 20,000
+    /// seats of one owner (BENCHMARKS.md, "Overload").
+    pub lingering_by_key: BTreeMap<(String, DupKey), BTreeSet<SeatId>>,
     /// Clients with no live session, by when they were last heard of: the idempotency
     /// table's garbage-collection queue.
     pub idle_clients: BTreeSet<(TimeMs, ClientId)>,
@@ -46,6 +52,10 @@ impl Index {
             }
             if let Some(until) = seat.lingering_until {
                 ix.lingering.insert((until, *id));
+                ix.lingering_by_key
+                    .entry((seat.feature.clone(), seat.key.clone()))
+                    .or_default()
+                    .insert(*id);
             }
             ix.by_key
                 .entry((seat.feature.clone(), seat.key.clone()))
@@ -70,6 +80,19 @@ impl Index {
             }
         }
         ix
+    }
+
+    /// Files or unfiles a seat under its owner's lingering seats.
+    pub fn set_lingering(&mut self, feature: &str, key: &DupKey, seat: SeatId, lingering: bool) {
+        let k = (feature.to_owned(), key.clone());
+        if lingering {
+            self.lingering_by_key.entry(k).or_default().insert(seat);
+        } else if let Some(set) = self.lingering_by_key.get_mut(&k) {
+            set.remove(&seat);
+            if set.is_empty() {
+                self.lingering_by_key.remove(&k);
+            }
+        }
     }
 
     /// The first instant after `now` at which any pool's term state may change.

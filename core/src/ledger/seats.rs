@@ -123,6 +123,7 @@ impl Ledger {
             let reused = seat.lingering_until.is_some();
             if let Some(until) = seat.lingering_until.take() {
                 self.ix.lingering.remove(&(until, seat_id));
+                self.ix.set_lingering(feature, &seat.key, seat_id, false);
             }
             let shared = !reused;
             seat.holders.insert(index);
@@ -212,7 +213,12 @@ impl Ledger {
         count: u32,
         shared: bool,
     ) -> Option<SeatId> {
-        let seats = self.ix.by_key.get(&(feature.to_owned(), key.clone()))?;
+        let by_key = if shared {
+            &self.ix.by_key
+        } else {
+            &self.ix.lingering_by_key
+        };
+        let seats = by_key.get(&(feature.to_owned(), key.clone()))?;
         seats.iter().copied().find(|id| {
             self.st.seats.get(id).is_some_and(|s| {
                 s.version >= *version
@@ -308,6 +314,7 @@ impl Ledger {
                 let until = now.saturating_add(linger_ms);
                 seat.lingering_until = Some(until);
                 self.ix.lingering.insert((until, l.seat));
+                self.ix.set_lingering(&l.feature, &seat.key, l.seat, true);
                 ev.push(Event::Lingering {
                     feature: l.feature,
                     seat: l.seat,
@@ -327,6 +334,7 @@ impl Ledger {
         };
         if let Some(until) = seat.lingering_until {
             self.ix.lingering.remove(&(until, id));
+            self.ix.set_lingering(&seat.feature, &seat.key, id, false);
         }
         if let Some(pool) = self.ix.pools.get_mut(&seat.feature) {
             pool.uncharge(&seat.version, seat.count);

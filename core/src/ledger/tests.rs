@@ -403,6 +403,47 @@ fn checkin_lingers_and_the_same_user_takes_the_seat_back() {
     assert_eq!(h.in_use("cad"), 1);
 }
 
+/// One owner holding many seats of a feature (a build farm's service account): linger
+/// reuse looks only among that owner's lingering seats, which the index keeps exactly
+/// through linger, reuse and reclaim (and a restore rebuilds it the same).
+#[test]
+fn linger_reuse_among_many_held_seats_of_one_owner() {
+    let mut l = line("cad", "1.0", 50);
+    l.linger_secs = 60;
+    let mut h = H::new(vec![l]);
+    let ci = h.open(1, "ci", "farm");
+    let grants: Vec<Grant> = (0..40).map(|_| h.grant(ci, "cad", 1)).collect();
+    let key = |h: &H| {
+        h.l.ix
+            .lingering_by_key
+            .values()
+            .map(|s| s.len())
+            .sum::<usize>()
+    };
+    assert_eq!(key(&h), 0, "held seats are not lingering");
+    let last = grants.last().expect("40 grants");
+    h.checkin(ci, last.lease);
+    assert_eq!(key(&h), 1);
+    let again = h.grant(ci, "cad", 1);
+    assert!(
+        again.reused,
+        "the lingering seat is found among 39 held ones"
+    );
+    assert_eq!(again.seat, last.seat);
+    assert_eq!(key(&h), 0);
+    h.checkin(ci, grants[0].lease);
+    h.checkin(ci, grants[1].lease);
+    assert_eq!(key(&h), 2);
+    let restored = Ledger::restore(&h.l.snapshot()).expect("restores");
+    assert_eq!(restored.ix.lingering_by_key, h.l.ix.lingering_by_key);
+    h.tick_to(T0 + 61_000);
+    h.op(Op::ReclaimSeats {
+        seats: vec![grants[0].seat, grants[1].seat],
+    });
+    assert_eq!(key(&h), 0, "reclaimed seats leave the index");
+    assert_eq!(h.in_use("cad"), 38);
+}
+
 #[test]
 fn lingering_seats_are_reclaimed_only_when_due() {
     let mut l = line("cad", "1.0", 1);

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod dev;
 pub mod http;
 pub mod keeper;
+pub mod lag;
 pub mod lease;
 pub mod licensing;
 pub mod loadcheck;

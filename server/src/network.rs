@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::ConfigError;
 use crate::lease::Acks;
+use crate::stats::Stats;
 use crate::types::{NodeId, Raft, SnapshotMeta, TallyNode, TypeConfig, Vote};
 
 /// Snapshot data is sent in pieces of this size, so no single message nears gRPC limits.
@@ -51,6 +53,27 @@ pub struct Network {
     /// Where each peer's acknowledgements of our AppendEntries are recorded, for the
     /// leader's lease (see [`crate::lease`]).
     acks: Arc<Acks>,
+    /// How long an AppendEntries may stay on the wire (see [`append_deadline`]).
+    append_deadline: Duration,
+    /// Where append round trips are counted, for `/metrics`.
+    stats: Arc<Stats>,
+}
+
+/// How long one AppendEntries may stay on the wire before the transport gives up on it.
+///
+/// openraft 0.9 waits for an append only the heartbeat interval (50 ms), then drops the
+/// call and sends the entries again. Under load a follower takes longer than that (an
+/// fsync, a few thousand entries to decode, two cores shared with the clients): a resend
+/// every 50 ms queues copies of the same entries behind it, and reporting the miss as
+/// "unreachable" makes openraft send nothing for 500 ms, past the follower's election
+/// timeout, so it campaigns (measured: BENCHMARKS.md, "Overload"). Instead the call runs
+/// on in its own task, and the next append to that peer waits for it rather than
+/// sending beside it (see [`Peer::append_entries`]). A follower that has not answered
+/// within this deadline is treated as unreachable. Two election timeouts: longer than
+/// any append measured under overload on a 2-core machine (`tally_raft_append_rtt_ms`),
+/// and short enough that a hung connection is redialled well within a client's TTL.
+pub fn append_deadline(election_max_ms: u64) -> Duration {
+    Duration::from_millis(election_max_ms.saturating_mul(2))
 }
 
 impl std::fmt::Debug for Network {
@@ -68,6 +91,8 @@ impl Network {
         dial: std::collections::BTreeMap<NodeId, String>,
         tls: Option<ClientTlsConfig>,
         acks: Arc<Acks>,
+        append_deadline: Duration,
+        stats: Arc<Stats>,
     ) -> Result<Network, ConfigError> {
         let cluster = cluster.parse().map_err(|_| ConfigError {
             key: "cluster_name",
@@ -80,7 +105,19 @@ impl Network {
             cluster,
             me: MetadataValue::from(me),
             acks,
+            append_deadline,
+            stats,
         })
+    }
+
+    /// Where the transport records peers' acknowledgements, for the leader's lease.
+    pub(crate) fn acks(&self) -> Arc<Acks> {
+        self.acks.clone()
+    }
+
+    /// Where the transport counts append round trips, shared with the node's metrics.
+    pub(crate) fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -142,6 +179,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             cluster: self.cluster.clone(),
             me: self.me.clone(),
             acks: self.acks.clone(),
+            append_deadline: self.append_deadline,
+            stats: self.stats.clone(),
+            in_flight: None,
         }
     }
 }
@@ -158,6 +198,30 @@ pub struct Peer {
     cluster: MetadataValue<Ascii>,
     me: MetadataValue<Ascii>,
     acks: Arc<Acks>,
+    append_deadline: Duration,
+    stats: Arc<Stats>,
+    /// The AppendEntries still on the wire to this peer, if openraft stopped waiting for
+    /// it: the next append waits for it instead of sending beside it.
+    in_flight: Option<InFlight>,
+}
+
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>>;
+
+/// An AppendEntries running in its own task; aborted if the peer's replication stream
+/// ends (a new term, a removed member), whose late answer nobody would read.
+struct InFlight(tokio::task::JoinHandle<AppendResult>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
 }
 
 fn unreachable(e: impl std::fmt::Display) -> Unreachable {
@@ -191,28 +255,62 @@ impl Peer {
             .map_err(|e| unreachable(format!("{}: {e}", self.who)))
     }
 
+    /// What one call needs, owned, so it can run in its own task.
+    fn wire(&self) -> Result<Wire, Unreachable> {
+        Ok(Wire {
+            client: self.client()?,
+            who: self.who.clone(),
+            target: self.target,
+            cluster: self.cluster.clone(),
+            me: self.me.clone(),
+        })
+    }
+
+    /// openraft's error for an append it will no longer wait for.
+    fn overdue(
+        &self,
+        vote: &Vote,
+        waited: Duration,
+    ) -> RPCError<NodeId, TallyNode, RaftError<NodeId>> {
+        RPCError::Timeout(openraft::error::Timeout {
+            action: openraft::RPCTypes::AppendEntries,
+            id: vote.leader_id().voted_for().unwrap_or_default(),
+            target: self.target,
+            timeout: waited,
+        })
+    }
+}
+
+/// One Raft call's connection and stamps, owned.
+struct Wire {
+    client: RaftClient<Channel>,
+    who: String,
+    target: NodeId,
+    cluster: MetadataValue<Ascii>,
+    me: MetadataValue<Ascii>,
+}
+
+impl Wire {
     async fn call<Req, Resp>(
-        &mut self,
+        mut self,
         rpc: &Req,
-        option: &RPCOption,
+        deadline: Duration,
         vote: bool,
     ) -> Result<Resp, RPCError<NodeId, TallyNode, RaftError<NodeId>>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
-        let mut client = self.client().map_err(RPCError::Unreachable)?;
         let payload =
             serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = Request::new(RaftRequest { payload });
-        req.set_timeout(option.hard_ttl());
-        req.metadata_mut()
-            .insert(CLUSTER_METADATA, self.cluster.clone());
-        req.metadata_mut().insert(SENDER_METADATA, self.me.clone());
+        req.set_timeout(deadline);
+        req.metadata_mut().insert(CLUSTER_METADATA, self.cluster);
+        req.metadata_mut().insert(SENDER_METADATA, self.me);
         let reply = if vote {
-            client.vote(req).await
+            self.client.vote(req).await
         } else {
-            client.append_entries(req).await
+            self.client.append_entries(req).await
         }
         .map_err(|s| status_error(&self.who, s))?
         .into_inner();
@@ -228,21 +326,63 @@ impl Peer {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// At most one append is on the wire to a peer. openraft stops waiting at its
+    /// deadline (the heartbeat interval); the call runs on (see [`append_deadline`]),
+    /// and the next append first waits for it: a late answer still counts for the
+    /// leader's lease, and openraft, told "timeout", simply sends again what the
+    /// follower has not yet confirmed (the follower keeps the entries it already took).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>> {
-        // Taken before the request leaves: the follower's lease runs from when it
-        // received it, which is later, so the leader's view errs on the safe side.
-        let sent = std::time::Instant::now();
-        let res: AppendEntriesResponse<NodeId> = self.call(&rpc, &option, false).await?;
-        // Every answer but "higher vote" means the follower took our vote as its leader's
-        // and refreshed its lease (a log conflict is answered after the vote check).
-        if !matches!(res, AppendEntriesResponse::HigherVote(_)) {
-            self.acks.record(self.target, &rpc.vote, sent);
+        // Answer before openraft's own timer drops this future: same outcome, but ours
+        // says which peer.
+        let patience = option.soft_ttl();
+        let start = Instant::now();
+        if let Some(earlier) = self.in_flight.as_mut() {
+            if tokio::time::timeout(patience, &mut earlier.0)
+                .await
+                .is_err()
+            {
+                return Err(self.overdue(&rpc.vote, patience));
+            }
+            self.in_flight = None;
         }
-        Ok(res)
+        let wire = self.wire().map_err(RPCError::Unreachable)?;
+        let (acks, stats, target) = (self.acks.clone(), self.stats.clone(), self.target);
+        let (deadline, vote) = (self.append_deadline, rpc.vote);
+        let task = tokio::spawn(async move {
+            // Taken before the request leaves: the follower's lease runs from when it
+            // received it, which is later, so the leader's view errs on the safe side.
+            let sent = Instant::now();
+            let res: AppendEntriesResponse<NodeId> = wire.call(&rpc, deadline, false).await?;
+            let took = sent.elapsed();
+            stats.append_answered(
+                u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                took >= patience,
+            );
+            // Every answer but "higher vote" means the follower took our vote as its
+            // leader's and refreshed its lease (a log conflict is answered after the
+            // vote check).
+            if !matches!(res, AppendEntriesResponse::HigherVote(_)) {
+                acks.record(target, &vote, sent);
+            }
+            Ok(res)
+        });
+        let call = self.in_flight.insert(InFlight(task));
+        match tokio::time::timeout(patience.saturating_sub(start.elapsed()), &mut call.0).await {
+            Err(_) => Err(self.overdue(&vote, patience)),
+            Ok(joined) => {
+                self.in_flight = None;
+                match joined {
+                    Ok(answer) => answer,
+                    Err(e) => Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                        format!("{}: the append's task ended: {e}", self.who),
+                    )))),
+                }
+            }
+        }
     }
 
     async fn vote(
@@ -250,7 +390,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, TallyNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, true).await
+        let wire = self.wire().map_err(RPCError::Unreachable)?;
+        wire.call(&rpc, option.hard_ttl(), true).await
     }
 
     async fn full_snapshot(

@@ -111,20 +111,29 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         }
         .into());
     }
-    let acks = Arc::new(crate::lease::Acks::default());
     let network = Network::new(
         cfg.id,
         &cfg.cluster_name,
         cfg.dial.clone(),
         tls.as_ref().map(TlsMaterial::peer_client),
-        acks.clone(),
+        Arc::default(),
+        crate::network::append_deadline(cfg.election_max_ms),
+        Arc::default(),
     )?;
     // The clock pinger reaches peers over Raft's own channels.
     let pinger_network = network.clone();
     let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
     let (shutdown, _) = broadcast::channel(1);
     let clock = Clock::new(cfg.id, cfg.max_clock_offset_ms);
-    let shared = Shared::new(raft, sm, log, Arc::new(cfg), clock, shutdown.clone(), acks);
+    let shared = Shared::new(
+        raft,
+        sm,
+        log,
+        Arc::new(cfg),
+        clock,
+        shutdown.clone(),
+        &pinger_network,
+    );
 
     // Every log line of this node carries its id: `tallyd dev` runs three in one process.
     let node_span = tracing::info_span!("node", id = shared.id);
@@ -135,6 +144,11 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .run(shared.clone(), shutdown.subscribe())
             .instrument(node_span.clone()),
     );
+    tokio::spawn(crate::lag::runtime(
+        shared.stats.clone(),
+        shutdown.subscribe(),
+    ));
+    crate::lag::thread(shared.stats.clone(), shutdown.subscribe())?;
     let pinger = tokio::spawn(
         crate::clock::pinger::run(
             shared.id,

@@ -101,7 +101,9 @@ impl Shared {
         cfg: Arc<NodeConfig>,
         clock: Clock,
         shutdown: broadcast::Sender<()>,
-        acks: Arc<crate::lease::Acks>,
+        // The transport, for what it records: peers' acknowledgements (the lease) and
+        // append round trips (metrics).
+        network: &crate::network::Network,
     ) -> Shared {
         Shared {
             id: cfg.id,
@@ -113,8 +115,8 @@ impl Shared {
             clock,
             shutdown,
             term_clock: Arc::new(TermClock::default()),
-            stats: Arc::default(),
-            acks,
+            stats: network.stats(),
+            acks: network.acks(),
             lead_from: Arc::default(),
         }
     }

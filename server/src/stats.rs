@@ -1,6 +1,7 @@
 //! Counters a node keeps about its own health under load, for `/metrics`: why heartbeats
-//! were refused, and how old the leader's quorum acknowledgement was when sampled. Plain
-//! atomics: written on hot paths, read by scrapes.
+//! were refused, how old the leader's quorum acknowledgement was when sampled, and how
+//! long its AppendEntries took to be answered. Plain atomics: written on hot paths, read
+//! by scrapes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +9,62 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// bucket is +Inf. Chosen around the heartbeat period (50 ms) and the election timeouts
 /// (300-600 ms), where a leader stops being sure it leads.
 pub const ACK_AGE_BUCKETS_MS: [u64; 9] = [25, 50, 100, 150, 200, 300, 450, 600, 1_000];
+
+/// Upper bounds (ms) of the AppendEntries round-trip and log-write histograms: from a
+/// quiet LAN's or disk's few milliseconds, through openraft's own deadline (the heartbeat
+/// interval, 50 ms), to the election timeouts and the transport's deadline (see
+/// `network::append_deadline`).
+pub const APPEND_RTT_BUCKETS_MS: [u64; 11] = [2, 5, 10, 25, 50, 100, 200, 300, 600, 1_000, 2_500];
+
+/// A Prometheus-style histogram of milliseconds over fixed bucket bounds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// Cumulative counts per bucket, plus +Inf last.
+    counts: Vec<AtomicU64>,
+    sum_ms: AtomicU64,
+}
+
+/// A copy of a [`Histogram`], for rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistogramView {
+    pub bounds: &'static [u64],
+    /// Per bucket of `bounds` then +Inf: how many samples fell at or below.
+    pub cumulative: Vec<u64>,
+    pub sum_ms: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, ms: u64) {
+        for (i, bound) in self.bounds.iter().enumerate() {
+            if ms <= *bound {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.counts[self.bounds.len()].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub fn view(&self) -> HistogramView {
+        HistogramView {
+            bounds: self.bounds,
+            cumulative: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_ms: self.sum_ms.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Why a heartbeat call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +78,7 @@ pub enum Refusal {
     NotLoaded,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     refused_not_leader: AtomicU64,
     refused_unsure: AtomicU64,
@@ -30,9 +87,32 @@ pub struct Stats {
     /// (whatever it was), by the same reasons.
     waited_unsure: AtomicU64,
     waited_not_loaded: AtomicU64,
-    /// Cumulative counts per bucket (Prometheus histogram style), plus +Inf.
-    ack_age: [AtomicU64; ACK_AGE_BUCKETS_MS.len() + 1],
-    ack_age_sum_ms: AtomicU64,
+    ack_age: Histogram,
+    /// Leader only: each answered AppendEntries' round trip, including the ones that
+    /// outlived openraft's deadline (counted again in `appends_overran`).
+    append_rtt: Histogram,
+    appends_overran: AtomicU64,
+    /// How late a 10 ms timer on the runtime, and a 10 ms sleep on an OS thread, woke
+    /// (see `lag.rs`).
+    runtime_lag: Histogram,
+    thread_lag: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            refused_not_leader: AtomicU64::new(0),
+            refused_unsure: AtomicU64::new(0),
+            refused_not_loaded: AtomicU64::new(0),
+            waited_unsure: AtomicU64::new(0),
+            waited_not_loaded: AtomicU64::new(0),
+            ack_age: Histogram::new(&ACK_AGE_BUCKETS_MS),
+            append_rtt: Histogram::new(&APPEND_RTT_BUCKETS_MS),
+            appends_overran: AtomicU64::new(0),
+            runtime_lag: Histogram::new(&APPEND_RTT_BUCKETS_MS),
+            thread_lag: Histogram::new(&APPEND_RTT_BUCKETS_MS),
+        }
+    }
 }
 
 /// A copy of the counters, for rendering.
@@ -43,9 +123,11 @@ pub struct StatsView {
     pub refused_not_loaded: u64,
     pub waited_unsure: u64,
     pub waited_not_loaded: u64,
-    /// Per bucket of [`ACK_AGE_BUCKETS_MS`] then +Inf: how many samples fell at or below.
-    pub ack_age_cumulative: Vec<u64>,
-    pub ack_age_sum_ms: u64,
+    pub ack_age: HistogramView,
+    pub append_rtt: HistogramView,
+    pub appends_overran: u64,
+    pub runtime_lag: HistogramView,
+    pub thread_lag: HistogramView,
 }
 
 impl Stats {
@@ -70,13 +152,24 @@ impl Stats {
 
     /// Records one sample of the leader's quorum-acknowledgement age.
     pub fn ack_age(&self, ms: u64) {
-        for (i, bound) in ACK_AGE_BUCKETS_MS.iter().enumerate() {
-            if ms <= *bound {
-                self.ack_age[i].fetch_add(1, Ordering::Relaxed);
-            }
+        self.ack_age.record(ms);
+    }
+
+    /// Records one answered AppendEntries' round trip; `overran` when openraft had
+    /// stopped waiting for it (its deadline is the heartbeat interval).
+    pub fn append_answered(&self, ms: u64, overran: bool) {
+        self.append_rtt.record(ms);
+        if overran {
+            self.appends_overran.fetch_add(1, Ordering::Relaxed);
         }
-        self.ack_age[ACK_AGE_BUCKETS_MS.len()].fetch_add(1, Ordering::Relaxed);
-        self.ack_age_sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub fn runtime_lag(&self, ms: u64) {
+        self.runtime_lag.record(ms);
+    }
+
+    pub fn thread_lag(&self, ms: u64) {
+        self.thread_lag.record(ms);
     }
 
     pub fn view(&self) -> StatsView {
@@ -86,12 +179,11 @@ impl Stats {
             refused_not_loaded: self.refused_not_loaded.load(Ordering::Relaxed),
             waited_unsure: self.waited_unsure.load(Ordering::Relaxed),
             waited_not_loaded: self.waited_not_loaded.load(Ordering::Relaxed),
-            ack_age_cumulative: self
-                .ack_age
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-            ack_age_sum_ms: self.ack_age_sum_ms.load(Ordering::Relaxed),
+            ack_age: self.ack_age.view(),
+            append_rtt: self.append_rtt.view(),
+            appends_overran: self.appends_overran.load(Ordering::Relaxed),
+            runtime_lag: self.runtime_lag.view(),
+            thread_lag: self.thread_lag.view(),
         }
     }
 }
@@ -110,8 +202,16 @@ mod tests {
         s.refused(Refusal::Unsure);
         s.refused(Refusal::NotLeader);
         let v = s.view();
-        assert_eq!(v.ack_age_cumulative, vec![1, 1, 2, 2, 2, 2, 3, 3, 3, 4]);
-        assert_eq!(v.ack_age_sum_ms, 5_470);
+        assert_eq!(v.ack_age.cumulative, vec![1, 1, 2, 2, 2, 2, 3, 3, 3, 4]);
+        assert_eq!(v.ack_age.sum_ms, 5_470);
+        s.append_answered(3, false);
+        s.append_answered(70, true);
+        let v = s.view();
+        assert_eq!(
+            v.append_rtt.cumulative,
+            vec![0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2]
+        );
+        assert_eq!((v.append_rtt.sum_ms, v.appends_overran), (73, 1));
         assert_eq!(
             (v.refused_unsure, v.refused_not_leader, v.refused_not_loaded),
             (2, 1, 0)

@@ -33,6 +33,8 @@ pub struct View {
     pub clock_offsets: Vec<(u64, i64)>,
     /// Heartbeat refusals and quorum-ack ages (see `stats.rs`).
     pub stats: crate::stats::StatsView,
+    /// The log store's durable writes (see `store::log`).
+    pub log_write_ms: crate::stats::HistogramView,
     /// Seat events this node applied since it started, per kind of audit line, and
     /// denials per reason (see `store/audit.rs`).
     pub seat_events: Vec<(&'static str, u64)>,
@@ -150,6 +152,7 @@ impl View {
                 .map(|(id, e)| (id, e.offset_ms))
                 .collect(),
             stats: shared.stats.view(),
+            log_write_ms: shared.log.write_ms(),
             seat_events,
             denials,
         }
@@ -376,24 +379,41 @@ impl View {
                 "tally_heartbeats_waited_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        histogram(
+            &mut o,
+            "tally_raft_quorum_ack_age_ms",
+            "Leader only: the age of its last quorum acknowledgement, sampled every 100 ms.",
+            &s.ack_age,
+        );
+        histogram(
+            &mut o,
+            "tally_raft_append_rtt_ms",
+            "Leader only: how long each answered AppendEntries took, from send to answer, including answers that came after openraft's own deadline (the heartbeat interval).",
+            &s.append_rtt,
+        );
+        histogram(
+            &mut o,
+            "tally_runtime_lag_ms",
+            "How late a 10 ms timer on this node's async runtime woke, sampled continuously: high while the thread lag is low means long tasks hold the runtime.",
+            &s.runtime_lag,
+        );
+        histogram(
+            &mut o,
+            "tally_thread_lag_ms",
+            "How late a 10 ms sleep on a plain OS thread woke, sampled continuously: high means the machine has no CPU for this process.",
+            &s.thread_lag,
+        );
+        histogram(
+            &mut o,
+            "tally_log_write_ms",
+            "How long each durable write of the Raft log took (one fsync), waiting for a blocking thread included; the Raft core waits for it.",
+            &self.log_write_ms,
+        );
         let _ = writeln!(
             o,
-            "# HELP tally_raft_quorum_ack_age_ms Leader only: the age of its last quorum acknowledgement, sampled every 100 ms.\n# TYPE tally_raft_quorum_ack_age_ms histogram"
+            "# HELP tally_raft_appends_overran_total AppendEntries answered after openraft's deadline (the heartbeat interval): the transport kept them in flight instead of sending the entries again.\n# TYPE tally_raft_appends_overran_total counter\ntally_raft_appends_overran_total {}",
+            s.appends_overran
         );
-        for (i, bound) in crate::stats::ACK_AGE_BUCKETS_MS.iter().enumerate() {
-            let n = s.ack_age_cumulative.get(i).copied().unwrap_or(0);
-            let _ = writeln!(
-                o,
-                "tally_raft_quorum_ack_age_ms_bucket{{le=\"{bound}\"}} {n}"
-            );
-        }
-        let count = s.ack_age_cumulative.last().copied().unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "tally_raft_quorum_ack_age_ms_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_sum {}", s.ack_age_sum_ms);
-        let _ = writeln!(o, "tally_raft_quorum_ack_age_ms_count {count}");
         let _ = writeln!(
             o,
             "# HELP tally_seat_events_total Seat events this node applied since it started, by the kind of its audit line (out, in, expired, removed, revoked, denied, queued, dequeued).\n# TYPE tally_seat_events_total counter"
@@ -530,6 +550,19 @@ impl View {
 
 /// An `uncounted` feature's issued seats: the ledger reports "no limit" as a number far
 /// above any count (the same threshold as `tallyctl features`).
+/// Writes one Prometheus histogram (cumulative buckets, +Inf, sum, count).
+fn histogram(o: &mut String, name: &str, help: &str, h: &crate::stats::HistogramView) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (i, bound) in h.bounds.iter().enumerate() {
+        let n = h.cumulative.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let count = h.cumulative.last().copied().unwrap_or(0);
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_sum {}", h.sum_ms);
+    let _ = writeln!(o, "{name}_count {count}");
+}
+
 fn uncounted(issued: u64) -> bool {
     issued >= u64::from(u32::MAX)
 }

@@ -28,6 +28,10 @@ const CLUSTER: &str = "cluster_name";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// How long each durable write took, queueing for a blocking thread included: the
+    /// leader's Raft core waits for it before anything else (openraft 0.9), so a slow
+    /// fsync is a pause in heartbeats too. For `/metrics`.
+    write_ms: Arc<crate::stats::Histogram>,
 }
 
 impl Debug for LogStore {
@@ -53,7 +57,12 @@ impl LogStore {
         txn.open_table(LOG).map_err(io_write)?;
         txn.open_table(META).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            write_ms: Arc::new(crate::stats::Histogram::new(
+                &crate::stats::APPEND_RTT_BUCKETS_MS,
+            )),
+        })
     }
 
     /// Binds this data directory to `name` on first use. Returns the name it is already
@@ -95,7 +104,8 @@ impl LogStore {
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
+        let start = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || -> Result<(), redb::Error> {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)
                 .map_err(redb::Error::from)?;
@@ -103,9 +113,15 @@ impl LogStore {
             txn.commit()?;
             Ok(())
         })
-        .await
-        .map_err(io_write)?
-        .map_err(io_write)
+        .await;
+        self.write_ms
+            .record(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+        done.map_err(io_write)?.map_err(io_write)
+    }
+
+    /// The durable-write histogram, for `/metrics`.
+    pub fn write_ms(&self) -> crate::stats::HistogramView {
+        self.write_ms.view()
     }
 
     /// Writes a meta record durably.

@@ -1,6 +1,8 @@
 //! `tallyctl features`, `leases` and `remove`: what is licensed, who holds what, and the
 //! administrator's removal of a lease.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tally_client::proto::v1 as pb;
 use tally_client::proto::v1::admin_client::AdminClient;
 use tally_core::license::Date;
@@ -11,15 +13,56 @@ use crate::Ctx;
 /// Seats beyond this are "uncounted" (the ledger reports an unbounded pool this way).
 const UNCOUNTED: u64 = u32::MAX as u64;
 
-/// `2026-11-23 09:41:07Z` for Unix milliseconds.
+/// Whether times are shown in UTC (`--utc`) instead of the local zone. A process-wide
+/// display choice, set once by `main` before anything is printed.
+static UTC: AtomicBool = AtomicBool::new(false);
+
+/// Shows times in UTC from now on (`--utc`).
+pub fn show_utc() {
+    UTC.store(true, Ordering::Relaxed);
+}
+
+/// The displayed zone's offset from UTC at the instant `ms`, in seconds: the local
+/// zone's (with its daylight saving rule for that instant), or 0 under `--utc`.
+pub fn offset_s(ms: u64) -> i32 {
+    use chrono::{Offset as _, TimeZone as _};
+    if UTC.load(Ordering::Relaxed) {
+        return 0;
+    }
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| chrono::Local.timestamp_millis_opt(ms).single())
+        .map_or(0, |t| t.offset().fix().local_minus_utc())
+}
+
+/// The wall-clock milliseconds at `ms` in the displayed zone (for calendar arithmetic).
+pub fn wall_ms(ms: u64) -> u64 {
+    ms.saturating_add_signed(i64::from(offset_s(ms)) * 1000)
+}
+
+/// `2026-11-23 01:41:07 -08:00` for Unix milliseconds, in the local zone (as lmstat
+/// prints local time), or `2026-11-23 09:41:07Z` in UTC.
 pub fn when(ms: u64) -> String {
+    when_at(ms, offset_s(ms))
+}
+
+/// [`when`] at a given offset from UTC (seconds east).
+pub fn when_at(ms: u64, offset_s: i32) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let (y, m, d) = Date::of_ms(ms).ymd();
-    let s = (ms / 1000) % 86_400;
+    let wall = ms.saturating_add_signed(i64::from(offset_s) * 1000);
+    let (y, m, d) = Date::of_ms(wall).ymd();
+    let s = (wall / 1000) % 86_400;
+    let zone = if offset_s == 0 {
+        "Z".to_owned()
+    } else {
+        let a = offset_s.unsigned_abs() / 60;
+        let sign = if offset_s < 0 { '-' } else { '+' };
+        format!(" {sign}{:02}:{:02}", a / 60, a % 60)
+    };
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{zone}",
         s / 3600,
         s / 60 % 60,
         s % 60
@@ -427,8 +470,21 @@ mod tests {
 
     #[test]
     fn times_read_as_utc() {
-        assert_eq!(super::when(0), "-");
-        assert_eq!(super::when(1_795_424_204_449), "2026-11-23 08:56:44Z");
-        assert_eq!(super::when(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(super::when_at(0, 0), "-");
+        assert_eq!(super::when_at(1_795_424_204_449, 0), "2026-11-23 08:56:44Z");
+        assert_eq!(super::when_at(951_782_400_000, 0), "2000-02-29 00:00:00Z");
+        // East and west of UTC, across midnight both ways.
+        assert_eq!(
+            super::when_at(1_795_424_204_449, -9 * 3600),
+            "2026-11-22 23:56:44 -09:00"
+        );
+        assert_eq!(
+            super::when_at(951_782_400_000, 5 * 3600 + 30 * 60),
+            "2000-02-29 05:30:00 +05:30"
+        );
+        assert_eq!(
+            super::when_at(951_782_400_000, -1),
+            "2000-02-28 23:59:59 -00:00"
+        );
     }
 }

@@ -57,7 +57,14 @@ pub async fn run(ctx: &Ctx, feature: Option<String>) -> anyhow::Result<()> {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
     print!(
         "{}",
-        render(&features, &waiters, feature.as_deref(), (&host, &port), now)
+        render(
+            &features,
+            &waiters,
+            feature.as_deref(),
+            (&host, &port),
+            now,
+            &crate::listing::wall_ms
+        )
     );
     Ok(())
 }
@@ -75,7 +82,7 @@ fn server_of(endpoint: &str) -> (String, String) {
     }
 }
 
-/// `Wed 12/2 9:41`: FlexNet's start time (here in UTC).
+/// `Wed 12/2 9:41`: FlexNet's start time, from wall-clock milliseconds of the zone shown.
 fn start(ms: u64) -> String {
     let (_, m, d) = Date::of_ms(ms).ymd();
     let s = (ms / 1000) % 86_400;
@@ -114,13 +121,17 @@ fn shown_version<'a>(asked: &'a str, f: &'a pb::FeatureInfo) -> &'a str {
 }
 
 /// The whole `lmstat -a` text (or `-f feature`'s), as a pure function of the listings.
+/// `wall` turns an instant into wall-clock milliseconds of the zone shown (lmstat prints
+/// local time; `--utc` makes it UTC).
 pub fn render(
     features: &[pb::FeatureInfo],
     waiters: &[pb::Waiter],
     only: Option<&str>,
     (host, port): (&str, &str),
     now_ms: u64,
+    wall: &dyn Fn(u64) -> u64,
 ) -> String {
+    let now_ms = wall(now_ms);
     let mut o = String::new();
     let (y, mo, d) = Date::of_ms(now_ms).ymd();
     let s = (now_ms / 1000) % 86_400;
@@ -195,7 +206,7 @@ pub fn render(
                 h.user,
                 h.host,
                 shown_version(&h.version, f),
-                start(h.granted_at_ms)
+                start(wall(h.granted_at_ms))
             );
             if h.count > 1 {
                 let _ = write!(o, ", {} licenses", h.count);

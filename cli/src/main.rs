@@ -48,6 +48,10 @@ struct Cli {
     /// Print JSON instead of tables (a stable contract for scripts).
     #[arg(long, global = true)]
     json: bool,
+    /// Show times in UTC instead of this machine's local zone (JSON is always Unix
+    /// milliseconds).
+    #[arg(long, env = "TALLY_UTC", global = true)]
+    utc: bool,
     /// Seconds to keep looking for a leader (elections, unreachable nodes) before giving up.
     #[arg(long, env = "TALLY_TIMEOUT", default_value_t = 15.0, global = true)]
     timeout: f64,
@@ -289,6 +293,9 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    if cli.utc {
+        listing::show_utc();
+    }
     let ctx = Ctx {
         endpoints: cli.endpoints,
         json: cli.json,

@@ -273,6 +273,43 @@ fn shown(value: &str) -> String {
     }
 }
 
+/// Takes a waiter out of the queue when its checkout call ends before the queue answered
+/// it: the client gave up, was killed or lost its connection, and tonic dropped the
+/// handler. Without this its place held everyone behind it until its session's TTL ran
+/// out. Not while the node stops: the client then asks another node with the same
+/// request id and must find its place kept. A call that ended normally ("still queued"
+/// after the long poll) is disarmed: the client asks again at once.
+struct LeaveOnDrop {
+    shared: Shared,
+    stopping: watch::Receiver<bool>,
+    /// The place to cancel; `None` once disarmed.
+    place: Option<u64>,
+}
+
+impl LeaveOnDrop {
+    fn disarm(mut self) {
+        self.place = None;
+    }
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let Some(place) = self.place.take() else {
+            return;
+        };
+        if *self.stopping.borrow() {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match shared.propose(Op::CancelWait { place }).await {
+                Ok(_) => tracing::info!(place, "a waiter's call ended: its place left the queue"),
+                Err(e) => tracing::warn!(place, "a waiter's call ended, but its place could not be cancelled (it leaves with its session): {e}"),
+            }
+        });
+    }
+}
+
 /// How long one checkout call waits in the queue before answering "still queued"; the
 /// client then asks again with the same request id. Short enough that no proxy or load
 /// balancer times the call out, long enough that a waiter costs one log entry per 20 s.
@@ -532,7 +569,13 @@ impl licensing_server::Licensing for Licensing {
         // behaviour, like the hostile suite's, took the early "queued" for a final answer.)
         let mut reply = self.shared.propose(op).await?.reply;
         if let Reply::Queued { place, .. } = reply {
+            let leave = LeaveOnDrop {
+                shared: self.shared.clone(),
+                stopping: self.stopping.clone(),
+                place: Some(place),
+            };
             reply = self.await_queue(req_id, place).await;
+            leave.disarm();
         }
         let result = match reply {
             Reply::Queued { position, .. } => {

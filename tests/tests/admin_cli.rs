@@ -449,3 +449,72 @@ fn a_fourth_node_joins_as_a_learner_then_votes_then_leaves() {
     assert_eq!(gone["learners"], serde_json::json!([]), "{gone}");
     let _ = cluster.script("stop", None);
 }
+
+/// A waiter killed while it waits leaves the queue at once, not when its session's TTL
+/// ends: its place held everyone behind it, with seats free, for the rest of the TTL
+/// (issue 21: "denied: ... 3 of 11 are in use" while 8 were free).
+#[test]
+fn a_waiter_whose_call_ends_leaves_the_queue_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ThreeNodes::start(dir.path());
+    sign_and_load(
+        &cluster,
+        "pair.lic",
+        "VENDOR demo\nFEATURE pair demo 1.0 permanent 2\n",
+    );
+    let mut ann = spawn(
+        &cluster,
+        &[
+            "--json", "checkout", "pair", "--user", "ann", "--hold", "300",
+        ],
+    );
+    first_line(&mut ann);
+    // Bob asks for both seats, waits, and is killed while he waits; his session lives on
+    // for its 120 s TTL (the process that renewed it is gone, but nobody closed it).
+    let bob = spawn(
+        &cluster,
+        &[
+            "checkout", "pair", "--count", "2", "--user", "bob", "--wait", "600", "--ttl", "120",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = tallyctl_json(&cluster, &["queue"]);
+        if q.as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never queued: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(bob);
+    let killed = Instant::now();
+    // The queue empties long before the TTL: the node saw the call end.
+    loop {
+        let q = tallyctl_json(&cluster, &["queue"]);
+        if q.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the dead waiter is still queued {:?} after its call ended: {q}",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // With the dead waiter gone, the free seat goes to the next one who asks, at once
+    // (queued behind bob, cy's request would have been denied as "queued ahead").
+    let cy = tallyctl(
+        &cluster,
+        &["checkout", "pair", "--user", "cy", "--hold", "0"],
+    );
+    assert!(cy.status.success(), "{}", stderr(&cy));
+    let sessions = tallyctl_json(&cluster, &["sessions"]);
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["user"] == "bob"),
+        "bob's session lives on (only his wait ended): {sessions}"
+    );
+}

@@ -178,6 +178,23 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let table = tallyctl(&cluster, &["leases", "--user", "ann"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("LEASE") && text.contains("cad"), "{text}");
+    // Times are shown in the local zone, as lmstat does, and in UTC with --utc. `XYZ+5`
+    // is a POSIX zone five hours west of UTC, needing no zone database.
+    let in_zone = |extra: &[&str]| {
+        let out = std::process::Command::new(tally_tests::bin("tallyctl"))
+            .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+            .env("HOME", "/nonexistent")
+            .env("TZ", "XYZ+5")
+            .args(extra)
+            .args(["leases", "--user", "ann"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let local = in_zone(&[]);
+    assert!(local.contains(" -05:00"), "{local}");
+    let utc = in_zone(&["--utc"]);
+    assert!(!utc.contains(" -05:00") && utc.contains('Z'), "{utc}");
     // FlexNet's lmstat layout, as a scraper reads it (the layout's own table test is in
     // cli/src/lmstat/tests.rs): the feature's totals and ann's line with its handle.
     let lm = tallyctl(&cluster, &["lmstat", "-a"]);

@@ -137,6 +137,12 @@ pub fn kill9(pid: u32) -> anyhow::Result<()> {
 
 /// The id of the node leading now, as the cluster reports it (0 while electing).
 pub async fn leader_id(cluster: &tally_client::Cluster) -> anyhow::Result<u64> {
+    Ok(leader_and_term(cluster).await?.0)
+}
+
+/// The leader's id (0 while an election runs) and the Raft term, as the answering node
+/// knows them.
+pub async fn leader_and_term(cluster: &tally_client::Cluster) -> anyhow::Result<(u64, u64)> {
     use tally_client::proto::v1 as pb;
     use tally_client::proto::v1::admin_client::AdminClient;
     let st = cluster
@@ -146,7 +152,7 @@ pub async fn leader_id(cluster: &tally_client::Cluster) -> anyhow::Result<u64> {
                 .await
         })
         .await?;
-    Ok(st.leader_id)
+    Ok((st.leader_id, st.term))
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! once their heartbeats stop (no leader change meanwhile); then, with `--pid-dir`, opens
 //! N again and kills the leader: the time until a write succeeds on the new leader, how
 //! many live sessions the failover lost, and the mass expiry again on the new leader.
+//! The Raft term is read at the start, before the kill and at the end: any election
+//! before the kill was unplanned (overload made a follower campaign).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -291,6 +293,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         ttl.as_secs(), a.feature, a.connections, a.concurrency
     );
 
+    let term_start = super::leader_and_term(&ctx.cluster()?).await?.1;
     let mut keeper = Keeper::start(&fleet, every);
     let (open_took, lat) = open(&fleet, 0, n, &a).await?;
     keeper.round_after(Instant::now()).await?;
@@ -311,6 +314,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         "expire_s": super::ms(expire_s),
         "expire_after_ttl_s": super::ms(expire_s - ttl.as_secs_f64()),
         "memory_after_expiry": mem_after_expiry,
+        "term_start": term_start,
     });
 
     if let (Some(dir), Some(e)) = (dir, extra.as_object_mut()) {
@@ -324,6 +328,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         tokio::time::sleep(settle).await;
         let before = keeper.round_after(Instant::now()).await?;
         e.insert("memory_before_failover".into(), memory(Some(dir)));
+        let term_before_kill = super::leader_and_term(&ctx.cluster()?).await?.1;
+        e.insert("term_before_kill".into(), json!(term_before_kill));
+        e.insert(
+            "elections_before_kill".into(),
+            json!(term_before_kill.saturating_sub(term_start)),
+        );
+        eprintln!(
+            "bench scale: {} election(s) before the kill (term {term_start} -> {term_before_kill})",
+            term_before_kill.saturating_sub(term_start)
+        );
         let (killed_node, killed, write_s) = failover(ctx, dir, &fleet).await?;
         let after = keeper.round_after(Instant::now()).await?;
         let lost = after.lost_total - before.lost_total;
@@ -332,6 +346,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             (after.ended - killed).as_secs_f64()
         );
         let (expired2, expire2_s) = expire(ctx, &fleet, keeper, ttl).await?;
+        e.insert(
+            "term_end".into(),
+            json!(super::leader_and_term(&ctx.cluster()?).await?.1),
+        );
         e.insert("killed_node".into(), json!(killed_node));
         e.insert("failover_write_ms".into(), json!(super::ms(write_s * 1e3)));
         e.insert(

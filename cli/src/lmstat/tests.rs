@@ -77,7 +77,7 @@ fn listing() -> (Vec<pb::FeatureInfo>, Vec<pb::Waiter>) {
 #[test]
 fn scrapers_find_every_feature_holder_lingering_seat_and_waiter() {
     let (features, waiters) = listing();
-    let out = render(&features, &waiters, None, ("lic1", "7000"), NOW);
+    let out = render(&features, &waiters, None, ("lic1", "7000"), NOW, &|ms| ms);
     let users_of = Regex::new(
         r"^Users of (\S+):  \(Total of (\d+) licenses? issued;  Total of (\d+) licenses? in use\)$",
     )
@@ -157,7 +157,14 @@ fn scrapers_find_every_feature_holder_lingering_seat_and_waiter() {
 #[test]
 fn one_feature_alone_with_f() {
     let (features, waiters) = listing();
-    let out = render(&features, &waiters, Some("viewer"), ("lic1", "7000"), NOW);
+    let out = render(
+        &features,
+        &waiters,
+        Some("viewer"),
+        ("lic1", "7000"),
+        NOW,
+        &|ms| ms,
+    );
     assert!(
         out.contains("Users of viewer:  (Total of 1 license issued;  Total of 0 licenses in use)"),
         "{out}"

@@ -210,11 +210,11 @@ impl Keeper {
             }
         }
         let now = shared.now_ms();
-        let checkpoint = {
+        let checkpoints = {
             let sm = shared.sm.read();
             self.with(shared, |core| core.checkpoint(&sm.ledger, now))
         };
-        if let Some(op) = checkpoint {
+        for op in checkpoints {
             if propose(shared, op, "heartbeat checkpoint").await.is_err() {
                 return;
             }

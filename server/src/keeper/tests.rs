@@ -141,6 +141,8 @@ fn a_heartbeat_promises_only_what_a_successor_would_grant() {
     // Once checkpointed, the full promise is honoured by a successor.
     let op = core
         .checkpoint(&log.ledger, later)
+        .into_iter()
+        .next()
         .expect("a checkpoint is due");
     log.apply(later, op);
     let Beat::Alive { deadline_ms, .. } = beat(&mut core, &log, later + 1, s) else {
@@ -175,15 +177,89 @@ fn the_first_tick_of_a_leadership_checkpoints_then_once_a_second() {
     log.ticks(T0 + 10_000, T0 + 12_000);
     beat(&mut core, &log, T0 + 12_000, s);
     assert!(
-        core.checkpoint(&log.ledger, T0 + 12_000).is_some(),
+        !core.checkpoint(&log.ledger, T0 + 12_000).is_empty(),
         "first tick"
     );
     beat(&mut core, &log, T0 + 20_000, s);
     assert!(
-        core.checkpoint(&log.ledger, T0 + 12_500).is_none(),
+        core.checkpoint(&log.ledger, T0 + 12_500).is_empty(),
         "within the second"
     );
-    assert!(core.checkpoint(&log.ledger, T0 + 21_000).is_some());
+    assert!(!core.checkpoint(&log.ledger, T0 + 21_000).is_empty());
+}
+
+/// At scale every due beat is checkpointed each period, in bounded entries, the stalest
+/// in the ledger first: a fixed 10,000 a period in hash order left the same sessions
+/// behind until a new leader expired 46,901 live ones (BENCHMARKS.md, "Overload").
+#[test]
+fn checkpoints_keep_up_with_every_session_and_the_stalest_go_first() {
+    use super::core::{CHECKPOINT_BATCH, CHECKPOINT_ENTRIES};
+    let mut log = Log::new();
+    let n = CHECKPOINT_BATCH * CHECKPOINT_ENTRIES + 5;
+    let ids: Vec<u64> = (0..n)
+        .map(|i| {
+            let mut client = [0u8; 16];
+            client[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let open = Op::OpenSession {
+                req: RequestId { client, seq: 1 },
+                holder: Holder {
+                    user: "ci".into(),
+                    host: "farm".into(),
+                    display: String::new(),
+                    pid: 1,
+                },
+                ttl_ms: TTL,
+                secret: SECRET,
+                origin: Default::default(),
+            };
+            match log.apply(T0, open) {
+                Reply::SessionOpened { session, .. } => session,
+                r => panic!("{r:?}"),
+            }
+        })
+        .collect();
+    let mut core = Core::new(ELECTION_MAX);
+    core.establish(1, &log.ledger);
+    let at = T0 + TTL / 2;
+    log.ticks(T0, at);
+    for &s in &ids {
+        beat(&mut core, &log, at, s);
+    }
+    let ops = core.checkpoint(&log.ledger, at);
+    assert_eq!(ops.len(), CHECKPOINT_ENTRIES, "bounded per period");
+    let written: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::CheckpointHeartbeats { beats } => {
+                assert!(beats.len() <= CHECKPOINT_BATCH);
+                beats.len()
+            }
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(written, CHECKPOINT_BATCH * CHECKPOINT_ENTRIES);
+    // The 5 left over lead the next period, however many others beat meanwhile.
+    assert_eq!(core.dirty.len(), 5);
+    let left: Vec<u64> = core.dirty.iter().copied().collect();
+    for op in ops {
+        log.apply(at, op);
+    }
+    let later = at + 1_000;
+    log.ticks(at, later + TTL / 2);
+    for &s in &ids[..100] {
+        beat(&mut core, &log, later + TTL / 2, s);
+    }
+    let next = core.checkpoint(&log.ledger, later + TTL / 2);
+    let Some(Op::CheckpointHeartbeats { beats }) = next.first() else {
+        panic!("a checkpoint is due: {next:?}");
+    };
+    assert_eq!(beats.len(), 105);
+    let first: Vec<u64> = beats[..5].iter().map(|&(id, _)| id).collect();
+    let mut want = left;
+    want.sort_unstable();
+    let mut got = first;
+    got.sort_unstable();
+    assert_eq!(got, want, "the stalest (never checkpointed) go first");
 }
 
 #[test]

@@ -229,6 +229,11 @@ fn is_loopback(addr: &str) -> bool {
 /// Longest cluster name: it travels in a header of every Raft message.
 pub const MAX_CLUSTER_NAME: usize = 64;
 
+/// Most log entries in one AppendEntries (openraft's default is 300). Entries can be
+/// tens of kilobytes (a heartbeat checkpoint, a license), and a follower behind by
+/// hundreds of them must still take one append well within the transport's deadline.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 /// A cluster name is 1-64 of `A-Z a-z 0-9 . _ -`, so it is a valid gRPC header value and
 /// reads the same in every log.
 pub fn check_cluster_name(name: &str) -> Result<(), ConfigError> {
@@ -385,6 +390,7 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_log_after_snapshot,
             install_snapshot_timeout: 10_000,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             // Closed until the clock monitor finds this node's clock agrees with a
             // quorum (`clock::pinger`): no campaign on an unchecked clock.
             enable_elect: false,

@@ -69,11 +69,13 @@ pub struct Network {
 /// timeout, so it campaigns (measured: BENCHMARKS.md, "Overload"). Instead the call runs
 /// on in its own task, and the next append to that peer waits for it rather than
 /// sending beside it (see [`Peer::append_entries`]). A follower that has not answered
-/// within this deadline is treated as unreachable. Two election timeouts: longer than
-/// any append measured under overload on a 2-core machine (`tally_raft_append_rtt_ms`),
-/// and short enough that a hung connection is redialled well within a client's TTL.
+/// within this deadline is treated as unreachable. Two election timeouts, and at least
+/// 5 s: a follower catching up after a failover under load takes appends of up to
+/// [`crate::config::MAX_PAYLOAD_ENTRIES`] entries, and one cut off before it finishes is
+/// sent again whole (at 1.2 s a follower at 100,000 sessions never caught up); short
+/// enough that a hung connection is redialled well within a client's TTL.
 pub fn append_deadline(election_max_ms: u64) -> Duration {
-    Duration::from_millis(election_max_ms.saturating_mul(2))
+    Duration::from_millis(election_max_ms.saturating_mul(2).max(5_000))
 }
 
 impl std::fmt::Debug for Network {

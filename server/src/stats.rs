@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (300-600 ms), where a leader stops being sure it leads.
 pub const ACK_AGE_BUCKETS_MS: [u64; 9] = [25, 50, 100, 150, 200, 300, 450, 600, 1_000];
 
-/// Upper bounds (ms) of the AppendEntries round-trip and log-write histograms: from a
-/// quiet LAN's or disk's few milliseconds, through openraft's own deadline (the heartbeat
-/// interval, 50 ms), to the election timeouts and the transport's deadline (see
-/// `network::append_deadline`).
-pub const APPEND_RTT_BUCKETS_MS: [u64; 11] = [2, 5, 10, 25, 50, 100, 200, 300, 600, 1_000, 2_500];
+/// Upper bounds (ms) of the latency histograms (AppendEntries round trips, log writes,
+/// runtime and thread lag): from a quiet LAN's or disk's few milliseconds, through
+/// openraft's own append deadline (the heartbeat interval, 50 ms), to the election
+/// timeouts (300-600 ms) where a stall costs the leader its followers.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [2, 5, 10, 25, 50, 100, 200, 300, 600, 1_000, 2_500];
 
 /// A Prometheus-style histogram of milliseconds over fixed bucket bounds.
 #[derive(Debug)]
@@ -107,10 +107,10 @@ impl Default for Stats {
             waited_unsure: AtomicU64::new(0),
             waited_not_loaded: AtomicU64::new(0),
             ack_age: Histogram::new(&ACK_AGE_BUCKETS_MS),
-            append_rtt: Histogram::new(&APPEND_RTT_BUCKETS_MS),
+            append_rtt: Histogram::new(&LATENCY_BUCKETS_MS),
             appends_overran: AtomicU64::new(0),
-            runtime_lag: Histogram::new(&APPEND_RTT_BUCKETS_MS),
-            thread_lag: Histogram::new(&APPEND_RTT_BUCKETS_MS),
+            runtime_lag: Histogram::new(&LATENCY_BUCKETS_MS),
+            thread_lag: Histogram::new(&LATENCY_BUCKETS_MS),
         }
     }
 }

@@ -60,7 +60,7 @@ impl LogStore {
         Ok(Self {
             db,
             write_ms: Arc::new(crate::stats::Histogram::new(
-                &crate::stats::APPEND_RTT_BUCKETS_MS,
+                &crate::stats::LATENCY_BUCKETS_MS,
             )),
         })
     }

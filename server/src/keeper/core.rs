@@ -286,15 +286,14 @@ impl Core {
         // until their checkpoints were older than a TTL, and the next leader expired
         // 46,901 live sessions on promotion (BENCHMARKS.md, "Overload").
         let mut due: Vec<(TimeMs, SessionId, TimeMs)> = Vec::new();
-        self.dirty.retain(|id| {
-            let (Some(&(beat, _)), Some(s)) = (self.beats.get(id), ledger.session(*id)) else {
-                return false;
+        for id in self.dirty.drain() {
+            let (Some(&(beat, _)), Some(s)) = (self.beats.get(&id), ledger.session(id)) else {
+                continue;
             };
             if beat > s.last_heartbeat_ms + s.ttl_ms / 4 {
-                due.push((s.last_heartbeat_ms, *id, beat.min(now)));
+                due.push((s.last_heartbeat_ms, id, beat.min(now)));
             }
-            false
-        });
+        }
         due.sort_unstable();
         let mut chunks = due.chunks(CHECKPOINT_BATCH);
         let ops: Vec<Op> = chunks

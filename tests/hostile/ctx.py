@@ -3,6 +3,8 @@ none) and as an administrator, request ids, the leader, and the checks that an a
 changed nothing: the cluster's log (ExportLog) and what honest clients can see."""
 
 import json
+import ssl
+import urllib.request
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,34 @@ def check(cond, what):
 
 def rid(client=None, seq=1):
     return L.RequestId(client_id=client if client is not None else os.urandom(16), seq=seq)
+
+
+HISTOGRAMS = ("runtime_lag", "thread_lag", "raft_append_rtt", "log_write",
+              "raft_quorum_ack_age")
+
+
+def summarize(metrics):
+    """`term 1 leader; runtime_lag n=4651 worst<=300 (>100: 1); ...` from /metrics text."""
+    vals, buckets = {}, {}
+    for line in metrics.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, v = line.rsplit(" ", 1)
+        vals[name] = v
+        for h in HISTOGRAMS:
+            prefix = f"tally_{h}_ms_bucket{{le=\""
+            if name.startswith(prefix):
+                buckets.setdefault(h, []).append((name[len(prefix):-2], int(float(v))))
+    parts = [f"term {vals.get('tally_raft_term', '?')}"
+             + (" leader" if vals.get("tally_raft_is_leader") == "1" else "")]
+    for h, bs in buckets.items():
+        total = bs[-1][1]
+        if not total:
+            continue
+        worst = next(le for le, c in bs if c == total)
+        over = total - dict(bs).get("100", total)
+        parts.append(f"{h} n={total} worst<={worst} (>100: {over})")
+    return "; ".join(parts)
 
 
 class Ctx:
@@ -85,6 +115,23 @@ class Ctx:
         st = self.status()
         return [n.grpc_addr for n in st.nodes if n.id != st.leader_id]
 
+    def health(self):
+        """One line per node from its /metrics: term, leadership, and the worst bucket of
+        the lag, append, log-write and quorum-ack histograms. Printed after
+        the suite, so a failure shows whether the leader changed under attack and why."""
+        ctx = ssl.create_default_context(cafile=os.path.join(self.args.pki, "ca.crt"))
+        out = []
+        for n, addr in enumerate(self.http_addrs(), 1):
+            try:
+                url = f"https://{addr}/metrics"
+                with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
+                    text = r.read().decode()
+            except Exception as e:  # noqa: BLE001  a dead node is what this reports
+                out.append(f"node {n}: unreachable: {e}")
+                continue
+            out.append(f"node {n}: " + summarize(text))
+        return out
+
     def http_addrs(self):
         return self.args.http.split(",") if self.args.http else []
 
@@ -98,24 +145,48 @@ class Ctx:
 
     # ---- what the attacks assert ----
 
+    def on_leader(self, call):
+        """`call()` against the current leader, asked again after a leader change (the
+        honest library follows one; so do the suite's own set-up and clean-up calls)."""
+        for attempt in range(5):
+            try:
+                return call()
+            except grpc.RpcError as e:
+                if attempt == 4 or e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                self.leader_addr = None
+                time.sleep(0.2)
+
     def open(self, who="attacker", user="mallory", host="evil", ttl_ms=30_000, client=None):
         """A session of the attacker's own: (id, secret, client id)."""
         client = client or os.urandom(16)
         secret = os.urandom(32)
-        r = self.lic(who).OpenSession(L.OpenSessionRequest(
+        r = self.on_leader(lambda: self.lic(who).OpenSession(L.OpenSessionRequest(
             request=rid(client, 1), user=user, host=host, secret=secret, ttl_ms=ttl_ms),
-            timeout=20)
+            timeout=20))
         return r.session_id, secret, client
 
     def close(self, s, who="attacker", seq=1_000_000):
         sid, secret, client = s
-        self.lic(who).CloseSession(L.CloseSessionRequest(
+        self.on_leader(lambda: self.lic(who).CloseSession(L.CloseSessionRequest(
             request=rid(client, seq), auth=L.SessionAuth(session_id=sid, secret=secret)),
-            timeout=20)
+            timeout=20))
+
+    def term(self):
+        return self.status().term
 
     def last_index(self):
-        st = self.status()
-        return next(n.last_log_index for n in st.nodes if n.id == st.leader_id)
+        """The leader's own last log index, as the leader itself reports it (another
+        node's idea of the leader's log trails it, or is nothing at all)."""
+        for _ in range(50):
+            st = self.status()
+            addr = next(n.grpc_addr for n in st.nodes if n.id == st.leader_id)
+            own = pb.admin_grpc.AdminStub(self.channel("admin", addr)).ClusterStatus(
+                A.ClusterStatusRequest(), timeout=5)
+            if own.answered_by == own.leader_id:
+                return next(n.last_log_index for n in own.nodes if n.id == own.leader_id)
+            time.sleep(0.1)
+        raise Fail("no node reports its own log as the leader's")
 
     def entries_since(self, index):
         """The ledger entries after `index`, as (index, kind, body) from ExportLog."""

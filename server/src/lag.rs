@@ -18,12 +18,17 @@ fn late_ms(asked_at: Instant) -> u64 {
     u64::try_from(late.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Samples the runtime's timer lag until shutdown.
-pub async fn runtime(stats: Arc<Stats>, mut shutdown: broadcast::Receiver<()>) {
+/// Samples the timer lag of the runtime it runs on until shutdown, into `record`
+/// (`Stats::runtime_lag` for the main runtime, `Stats::raft_runtime_lag` for Raft's).
+pub async fn runtime(
+    stats: Arc<Stats>,
+    record: fn(&Stats, u64),
+    mut shutdown: broadcast::Receiver<()>,
+) {
     loop {
         let asked = Instant::now();
         tokio::select! {
-            _ = tokio::time::sleep(PERIOD) => stats.runtime_lag(late_ms(asked)),
+            _ = tokio::time::sleep(PERIOD) => record(&stats, late_ms(asked)),
             _ = shutdown.recv() => return,
         }
     }

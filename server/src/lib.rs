@@ -15,6 +15,7 @@ pub mod licensing;
 pub mod loadcheck;
 pub mod network;
 pub mod node;
+pub mod raft_runtime;
 pub mod security;
 pub mod shared;
 pub mod stats;

@@ -36,6 +36,8 @@ pub struct NodeHandle {
     keeper: tokio::task::JoinHandle<()>,
     /// The clock pinger.
     pinger: tokio::task::JoinHandle<()>,
+    /// Where Raft runs (see `raft_runtime.rs`); shut down last.
+    raft_rt: crate::raft_runtime::RaftRuntime,
 }
 
 impl NodeHandle {
@@ -64,6 +66,7 @@ impl NodeHandle {
         let _ = self.keeper.await;
         let _ = self.pinger.await;
         let _ = self.shared.raft.shutdown().await;
+        self.raft_rt.shut_down().await;
     }
 }
 
@@ -122,7 +125,15 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     )?;
     // The clock pinger reaches peers over Raft's own channels.
     let pinger_network = network.clone();
-    let raft = Raft::new(cfg.id, raft_config, network, log.clone(), sm.clone()).await?;
+    // Made on its own runtime, so that everything openraft spawns runs there.
+    let raft_rt = crate::raft_runtime::RaftRuntime::new(cfg.id)?;
+    let raft = {
+        let (id, log, sm) = (cfg.id, log.clone(), sm.clone());
+        raft_rt
+            .handle()
+            .spawn(async move { Raft::new(id, raft_config, network, log, sm).await })
+            .await??
+    };
     let (shutdown, _) = broadcast::channel(1);
     let clock = Clock::new(cfg.id, cfg.max_clock_offset_ms);
     let shared = Shared::new(
@@ -146,10 +157,18 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     );
     tokio::spawn(crate::lag::runtime(
         shared.stats.clone(),
+        crate::stats::Stats::runtime_lag,
+        shutdown.subscribe(),
+    ));
+    raft_rt.handle().spawn(crate::lag::runtime(
+        shared.stats.clone(),
+        crate::stats::Stats::raft_runtime_lag,
         shutdown.subscribe(),
     ));
     crate::lag::thread(shared.stats.clone(), shutdown.subscribe())?;
-    let pinger = tokio::spawn(
+    // Beside Raft: its pings are Raft calls on Raft's channels, and a late ping is a
+    // wrong clock offset.
+    let pinger = raft_rt.handle().spawn(
         crate::clock::pinger::run(
             shared.id,
             shared.clock.clone(),
@@ -255,6 +274,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         server,
         keeper,
         pinger,
+        raft_rt,
     })
 }
 

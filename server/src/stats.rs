@@ -34,6 +34,16 @@ pub struct HistogramView {
     pub sum_ms: u64,
 }
 
+impl HistogramView {
+    /// How many samples were over `ms`, counted at the first bound at or above it (so
+    /// exactly when `ms` is a bound).
+    pub fn over(&self, ms: u64) -> u64 {
+        let total = self.cumulative.last().copied().unwrap_or(0);
+        let at = self.bounds.iter().position(|b| *b >= ms);
+        total - at.map_or(total, |i| self.cumulative[i])
+    }
+}
+
 impl Histogram {
     pub fn new(bounds: &'static [u64]) -> Histogram {
         Histogram {
@@ -96,6 +106,9 @@ pub struct Stats {
     /// (see `lag.rs`).
     runtime_lag: Histogram,
     thread_lag: Histogram,
+    /// The same timer on the runtime Raft runs on (`node::RaftRuntime`): it stays low
+    /// while client work holds the main runtime.
+    raft_runtime_lag: Histogram,
 }
 
 impl Default for Stats {
@@ -111,6 +124,7 @@ impl Default for Stats {
             appends_overran: AtomicU64::new(0),
             runtime_lag: Histogram::new(&LATENCY_BUCKETS_MS),
             thread_lag: Histogram::new(&LATENCY_BUCKETS_MS),
+            raft_runtime_lag: Histogram::new(&LATENCY_BUCKETS_MS),
         }
     }
 }
@@ -128,6 +142,7 @@ pub struct StatsView {
     pub appends_overran: u64,
     pub runtime_lag: HistogramView,
     pub thread_lag: HistogramView,
+    pub raft_runtime_lag: HistogramView,
 }
 
 impl Stats {
@@ -172,6 +187,10 @@ impl Stats {
         self.thread_lag.record(ms);
     }
 
+    pub fn raft_runtime_lag(&self, ms: u64) {
+        self.raft_runtime_lag.record(ms);
+    }
+
     pub fn view(&self) -> StatsView {
         StatsView {
             refused_not_leader: self.refused_not_leader.load(Ordering::Relaxed),
@@ -184,6 +203,7 @@ impl Stats {
             appends_overran: self.appends_overran.load(Ordering::Relaxed),
             runtime_lag: self.runtime_lag.view(),
             thread_lag: self.thread_lag.view(),
+            raft_runtime_lag: self.raft_runtime_lag.view(),
         }
     }
 }
@@ -204,6 +224,11 @@ mod tests {
         let v = s.view();
         assert_eq!(v.ack_age.cumulative, vec![1, 1, 2, 2, 2, 2, 3, 3, 3, 4]);
         assert_eq!(v.ack_age.sum_ms, 5_470);
+        // ACK_AGE_BUCKETS_MS: 25, 50, 100, 150, 200, 300, 450, 600, 1000.
+        assert_eq!(
+            [25, 60, 100, 400, 600, 5_000].map(|ms| v.ack_age.over(ms)),
+            [3, 2, 2, 1, 1, 0]
+        );
         s.append_answered(3, false);
         s.append_answered(70, true);
         let v = s.view();

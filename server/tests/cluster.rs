@@ -1142,3 +1142,94 @@ async fn a_full_disk_stops_one_node_and_loses_no_seat() {
     cluster.stop_all().await;
     drop(mounts);
 }
+
+/// Client work that holds the leader's client runtime, every worker of it, for 1.5 s at a
+/// time (far past the 300-600 ms election timeout) costs the leader nothing: Raft runs
+/// on a runtime of its own (`raft_runtime.rs`), so its heartbeats go out on time and no
+/// follower campaigns. Each node here runs on its own runtime, as in its own process
+/// (in one runtime, blocking it would silence the followers' inbound service too). With
+/// Raft on the client runtime, the followers campaigned during the first hold.
+#[test]
+fn client_work_that_holds_the_leaders_runtime_costs_no_election() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rts: Vec<tokio::runtime::Runtime> = (0..3)
+        .map(|_| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut nodes = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    for (i, rt) in rts.iter().enumerate() {
+        let id = i as u64 + 1;
+        let dir = tmp.path().join(format!("n{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let node = rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            node::start(cfg(id, dir), l).await.unwrap()
+        });
+        let addr = node.addr.clone();
+        members.insert(
+            id,
+            TallyNode {
+                addr,
+                http: String::new(),
+            },
+        );
+        nodes.insert(id, node);
+    }
+    rts[0]
+        .block_on(node::initialize(&nodes[&1].shared, members))
+        .unwrap();
+    let metrics = |id: u64| nodes[&id].shared.raft.metrics().borrow().clone();
+    let mut leader = None;
+    for _ in 0..200 {
+        leader = (1..=3).find(|id| metrics(*id).state == openraft::ServerState::Leader);
+        if leader.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let leader = leader.expect("a leader");
+    let terms = || {
+        (1..=3)
+            .map(|id| metrics(id).current_term)
+            .collect::<Vec<_>>()
+    };
+    let before = terms();
+    let rt = &rts[leader as usize - 1];
+    for _ in 0..3 {
+        // Two tasks that block the leader runtime's two workers: all of it, held.
+        let hogs: Vec<_> = (0..2)
+            .map(|_| rt.spawn(async { std::thread::sleep(Duration::from_millis(1_500)) }))
+            .collect();
+        for h in hogs {
+            rt.block_on(h).unwrap();
+        }
+        // Time for a campaign that started to show in the terms.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(
+        terms(),
+        before,
+        "an election while the leader's runtime was held"
+    );
+    let stats = nodes[&leader].shared.stats.view();
+    assert!(
+        stats.runtime_lag.over(1_000) >= 3,
+        "the client runtime was held (the control): {:?}",
+        stats.runtime_lag
+    );
+    assert_eq!(
+        stats.raft_runtime_lag.over(100),
+        0,
+        "the Raft runtime never waited: {:?}",
+        stats.raft_runtime_lag
+    );
+    for (id, n) in nodes {
+        rts[id as usize - 1].block_on(n.stop());
+    }
+}

@@ -399,6 +399,12 @@ impl View {
         );
         histogram(
             &mut o,
+            "tally_raft_runtime_lag_ms",
+            "How late a 10 ms timer on the runtime that runs Raft (its core, replication and peer connections) woke: it stays low while client work holds the main runtime.",
+            &s.raft_runtime_lag,
+        );
+        histogram(
+            &mut o,
             "tally_thread_lag_ms",
             "How late a 10 ms sleep on a plain OS thread woke, sampled continuously: high means the machine has no CPU for this process.",
             &s.thread_lag,

@@ -32,12 +32,12 @@ pub struct Args {
     #[arg(long)]
     ttl: Option<u64>,
     /// Check out as this user (default: $USER).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_USER")]
     user: Option<String>,
     /// Check out as from this host (default: this machine's name): for scripted tests and
     /// service accounts. A cluster that takes identities from certificates refuses a host
     /// the caller's certificate does not name (administrators excepted).
-    #[arg(long)]
+    #[arg(long, env = "TALLY_HOST")]
     host: Option<String>,
 }
 

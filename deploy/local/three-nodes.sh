@@ -14,8 +14,9 @@
 # logs in DIR/nodeN.log and its process id in DIR/nodeN.pid.
 #
 # HTTP: each node's dashboard, /metrics, /healthz and /readyz listen on
-# TALLY_HTTP_BASE..TALLY_HTTP_BASE+2 if that is set at start (e.g. 27080), else on free
-# ports that each node's log names ("http serving").
+# TALLY_HTTP_BASE..TALLY_HTTP_BASE+2, by default BASE_PORT+80.. (27080-27082), printed
+# at start; TALLY_HTTP_BASE=free puts them on free ports that each node's log names
+# ("http serving"). A port already taken stops `start` before any node runs, naming it.
 #
 # TLS: every node listens and dials its peers over TLS. A site CA is made in DIR/pki on
 # first start (tallyctl pki), with a peer certificate per node and an administrator's
@@ -65,12 +66,26 @@ alive() {
   [ ! -r "/proc/$pid/stat" ] || ! awk '{ sub(/.*\) /, ""); exit ($1 == "Z") ? 0 : 1 }' "/proc/$pid/stat"
 }
 
-# The HTTP port (dashboard, /metrics, /healthz, /readyz) of node N: TALLY_HTTP_BASE + N - 1
-# if it was set at `start`, else any free port (the node's log names it).
+# The HTTP port (dashboard, /metrics, /healthz, /readyz) of node N: the HTTP base chosen at
+# `start` + N - 1, or any free port (the node's log names it) if that was `free`.
 http_addr() {
   local hb
   hb=$(cat "$dir/http_base" 2>/dev/null || true)
   if [ -n "$hb" ]; then echo "127.0.0.1:$((hb + $1 - 1))"; else echo "127.0.0.1:0"; fi
+}
+
+# Fails, naming the port and who needed it, if something already listens on one of node
+# N's ports (a tallyd left running, another cluster): at once, instead of a node that
+# exits on start and a leader that never comes.
+ports_free() {
+  local n=$1 port what
+  for what in grpc http; do
+    if [ $what = grpc ]; then port=$((base + n - 1)); else port=$(http_addr "$n"); port=${port##*:}; fi
+    [ "$port" != 0 ] || continue
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      die "port $port (node $n's $([ $what = grpc ] && echo gRPC || echo HTTP) port) is taken: something already listens on 127.0.0.1:$port; stop it, or choose other ports (BASE_PORT, TALLY_HTTP_BASE)"
+    fi
+  done
 }
 
 # A name of this cluster's own, the same on every start: derived from DIR.
@@ -147,10 +162,12 @@ case $cmd in
       || die "BASE_PORT must be a number from 1 to 65533, not '$base'"
     bins
     echo "$base" >"$dir/base_port"
-    hb=${TALLY_HTTP_BASE:-}
+    hb=${TALLY_HTTP_BASE:-$((base + 80))}
+    [ "$hb" = free ] && hb=""
     [ -z "$hb" ] || { [[ $hb =~ ^[0-9]+$ ]] && [ "$hb" -gt 0 ] && [ "$hb" -le 65533 ]; } \
-      || die "TALLY_HTTP_BASE must be a number from 1 to 65533, not '$hb'"
+      || die "TALLY_HTTP_BASE must be a number from 1 to 65533 or 'free', not '$hb' (default: BASE_PORT + 80)"
     echo "$hb" >"$dir/http_base"
+    for n in 1 2 3; do alive "$n" || ports_free "$n"; done
     pki
     if [ ! -f "$dir/vendor.pub" ]; then
       "$bin/tallyctl" license keygen --out "$dir" >&2
@@ -170,6 +187,9 @@ case $cmd in
     fi
     ctl license load "$lic" >&2
     echo "three nodes up, data in $dir, pids $(cat "$dir"/node{1,2,3}.pid | tr '\n' ' ')" >&2
+    if [ -n "$hb" ]; then
+      echo "dashboards: https://127.0.0.1:$hb/ https://127.0.0.1:$((hb + 1))/ https://127.0.0.1:$((hb + 2))/ (trust $dir/pki/ca.crt)" >&2
+    fi
     endpoints
     ;;
   stop)
@@ -192,6 +212,7 @@ case $cmd in
     [ -f "$dir/base_port" ] || die "$dir was never started (no $dir/base_port)"
     base=$(cat "$dir/base_port")
     bins
+    alive "$n" || ports_free "$n"
     start_node "$n"
     echo "node $n started again (pid $(cat "$dir/node$n.pid"))" >&2
     endpoints

@@ -26,6 +26,13 @@ pub struct Slots {
     what: &'static str,
 }
 
+impl<T> Limited<T> {
+    /// The connection itself (to peek at it, or ask its addresses).
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+}
+
 impl Slots {
     pub fn new(max: usize, what: &'static str) -> Slots {
         Slots {

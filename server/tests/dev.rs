@@ -125,8 +125,26 @@ async fn the_dev_cluster_serves_the_demo_license() {
             https_get(&addr, &tmp.path().join("pki/ca.crt"), "/healthz").await,
             "ok\n"
         );
+        // http:// on the HTTPS port: a sentence naming the right address.
+        let plain = http_get(&addr, "/").await;
+        assert!(
+            plain.starts_with("HTTP/1.1 400")
+                && plain.contains(&format!("ask for https://{addr}/ instead of http://")),
+            "{plain}"
+        );
     }
     cluster.stop().await;
+}
+
+/// GET in plain HTTP; the whole answer.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    String::from_utf8(raw).unwrap()
 }
 
 /// GET over TLS, trusting only `ca`; the body of a 200 answer.

@@ -26,5 +26,5 @@ for n in 1 2 3; do
   curl -sk --http1.1 --max-time 5 "https://127.0.0.1:$((port + 80 + n - 1))/metrics" >"$m" || { echo "node $n: no metrics (killed by the failover phase)"; continue; }
   echo "node $n: $(grep -E '^tally_raft_term ' "$m")"
   grep -E '^tally_heartbeats_(refused|waited)_total' "$m" | sed 's/^/  /'
-  grep -E '^tally_(raft_quorum_ack_age_ms|raft_append_rtt_ms|log_write_ms|runtime_lag_ms|thread_lag_ms)_(bucket|count|sum)|^tally_raft_appends_overran_total' "$m" | sed 's/^/  /'
+  grep -E '^tally_(raft_quorum_ack_age_ms|raft_append_rtt_ms|log_write_ms|runtime_lag_ms|raft_runtime_lag_ms|thread_lag_ms)_(bucket|count|sum)|^tally_raft_appends_overran_total' "$m" | sed 's/^/  /'
 done

@@ -250,6 +250,8 @@ pub struct ThreeNodes {
     pub endpoints: String,
     /// Extra environment of the nodes, given to every command run against them too.
     pub env: Vec<(String, String)>,
+    /// What `start` printed on stderr (keys made, the license loaded, the dashboards).
+    pub said: String,
     _guard: KillPidFiles,
 }
 
@@ -262,9 +264,20 @@ impl ThreeNodes {
     /// [`ThreeNodes::start`] with extra environment for every node (see
     /// [`three_nodes_script_env`]).
     pub fn start_with_env(dir: &Path, env: Vec<(String, String)>) -> ThreeNodes {
+        let mut env = env;
+        if !env.iter().any(|(k, _)| k == "TALLY_HTTP_BASE") {
+            // The script's default (BASE_PORT + 80) is fixed; tests run side by side.
+            env.push(("TALLY_HTTP_BASE".into(), "free".into()));
+        }
+        ThreeNodes::start_at(dir, free_ports(3), env)
+    }
+
+    /// [`ThreeNodes::start_with_env`] on the given base port, with the script's own
+    /// default for the HTTP ports unless `env` sets `TALLY_HTTP_BASE`.
+    pub fn start_at(dir: &Path, base: u16, env: Vec<(String, String)>) -> ThreeNodes {
         let guard = KillPidFiles((1..=3).map(|n| dir.join(format!("node{n}.pid"))).collect());
         let dir_s = dir.to_str().expect("utf-8 temp dir");
-        let out = three_nodes_script_env(&["start", dir_s, &free_ports(3).to_string()], &env);
+        let out = three_nodes_script_env(&["start", dir_s, &base.to_string()], &env);
         assert!(
             out.status.success(),
             "three-nodes.sh start failed: {}",
@@ -276,6 +289,7 @@ impl ThreeNodes {
             dir: dir.to_owned(),
             endpoints,
             env,
+            said: String::from_utf8_lossy(&out.stderr).into_owned(),
             _guard: guard,
         }
     }

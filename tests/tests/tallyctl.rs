@@ -26,10 +26,13 @@ fn hold(
     user: &str,
     more: &[&str],
 ) -> (Holder, serde_json::Value) {
+    // The user and host from the environment, as the flags (which other tests use).
     let mut child = Command::new(bin("tallyctl"))
         .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
+        .env("TALLY_USER", user)
+        .env("TALLY_HOST", format!("ws-{user}"))
         .args(["--json", "checkout", feature])
-        .args(["--user", user, "--hold", "120"])
+        .args(["--hold", "120"])
         .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -164,7 +167,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         "{leases}"
     );
     assert_eq!(l["session"], grant["session_id"]);
-    assert!(l["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(l["host"], "ws-ann", "TALLY_HOST: {l}");
     let table = tallyctl(&cluster, &["features"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(

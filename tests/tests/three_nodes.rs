@@ -5,11 +5,12 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
+use std::io::{Read as _, Write as _};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tally_tests::{alive, tallyctl, tallyctl_json, three_nodes_script, ThreeNodes};
+use tally_tests::{alive, free_ports, tallyctl, tallyctl_json, three_nodes_script, ThreeNodes};
 
 /// Polls `tallyctl status` until `ok` holds, for up to 20 s.
 fn wait_status(cluster: &ThreeNodes, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -211,4 +212,55 @@ fn refuses_bad_arguments_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("BASE_PORT must be a number"));
     let out = three_nodes_script(&["restart", "/tmp/unused", "7"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("node number, 1 to 3"));
+}
+
+/// The dashboards listen on BASE_PORT+80.. by default, and `start` prints where; a port
+/// already taken stops `start` before any node runs, with a sentence naming it; and
+/// http:// on a dashboard's HTTPS port is answered with a sentence naming the right URL.
+#[test]
+fn dashboards_have_fixed_ports_and_a_taken_port_is_named() {
+    let base = free_ports(83);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (port, whose) in [
+        (base + 1, "node 2's gRPC port"),
+        (base + 82, "node 3's HTTP port"),
+    ] {
+        let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let out = three_nodes_script(&["start", d.to_str().unwrap(), &base.to_string()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("port {port} ({whose}) is taken")),
+            "{err}"
+        );
+        assert!(!d.join("node1.pid").exists(), "a node started: {err}");
+        drop(squatter);
+    }
+    let cluster = ThreeNodes::start_at(d, base, Vec::new());
+    let dash = base + 80;
+    assert!(
+        cluster.said.contains(&format!(
+            "dashboards: https://127.0.0.1:{dash}/ https://127.0.0.1:{}/ https://127.0.0.1:{}/",
+            dash + 1,
+            dash + 2
+        )),
+        "{}",
+        cluster.said
+    );
+    for port in dash..dash + 3 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: tally\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400")
+                && answer.contains(&format!(
+                    "ask for https://127.0.0.1:{port}/ instead of http://"
+                )),
+            "{answer}"
+        );
+    }
+    assert!(cluster.script("stop", None).status.success());
 }

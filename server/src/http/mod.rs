@@ -83,10 +83,16 @@ pub async fn serve(
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
+            let handshake_by = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             let serve = async {
                 match acceptor {
                     None => builder.serve_connection(TokioIo::new(tcp), svc).await,
-                    Some(a) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, a.accept(tcp)).await {
+                    // One deadline for the first byte and the handshake together.
+                    Some(_) if !begins_tls(&tcp, handshake_by).await => {
+                        plaintext_told(tcp).await;
+                        Ok(())
+                    }
+                    Some(a) => match tokio::time::timeout_at(handshake_by, a.accept(tcp)).await {
                         Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), svc).await,
                         Ok(Err(e)) => {
                             tracing::debug!("http TLS handshake: {e}");
@@ -102,6 +108,55 @@ pub async fn serve(
         });
     }
     conns.shutdown().await;
+}
+
+/// Whether the connection's first byte is a TLS handshake record's (0x16), waiting for
+/// it until `by`. A connection that says nothing by then counts as TLS: the handshake,
+/// already out of time, closes it.
+async fn begins_tls(
+    tcp: &crate::conns::Limited<tokio::net::TcpStream>,
+    by: tokio::time::Instant,
+) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(by, tcp.get_ref().peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == 0x16,
+        _ => true,
+    }
+}
+
+/// Someone asked for http:// on this HTTPS port (a browser, a scraper set up without
+/// TLS): answer in plain HTTP with a sentence that says where to go, instead of a TLS
+/// error they cannot read. The request is read first (up to 8 KiB, briefly), so closing
+/// does not reset the connection before the answer is read.
+async fn plaintext_told(mut tcp: crate::conns::Limited<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 8 << 10];
+    let mut got = 0;
+    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, async {
+        while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf[got..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    let here = tcp
+        .get_ref()
+        .local_addr()
+        .map_or_else(|_| "this address".into(), |a| a.to_string());
+    let body = format!(
+        "This is a Tally node's HTTPS port: ask for https://{here}/ instead of http:// (its certificate is signed by the site CA).\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, async {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -12,6 +12,7 @@ use crate::Ctx;
 pub enum NodeCmd {
     /// Add a started node as a learner; returns once it has caught up with the log.
     Add {
+        /// The new node's id (its `--id`), unused in the cluster so far.
         id: u64,
         /// The address other nodes and clients dial, HOST:PORT.
         addr: String,
@@ -19,13 +20,17 @@ pub enum NodeCmd {
     /// Set the complete list of voters (e.g. 1,2,3,4 to promote learner 4; 1,2,3 to
     /// demote node 4, which can then be stopped).
     Voters {
+        /// Every voter's id, comma-separated.
         #[arg(value_delimiter = ',', required = true)]
         ids: Vec<u64>,
     },
     /// Take a node out of the cluster: out of the voters first if it is one (refused
     /// when the voters left that answer would be short of a quorum), then out of the
     /// members. Stop it afterwards.
-    Remove { id: u64 },
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]

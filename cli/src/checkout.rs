@@ -11,6 +11,7 @@ use crate::{Ctx, Denied, SeatLost};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The feature to check out, as the license names it.
     feature: String,
     /// Seats to take, all or none.
     #[arg(long, default_value_t = 1)]

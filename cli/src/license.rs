@@ -17,6 +17,7 @@ use crate::Ctx;
 pub enum Cmd {
     /// Load (or replace) a signed license file on the cluster.
     Load {
+        /// The signed license file.
         file: PathBuf,
         /// The name it is loaded under (default: the file's name). Loading the same name
         /// again replaces that file's seats.
@@ -24,11 +25,15 @@ pub enum Cmd {
         source: Option<String>,
     },
     /// Remove a loaded license file's seats.
-    Unload { source: String },
+    Unload {
+        /// The name it was loaded under, as `tallyctl license list` shows it.
+        source: String,
+    },
     /// The license files loaded, line by line.
     List,
     /// Vendor: make a signing key pair (DIR/vendor.key, secret; DIR/vendor.pub, public).
     Keygen {
+        /// The directory to write vendor.key and vendor.pub into.
         #[arg(long)]
         out: PathBuf,
         /// Replace keys already in DIR.
@@ -37,7 +42,9 @@ pub enum Cmd {
     },
     /// Vendor: sign every line of a license file with a secret key.
     Sign {
+        /// The license file to sign (its lines, unsigned or signed before).
         file: PathBuf,
+        /// The vendor's secret key file (vendor.key from `license keygen`).
         #[arg(long)]
         key: PathBuf,
         /// Lock every line to one customer cluster: its id as `tallyctl status` shows
@@ -51,7 +58,9 @@ pub enum Cmd {
     },
     /// Check every line's signature against a vendor's public key.
     Verify {
+        /// The signed license file.
         file: PathBuf,
+        /// The vendor's public key file (vendor.pub), as the cluster trusts it.
         #[arg(long)]
         pubkey: PathBuf,
     },

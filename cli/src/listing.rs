@@ -79,7 +79,7 @@ fn state_name(s: i32) -> &'static str {
 
 fn lease_json(l: &pb::LeaseInfo) -> serde_json::Value {
     serde_json::json!({
-        "id": l.lease_id, "seat": l.seat_id, "feature": l.feature, "version": l.version,
+        "id": l.lease_id, "seat": l.seat_id, "feature": l.feature, "version": version(&l.version),
         "count": l.count, "user": l.user, "host": l.host, "display": l.display,
         "pid": l.pid, "session": l.session_id, "state": state_name(l.state),
         "granted_at_ms": l.granted_at_ms, "fencing_token": l.fencing_token,
@@ -127,7 +127,9 @@ fn print_features(
             .map(|f| {
                 serde_json::json!({
                     "name": f.name, "vendor": f.vendor, "versions": f.versions,
-                    "issued": f.issued, "uncounted": f.issued >= UNCOUNTED,
+                    // An uncounted pool has no number: null, not the ledger's sentinel.
+                    "issued": (f.issued < UNCOUNTED).then_some(f.issued),
+                    "uncounted": f.issued >= UNCOUNTED,
                     "in_use": f.in_use, "lingering": f.lingering, "queued": f.queued,
                     "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
                     "linger_ms": f.linger_ms, "dup_group": f.dup_group,

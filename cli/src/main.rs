@@ -89,8 +89,10 @@ enum Cmd {
     },
     /// Leases and lingering seats, optionally of one feature or user.
     Leases {
+        /// Only this feature's leases.
         #[arg(long)]
         feature: Option<String>,
+        /// Only this user's leases.
         #[arg(long)]
         user: Option<String>,
     },
@@ -98,12 +100,16 @@ enum Cmd {
     /// Like FlexNet's lmremove, `--user U [--host H] [--display D]` removes every lease
     /// of that user (on that host, display) instead of one by id.
     Remove {
+        /// The lease's id, as `tallyctl leases` shows it.
         #[arg(required_unless_present = "user", conflicts_with = "user")]
         lease: Option<u64>,
+        /// Remove every lease of this user instead.
         #[arg(long)]
         user: Option<String>,
+        /// With --user: only the leases taken from this host.
         #[arg(long, requires = "user")]
         host: Option<String>,
+        /// With --user: only the leases taken from this X display.
         #[arg(long, requires = "user")]
         display: Option<String>,
         /// Why, for the history.
@@ -275,8 +281,53 @@ fn hint(e: &anyhow::Error) -> &'static str {
     }
 }
 
+/// The cluster flags, global so that they go anywhere on the line.
+const CLUSTER_FLAGS: [&str; 6] = ["endpoints", "timeout", "ca", "cert", "key", "config"];
+/// Commands that never dial a cluster: their help leaves the cluster flags out.
+const OFFLINE: [[&str; 2]; 5] = [
+    ["license", "keygen"],
+    ["license", "sign"],
+    ["license", "verify"],
+    ["pki", "init"],
+    ["pki", "issue"],
+];
+
+/// The command line, with the cluster flags left out of offline commands' help. Each
+/// offline command gets hidden flags of the same names, which clap's propagation of the
+/// global ones then leaves alone: still accepted there (a sourced tally.env sets them
+/// for every command), and ignored.
+fn command() -> clap::Command {
+    let hide = |c: clap::Command| {
+        CLUSTER_FLAGS.iter().fold(c, |c, id| {
+            if c.get_arguments().any(|a| a.get_id() == id) {
+                return c; // its own flag of that name (`license sign --key`)
+            }
+            c.arg(
+                clap::Arg::new(*id)
+                    .long(*id)
+                    .num_args(1)
+                    .action(clap::ArgAction::Append)
+                    .help("Not used by this command (it reaches no cluster)")
+                    .hide(true),
+            )
+        })
+    };
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    for [group, name] in OFFLINE {
+        cmd = cmd.mut_subcommand(group, |g| g.mut_subcommand(name, hide));
+    }
+    cmd
+}
+
+fn parse() -> Cli {
+    match <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    }
+}
+
 fn main() -> ExitCode {
-    let first = Cli::parse();
+    let first = parse();
     // Settings from a config file count as environment, under flags and the real
     // environment; parse again once they are in place.
     let (config, explicit) = match first.config {
@@ -292,7 +343,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = Cli::parse();
+    let cli = parse();
     if cli.utc {
         listing::show_utc();
     }
@@ -350,5 +401,69 @@ fn main() -> ExitCode {
             eprintln!("tallyctl: {e:#}{}", hint(&e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command, by path: `license sign --key`.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((format!("{path} {}", a.get_id()), a.clone()));
+        }
+        for s in cmd.get_subcommands() {
+            walk(s, &format!("{path} {}", s.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut args = Vec::new();
+        walk(&command(), "tallyctl", &mut args);
+        let bare: Vec<&str> = args
+            .iter()
+            .filter(|(_, a)| {
+                a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str())
+            })
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(bare.is_empty(), "arguments without help text: {bare:#?}");
+    }
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = command();
+        cmd.build();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn offline_commands_do_not_list_cluster_flags() {
+        for path in OFFLINE {
+            let h = help(&path);
+            for flag in ["--endpoints", "--timeout", "--ca ", "--cert", "--config"] {
+                assert!(!h.contains(flag), "{path:?} lists {flag}:\n{h}");
+            }
+        }
+        // Its own --key (the vendor's secret key) stays.
+        assert!(help(&["license", "sign"]).contains("--key <KEY>"));
+        let status = help(&["status"]);
+        assert!(
+            status.contains("--endpoints") && status.contains("--ca"),
+            "{status}"
+        );
+        // Hidden, still accepted.
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(
+            &command()
+                .try_get_matches_from(["tallyctl", "pki", "init", "d", "--endpoints", "x:1"])
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(cli.cmd, Cmd::Pki(_)));
     }
 }

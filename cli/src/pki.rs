@@ -10,6 +10,7 @@ use tally_pki::Role;
 pub enum Cmd {
     /// Make a new site CA: DIR/ca.crt (give it to every node and client) and DIR/ca.key.
     Init {
+        /// The directory to make the site CA in (ca.crt, ca.key).
         dir: PathBuf,
         /// The site's name, written into the CA's subject.
         #[arg(long, default_value = "tally site")]
@@ -20,6 +21,7 @@ pub enum Cmd {
     },
     /// Issue a certificate signed by the CA in DIR: OUT/NAME.crt and OUT/NAME.key.
     Issue {
+        /// The site CA's directory (from `pki init`); the certificate is written there.
         dir: PathBuf,
         /// peer (a cluster node), admin (everything in Admin) or client (checks out seats).
         #[arg(long)]

@@ -15,6 +15,7 @@ pub enum SessionsCmd {
     /// End a session (a hung or abandoned client): its seats return at once, its waits
     /// end, and its holder hears the session is gone.
     Close {
+        /// The session's id, as `tallyctl sessions` shows it.
         id: u64,
         /// Why, for the server's log.
         #[arg(long, default_value = "closed with tallyctl")]
@@ -26,6 +27,7 @@ pub enum SessionsCmd {
 pub enum QueueCmd {
     /// Cancel a queued checkout (PLACE from `tallyctl queue`); its client is told.
     Cancel {
+        /// The waiter's place, as `tallyctl queue` shows it.
         place: u64,
         /// Why, for the server's log.
         #[arg(long, default_value = "cancelled with tallyctl")]

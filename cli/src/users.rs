@@ -13,18 +13,25 @@ pub enum Cmd {
     /// Name users of a named-user feature. Beyond its count, they work for its fair-use
     /// window, then are blocked until seats are loaded or users unassigned.
     Assign {
+        /// A feature whose lines are USER_BASED.
         feature: String,
+        /// The user names to assign (login names, as clients send them).
         #[arg(required = true)]
         users: Vec<String>,
     },
     /// Take users off a feature: the seats they hold of it are revoked at once.
     Unassign {
+        /// A feature whose lines are USER_BASED.
         feature: String,
+        /// The user names to take off it.
         #[arg(required = true)]
         users: Vec<String>,
     },
     /// Assigned users with their standing: licensed, fair_use or blocked.
-    List { feature: Option<String> },
+    List {
+        /// Only this feature's users.
+        feature: Option<String>,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {

@@ -154,6 +154,19 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         (Some(2), Some(1))
     );
     assert_eq!(cad["lingering"], 0);
+    assert_eq!(cad["uncounted"], false);
+    // The demo's uncounted feature has no number of seats, not the ledger's sentinel.
+    let viewer = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "viewer")
+        .unwrap();
+    assert_eq!(
+        (&viewer["issued"], &viewer["uncounted"]),
+        (&serde_json::Value::Null, &serde_json::Value::Bool(true)),
+        "{viewer}"
+    );
     let leases = tallyctl_json(&cluster, &["leases", "--feature", "cad"]);
     let l = &leases[0];
     assert_eq!(
@@ -167,6 +180,8 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         "{leases}"
     );
     assert_eq!(l["session"], grant["session_id"]);
+    // No version asked for: "any", as the table shows it.
+    assert_eq!(l["version"], "any", "{l}");
     assert_eq!(l["host"], "ws-ann", "TALLY_HOST: {l}");
     let table = tallyctl(&cluster, &["features"]);
     let text = String::from_utf8_lossy(&table.stdout);

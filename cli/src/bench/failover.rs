@@ -22,6 +22,7 @@ pub struct Args {
     /// DIR/nodeN.pid.
     #[arg(long, value_name = "DIR")]
     pid_dir: PathBuf,
+    /// Client sessions, each holding a seat across the kill.
     #[arg(long, default_value_t = 16)]
     clients: usize,
     #[command(flatten)]

@@ -159,10 +159,21 @@ fn read_snapshot(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Stora
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_log_id, last_membership) = {
-            let s = self.read();
+        // Serialized on a blocking thread, not on the Raft runtime's workers: at 100,000
+        // sessions it takes hundreds of milliseconds, and with the apply task waiting for
+        // the write lock meanwhile, both workers were held and the core with them (the
+        // Raft runtime's timer woke 300-600 ms late on a follower, BENCHMARKS.md). Under
+        // the read lock, so the snapshot is of one applied index; the apply waits.
+        let state = self.state.clone();
+        let (data, last_log_id, last_membership) = tokio::task::spawn_blocking(move || {
+            let s = match state.read() {
+                Ok(g) => g,
+                Err(e) => panic!("state machine lock poisoned: {e}"),
+            };
             (s.ledger.snapshot(), s.last_applied, s.membership.clone())
-        };
+        })
+        .await
+        .map_err(io)?;
         let snapshot_id = last_log_id.map_or("empty".to_owned(), |l| {
             format!("{}-{}", l.leader_id, l.index)
         });

@@ -13,8 +13,8 @@ use crate::{Ctx, Denied, SeatLost};
 pub struct Args {
     /// The feature to check out, as the license names it.
     feature: String,
-    /// Seats to take, all or none.
-    #[arg(long, default_value_t = 1)]
+    /// Seats to take, all or none (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
     /// Lowest acceptable version, e.g. 2026.1.
     #[arg(long, default_value = "")]
@@ -75,10 +75,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .await
     {
         Ok(s) => s,
-        Err(tally_client::Error::Denied { message, .. }) => {
-            return Err(Denied(message).into());
+        Err(e) => {
+            // Nothing is held: close the session now. Left to the client's drop, the
+            // close would be cut off by the process exiting, and the session would sit
+            // in the cluster until its TTL (80 denials once left 68 sessions open).
+            let _ = client.close().await;
+            return Err(match e {
+                tally_client::Error::Denied { message, .. } => Denied(message).into(),
+                e => e.into(),
+            });
         }
-        Err(e) => return Err(e.into()),
     };
     if ctx.json {
         println!(

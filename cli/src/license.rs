@@ -8,7 +8,8 @@ use clap::Subcommand;
 use tally_client::proto::v1 as pb;
 use tally_client::proto::v1::admin_client::AdminClient;
 use tally_core::license::{
-    parse, sign_file_for, verify_file, ClusterId, VendorKey, VendorSigningKey,
+    parse, parse_all, sign_file_for, verify_file_all, ClusterId, VendorKey, VendorSigningKey,
+    MAX_FILE_BYTES,
 };
 
 use crate::Ctx;
@@ -72,8 +73,37 @@ fn parse_cluster_id(s: &str) -> Result<ClusterId, String> {
     })
 }
 
+/// A license or key file's text, read no further than a license file may be long
+/// ([`MAX_FILE_BYTES`]): `sign /dev/zero` or a mistaken multi-gigabyte file is refused
+/// after 4 MiB, not after memory runs out.
 fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(anyhow::Error::new(tally_core::Error::Parse {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the file is longer than {MAX_FILE_BYTES} bytes, the most a license file may be"
+            ),
+        })
+        .context(path.display().to_string()));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::Error::new(tally_core::Error::Parse {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the file is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        })
+        .context(path.display().to_string())
+    })
 }
 
 /// A key file's contents; a key's own error is kept as the cause so the exit code says
@@ -105,21 +135,17 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Verify { file, pubkey } => {
             let key = with_path(&pubkey, VendorKey::from_text(&read(&pubkey)?))?;
-            let lic = with_path(&file, parse(&read(&file)?))?;
+            let (lic, mut errors) = parse_all(&read(&file)?);
             // The key file carries no vendor name: it stands for every vendor the file
             // names, which is what a vendor checking their own file means.
             let mut vendors: Vec<String> = lic.lines.iter().map(|l| l.vendor.clone()).collect();
             vendors.sort();
             vendors.dedup();
             let keys: Vec<(String, VendorKey)> = vendors.iter().map(|v| (v.clone(), key)).collect();
-            with_path(&file, verify_file(&lic, &keys))?;
-            println!(
-                "{}: {} line(s), every signature valid (vendor {})",
-                file.display(),
-                lic.lines.len(),
-                vendors.join(", ")
-            );
-            Ok(())
+            // Every mistake at once: the lines that do not parse, then the signatures
+            // of those that do.
+            errors.extend(verify_file_all(&lic, &keys));
+            report_verify(ctx, &file, lic.lines.len(), &vendors, errors)
         }
         Cmd::Load { file, source } => {
             let text = read(&file)?;
@@ -131,14 +157,18 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| file.display().to_string())
             });
-            let req = pb::LoadLicenseRequest { source, text };
+            let req = pb::LoadLicenseRequest {
+                source: source.clone(),
+                text,
+            };
             let r = ctx
                 .cluster()?
                 .call("license load", |ch| {
                     let req = req.clone();
                     async move { AdminClient::new(ch).load_license(req).await }
                 })
-                .await?;
+                .await
+                .map_err(|e| refused_file(e, &source))?;
             if ctx.json {
                 let dups: Vec<_> = r
                     .duplicates
@@ -194,6 +224,90 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::List => list(ctx).await,
     }
+}
+
+/// The file is invalid for the cluster (its signature fails the cluster's vendor keys, or
+/// the cluster's parser refuses it): exit code 5, as for a file `verify` refuses.
+#[derive(Debug)]
+pub struct InvalidOnCluster(pub String);
+
+impl std::fmt::Display for InvalidOnCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidOnCluster {}
+
+/// The server says what is wrong with a file it refuses as "SOURCE: ..." (invalid
+/// argument for its syntax, permission denied for its signature); any other refusal (a
+/// certificate without the admin role, say) stays what it is.
+fn refused_file(e: tally_client::Error, source: &str) -> anyhow::Error {
+    match &e {
+        tally_client::Error::Refused { code, message, .. }
+            if matches!(
+                code,
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+            ) && message.starts_with(&format!("{source}: ")) =>
+        {
+            InvalidOnCluster(message.clone()).into()
+        }
+        _ => e.into(),
+    }
+}
+
+/// Prints what `verify` found: every error (one line each on stderr, or in the JSON on
+/// stdout), exit code 5 when there is any.
+fn report_verify(
+    ctx: &Ctx,
+    file: &Path,
+    lines: usize,
+    vendors: &[String],
+    errors: Vec<tally_core::Error>,
+) -> anyhow::Result<()> {
+    if ctx.json {
+        let errs: Vec<serde_json::Value> = errors
+            .iter()
+            .map(|e| match e {
+                tally_core::Error::Parse {
+                    line,
+                    column,
+                    message,
+                } => serde_json::json!({"line": line, "column": column, "message": message}),
+                tally_core::Error::Signature {
+                    line,
+                    feature,
+                    reason,
+                } => serde_json::json!({"line": line, "feature": feature, "message": reason}),
+                other => serde_json::json!({"message": other.to_string()}),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": file.display().to_string(), "valid": errors.is_empty(),
+                "lines": lines, "vendors": vendors, "errors": errs,
+            })
+        );
+    } else if errors.is_empty() {
+        println!(
+            "{}: {lines} line(s), every signature valid (vendor {})",
+            file.display(),
+            vendors.join(", ")
+        );
+    }
+    let Some(last) = errors.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let mut errors = errors;
+    let final_error = errors.remove(last);
+    if !ctx.json {
+        for e in &errors {
+            eprintln!("tallyctl: {}: {e}", file.display());
+        }
+    }
+    // The last one is the command's error: its line on stderr and its exit code (5).
+    Err(anyhow::Error::new(final_error).context(file.display().to_string()))
 }
 
 fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {

@@ -260,7 +260,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             tally_client::Error::Refused { .. } => 1,
         };
     }
-    if e.downcast_ref::<tally_core::Error>().is_some() {
+    if e.downcast_ref::<tally_core::Error>().is_some()
+        || e.downcast_ref::<license::InvalidOnCluster>().is_some()
+    {
         return 5;
     }
     if e.downcast_ref::<Denied>().is_some() {

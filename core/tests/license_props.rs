@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use tally_core::license::{
-    canonical_line, parse, sign_file, verify_file, Date, VendorKey, VendorSigningKey,
+    canonical_line, parse, parse_all, sign_file, verify_file, Date, VendorKey, VendorSigningKey,
 };
 
 fn key() -> VendorSigningKey {
@@ -77,6 +77,24 @@ proptest! {
         text in "(VENDOR|FEATURE|INCREMENT|#|\\\\|\"|=| |\n|\r|acme|cad|[0-9]{1,12}|-|\\.|jan|permanent|uncounted|SIGN|LINGER|DUP_GROUP){0,80}"
     ) {
         let _ = parse(&text);
+    }
+
+    /// Reporting every mistake changes no verdict: parse_all finds none exactly when
+    /// parse succeeds, its first is parse's, and they are in file order.
+    #[test]
+    fn parse_all_agrees_with_parse(
+        text in "(VENDOR acme\n|FEATURE cad acme 1\\.0 permanent 2\n|FEATURE|INCREMENT|#| |\n|acme|cad|[0-9]{1,3}|jan|permanent|LINGER=|x){0,60}"
+    ) {
+        let (_, all) = parse_all(&text);
+        match parse(&text) {
+            Ok(_) => prop_assert!(all.is_empty(), "{:?}", all),
+            Err(e) => prop_assert_eq!(all.first().map(ToString::to_string), Some(e.to_string())),
+        }
+        let lines: Vec<u32> = all.iter().filter_map(|e| match e {
+            tally_core::Error::Parse { line, .. } => Some(*line),
+            _ => None,
+        }).collect();
+        prop_assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{:?}", lines);
     }
 
     #[test]

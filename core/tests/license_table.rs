@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use tally_core::license::{
-    canonical_line, parse, sign_file, sign_line, verify_file, LicenseFile, VendorKey,
-    VendorSigningKey,
+    canonical_line, parse, parse_all, sign_file, sign_line, verify_file, verify_file_all,
+    LicenseFile, VendorKey, VendorSigningKey,
 };
 
 fn vendor_key() -> VendorSigningKey {
@@ -217,5 +217,60 @@ fn key_files_round_trip_and_garbage_keys_are_refused() {
     assert!(
         VendorSigningKey::from_text(&k.public().to_text()).is_err(),
         "a public key is no secret key"
+    );
+}
+
+/// A vendor fixing a file sees every mistake at once: each bad directive, then (once it
+/// parses) each line whose signature fails; a trailing `# comment` is no mistake.
+#[test]
+fn every_mistake_is_reported_at_once() {
+    let text = "VENDOR acme\n\
+        FEATURE a acme 1.0 permanent 2 # two seats, renewed yearly\n\
+        FEATURE b acme x permanent 2\n\
+        FEATURE c acme 1.0 permanent 2 LINGR=5\n\
+        INCREMENT d acme 1.0 31-feb-2027 2\n\
+        FEATURE e acme 1.0 permanent 3\n";
+    let (file, errors) = parse_all(text);
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (e, line) in lines.iter().zip(["line 3,", "line 4,", "line 5,"]) {
+        assert!(e.starts_with(line), "{e}");
+    }
+    assert_eq!(
+        file.lines
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "e"]
+    );
+    assert_eq!(parse(text).unwrap_err().to_string(), lines[0]);
+
+    let good = "VENDOR acme\nFEATURE a acme 1.0 permanent 2\nFEATURE b acme 1.0 permanent 2\nFEATURE c acme 1.0 permanent 2\n";
+    let signed = sign_file(good, &vendor_key()).unwrap();
+    // Two of the three lines altered after signing.
+    let altered = signed
+        .replace(
+            "FEATURE a acme 1.0 permanent 2",
+            "FEATURE a acme 1.0 permanent 9",
+        )
+        .replace(
+            "FEATURE c acme 1.0 permanent 2",
+            "FEATURE c acme 1.0 permanent 9",
+        );
+    let file = parse(&altered).unwrap();
+    let bad: Vec<String> = verify_file_all(&file, &keys_for("acme"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:#?}");
+    assert!(
+        bad[0].contains("INCREMENT a)") && bad[1].contains("INCREMENT c)"),
+        "{bad:#?}"
+    );
+    assert_eq!(
+        verify_file(&file, &keys_for("acme"))
+            .unwrap_err()
+            .to_string(),
+        bad[0]
     );
 }

@@ -237,11 +237,23 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     // No seats left for three more: exit code 4 and the reason.
     let denied = tallyctl(
         &cluster,
-        &["checkout", "cad", "--count", "2", "--hold", "1"],
+        &[
+            "checkout", "cad", "--count", "2", "--hold", "1", "--user", "dan",
+        ],
     );
     assert_eq!(denied.status.code(), Some(4), "{}", stderr(&denied));
     assert!(
         stderr(&denied).contains("denied: 2 seat(s) of \"cad\" requested, but 1 of 2 are in use")
+    );
+    // A denied checkout holds nothing, its session included: closed before it exits.
+    let sessions = tallyctl_json(&cluster, &["sessions"]);
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["user"] != "dan"),
+        "{sessions}"
     );
 
     // The admin removes the lease: the seat is free at once, without linger.
@@ -324,7 +336,8 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     let refused = tallyctl(&cluster, &["license", "load", &path("bad.lic")]);
-    assert_eq!(refused.status.code(), Some(1));
+    // Refused by the cluster for its signature: an invalid file, exit code 5.
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
     assert!(
         stderr(&refused).contains("signature does not match"),
         "{}",

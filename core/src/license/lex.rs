@@ -1,7 +1,8 @@
 //! Splits license text into logical lines of tokens, each token knowing the physical line
 //! and column it came from, so every error can point at what is wrong.
 //!
-//! Rules: `#` as the first non-blank character makes a comment line; a `\` ending a line
+//! Rules: `#` as the first non-blank character makes a comment line, and a word that
+//! begins with `#` starts a comment to the end of its line; a `\` ending a line
 //! (outside quotes) continues the directive on the next line; tokens are separated by
 //! blanks; a double-quoted part may hold blanks and the escapes `\"` and `\\`. The lexer
 //! is total and linear: it looks at each character once and never indexes by position.
@@ -137,6 +138,12 @@ fn tokenize(raw: &str, line: u32) -> Result<(Vec<Token>, bool), Error> {
             chars.next();
             continue;
         }
+        if c == '#' {
+            // A word that begins with `#` starts a comment to the end of the line, as
+            // admins write after a FEATURE line; nothing in it continues the line.
+            trailing_backslash = false;
+            break;
+        }
         let col = to_u32(i + 1);
         let mut tok = Token {
             text: String::new(),
@@ -235,6 +242,15 @@ mod tests {
         assert_eq!(
             words(text),
             vec![vec!["A", "b", "c=x \" y", "d"], vec!["E"]]
+        );
+    }
+
+    #[test]
+    fn a_trailing_comment_ends_the_line() {
+        let text = "A b # the rest, \\ \"too\"\nC \"#quoted\" x#y # \\\nD\n";
+        assert_eq!(
+            words(text),
+            vec![vec!["A", "b"], vec!["C", "#quoted", "x#y"], vec!["D"]]
         );
     }
 

@@ -12,10 +12,10 @@ mod sign;
 
 pub use date::Date;
 pub use lex::{MAX_FILE_BYTES, MAX_LINE_BYTES};
-pub use parse::{parse, DEFAULT_FAIR_USE_DAYS, KEYWORDS};
+pub use parse::{parse, parse_all, DEFAULT_FAIR_USE_DAYS, KEYWORDS, MAX_REPORTED_ERRORS};
 pub use sign::{
-    canonical_line, sign_file, sign_file_for, sign_line, verify_file, verify_line, VendorKey,
-    VendorSigningKey,
+    canonical_line, sign_file, sign_file_for, sign_line, verify_file, verify_file_all, verify_line,
+    VendorKey, VendorSigningKey,
 };
 
 use serde::{Deserialize, Serialize};

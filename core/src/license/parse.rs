@@ -45,71 +45,115 @@ fn at(t: &Token, message: impl Into<String>) -> Error {
 }
 
 /// Parses a license file. Signatures are decoded but not verified: see
-/// [`verify_file`](super::verify_file).
+/// [`verify_file`](super::verify_file). The first mistake is the error; [`parse_all`]
+/// reports every one.
 pub fn parse(text: &str) -> Result<LicenseFile, Error> {
+    let (file, mut errors) = parse_upto(text, 1);
+    if errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(errors.swap_remove(0))
+    }
+}
+
+/// Parses a license file as far as it can: the directives that are right, and an error
+/// for each one that is not, in file order, so a vendor fixing a file sees every
+/// mistake at once. A mistake in the file's shape (its size, an unterminated quote or
+/// continuation) stops the parse there, and so does the [`MAX_REPORTED_ERRORS`]th
+/// error (a garbled 4 MiB file is millions of bad lines). The file is usable only when
+/// no error came back.
+pub fn parse_all(text: &str) -> (LicenseFile, Vec<Error>) {
+    parse_upto(text, MAX_REPORTED_ERRORS)
+}
+
+/// [`parse_all`] reports at most this many errors.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+fn parse_upto(text: &str, max_errors: usize) -> (LicenseFile, Vec<Error>) {
     let mut file = LicenseFile {
         vendors: Vec::new(),
         lines: Vec::new(),
     };
+    let logicals = match logical_lines(text) {
+        Ok(l) => l,
+        Err(e) => return (file, vec![e]),
+    };
+    let mut errors = Vec::new();
     // A set beside the ordered list: a huge file of VENDOR lines must stay linear.
     let mut declared: BTreeSet<String> = BTreeSet::new();
-    for logical in logical_lines(text)? {
-        let Some(head) = logical.tokens.first() else {
-            continue;
-        };
-        if head.quoted {
-            return Err(at(
-                head,
-                format!(
-                    "expected VENDOR, FEATURE or INCREMENT, found the quoted string \"{}\"",
-                    head.text
-                ),
-            ));
-        }
-        match head.text.to_ascii_uppercase().as_str() {
-            "VENDOR" => {
-                let name = logical.tokens.get(1).ok_or_else(|| {
-                    end(&logical, "VENDOR needs a name: expected `VENDOR <name>`")
-                })?;
-                if let Some(extra) = logical.tokens.get(2) {
-                    return Err(at(
-                        extra,
-                        format!(
-                            "unexpected \"{}\" after the vendor name: expected `VENDOR <name>`",
-                            extra.text
-                        ),
-                    ));
-                }
-                let name = identifier(name, "a vendor name")?;
-                if declared.insert(name.clone()) {
-                    file.vendors.push(name);
-                }
-            }
-            "FEATURE" => file
-                .lines
-                .push(feature(&logical, LineKind::Feature, &declared)?),
-            "INCREMENT" => file
-                .lines
-                .push(feature(&logical, LineKind::Increment, &declared)?),
-            _ => {
-                return Err(at(
-                    head,
-                    format!(
-                        "unknown directive \"{}\" (expected VENDOR, FEATURE or INCREMENT)",
-                        head.text
-                    ),
-                ))
+    for logical in &logicals {
+        if let Err(e) = directive(logical, &mut file, &mut declared) {
+            errors.push(e);
+            if errors.len() >= max_errors {
+                break;
             }
         }
     }
-    if file.lines.is_empty() {
-        return Err(Error::Parse {
+    if file.lines.is_empty() && errors.is_empty() {
+        errors.push(Error::Parse {
             line: 1,
             column: 1,
             message: "no FEATURE or INCREMENT line".into(),
         });
     }
-    Ok(file)
+    (file, errors)
+}
+
+/// One directive into `file`.
+fn directive(
+    logical: &Logical,
+    file: &mut LicenseFile,
+    declared: &mut BTreeSet<String>,
+) -> Result<(), Error> {
+    let Some(head) = logical.tokens.first() else {
+        return Ok(());
+    };
+    if head.quoted {
+        return Err(at(
+            head,
+            format!(
+                "expected VENDOR, FEATURE or INCREMENT, found the quoted string \"{}\"",
+                head.text
+            ),
+        ));
+    }
+    match head.text.to_ascii_uppercase().as_str() {
+        "VENDOR" => {
+            let name = logical
+                .tokens
+                .get(1)
+                .ok_or_else(|| end(logical, "VENDOR needs a name: expected `VENDOR <name>`"))?;
+            if let Some(extra) = logical.tokens.get(2) {
+                return Err(at(
+                    extra,
+                    format!(
+                        "unexpected \"{}\" after the vendor name: expected `VENDOR <name>`",
+                        extra.text
+                    ),
+                ));
+            }
+            let name = identifier(name, "a vendor name")?;
+            if declared.insert(name.clone()) {
+                file.vendors.push(name);
+            }
+        }
+        "FEATURE" => file
+            .lines
+            .push(feature(logical, LineKind::Feature, declared)?),
+        "INCREMENT" => file
+            .lines
+            .push(feature(logical, LineKind::Increment, declared)?),
+        _ => {
+            return Err(at(
+                head,
+                format!(
+                    "unknown directive \"{}\" (expected VENDOR, FEATURE or INCREMENT)",
+                    head.text
+                ),
+            ))
+        }
+    }
+    Ok(())
 }
 
 fn end(l: &Logical, message: &str) -> Error {

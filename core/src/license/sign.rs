@@ -256,19 +256,29 @@ pub fn verify_line(line: &FeatureLine, key: &VendorKey) -> Result<(), Error> {
     })
 }
 
-/// Checks every line of a file against the key of its vendor.
+/// Checks every line of a file against the key of its vendor; the first failure is the
+/// error ([`verify_file_all`] reports every one).
 pub fn verify_file(file: &LicenseFile, keys: &[(String, VendorKey)]) -> Result<(), Error> {
-    for line in &file.lines {
-        let key = keys
-            .iter()
-            .find(|(v, _)| *v == line.vendor)
-            .map(|(_, k)| k)
-            .ok_or_else(|| Error::Signature {
-                line: line.line_no,
-                feature: line.name.clone(),
-                reason: format!("no public key is configured for vendor \"{}\"", line.vendor),
-            })?;
-        verify_line(line, key)?;
+    match verify_file_all(file, keys).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Every line of a file that fails its vendor's key, in file order.
+pub fn verify_file_all(file: &LicenseFile, keys: &[(String, VendorKey)]) -> Vec<Error> {
+    file.lines
+        .iter()
+        .filter_map(|line| {
+            let key = keys.iter().find(|(v, _)| *v == line.vendor).map(|(_, k)| k);
+            match key {
+                None => Some(Error::Signature {
+                    line: line.line_no,
+                    feature: line.name.clone(),
+                    reason: format!("no public key is configured for vendor \"{}\"", line.vendor),
+                }),
+                Some(key) => verify_line(line, key).err(),
+            }
+        })
+        .collect()
 }

@@ -127,6 +127,13 @@ pub struct Limits {
     /// How long a refusal past `failed_auth_rps` is held (at most 10 s: a held call keeps
     /// its stream open).
     pub failed_auth_delay_ms: u64,
+    /// Client writes (opens, checkouts, checkins, closes) this node may have proposed
+    /// and not yet seen answered. Beyond it a new one is answered `UNAVAILABLE` "busy" at
+    /// once, which clients retry with backoff: overload then shows as slower answers,
+    /// not as a queue in front of Raft that grows until calls time out. The lease
+    /// keeper's writes (expiries, checkpoints) and administrators' are never counted or
+    /// refused, and heartbeats are not writes.
+    pub max_pending_writes: u32,
 }
 
 impl Default for Limits {
@@ -139,6 +146,7 @@ impl Default for Limits {
             max_http_connections: 256,
             failed_auth_rps: 20,
             failed_auth_delay_ms: 1_000,
+            max_pending_writes: 4_096,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! services, the leader's lease keeper and the HTTP port.
 
 pub mod admin;
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod conns;

@@ -404,7 +404,7 @@ impl licensing_server::Licensing for Licensing {
             secret: digest(&r.secret),
             origin,
         };
-        match self.shared.propose(op).await?.reply {
+        match self.shared.propose_client(op).await?.reply {
             Reply::SessionOpened { session, ttl_ms } => {
                 tracing::Span::current().record("session", session);
                 tracing::debug!(ttl_ms, "session opened");
@@ -567,7 +567,7 @@ impl licensing_server::Licensing for Licensing {
         // after LONG_POLL; the client asks again with the same request id. (Answering the
         // call that joins the queue at once was tried: clients written to the first
         // behaviour, like the hostile suite's, took the early "queued" for a final answer.)
-        let mut reply = self.shared.propose(op).await?.reply;
+        let mut reply = self.shared.propose_client(op).await?.reply;
         if let Reply::Queued { place, .. } = reply {
             let leave = LeaveOnDrop {
                 shared: self.shared.clone(),
@@ -642,7 +642,7 @@ impl licensing_server::Licensing for Licensing {
             auth,
             lease: r.lease_id,
         };
-        match self.shared.propose(op).await?.reply {
+        match self.shared.propose_client(op).await?.reply {
             Reply::Released {
                 lease,
                 lingering_until,
@@ -669,7 +669,7 @@ impl licensing_server::Licensing for Licensing {
             .map_err(|d| refusal(&d))?;
         self.session_rate(session)?;
         let op = Op::CloseSession { req: req_id, auth };
-        match self.shared.propose(op).await?.reply {
+        match self.shared.propose_client(op).await?.reply {
             Reply::SessionClosed { released, .. } => {
                 if let Some(l) = &self.per_session {
                     l.forget(&session);

@@ -45,6 +45,8 @@ pub struct Shared {
     /// The term this process first saw itself lead, and its log's last index then: see
     /// [`Shared::role`].
     lead_from: Arc<Mutex<(u64, u64)>>,
+    /// The bound on client writes in flight (`limits.max_pending_writes`).
+    pub admission: crate::admission::Admission,
 }
 
 impl std::fmt::Debug for Shared {
@@ -105,6 +107,7 @@ impl Shared {
         // append round trips (metrics).
         network: &crate::network::Network,
     ) -> Shared {
+        let admission = crate::admission::Admission::new(cfg.limits.max_pending_writes);
         Shared {
             id: cfg.id,
             raft,
@@ -118,6 +121,7 @@ impl Shared {
             stats: network.stats(),
             acks: network.acks(),
             lead_from: Arc::default(),
+            admission,
         }
     }
 
@@ -256,6 +260,16 @@ impl Shared {
     /// write went through stamped with the bad clock (fault soak seed 37: a node
     /// restarted 40 s ahead wrote a checkout 40 s ahead; ledger time, which never goes
     /// back, took it as the end of a 40 s outage, and every expiry came 40 s late).
+    /// [`Shared::propose`] for a client's write: refused "busy" at once, before anything
+    /// is proposed, when `limits.max_pending_writes` are in flight (see `admission.rs`).
+    pub async fn propose_client(&self, op: Op) -> Result<Outcome, Status> {
+        let _slot = self.admission.try_enter().map_err(|busy| {
+            self.stats.write_busy();
+            Status::unavailable(format!("node {}: {busy}", self.id))
+        })?;
+        self.propose(op).await
+    }
+
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
         let checked = {
             let metrics = self.raft.metrics();

@@ -102,6 +102,8 @@ pub struct Stats {
     /// outlived openraft's deadline (counted again in `appends_overran`).
     append_rtt: Histogram,
     appends_overran: AtomicU64,
+    /// Client writes answered "busy" by admission control (`admission.rs`).
+    writes_busy: AtomicU64,
     /// How late a 10 ms timer on the runtime, and a 10 ms sleep on an OS thread, woke
     /// (see `lag.rs`).
     runtime_lag: Histogram,
@@ -122,6 +124,7 @@ impl Default for Stats {
             ack_age: Histogram::new(&ACK_AGE_BUCKETS_MS),
             append_rtt: Histogram::new(&LATENCY_BUCKETS_MS),
             appends_overran: AtomicU64::new(0),
+            writes_busy: AtomicU64::new(0),
             runtime_lag: Histogram::new(&LATENCY_BUCKETS_MS),
             thread_lag: Histogram::new(&LATENCY_BUCKETS_MS),
             raft_runtime_lag: Histogram::new(&LATENCY_BUCKETS_MS),
@@ -140,6 +143,7 @@ pub struct StatsView {
     pub ack_age: HistogramView,
     pub append_rtt: HistogramView,
     pub appends_overran: u64,
+    pub writes_busy: u64,
     pub runtime_lag: HistogramView,
     pub thread_lag: HistogramView,
     pub raft_runtime_lag: HistogramView,
@@ -179,6 +183,10 @@ impl Stats {
         }
     }
 
+    pub fn write_busy(&self) {
+        self.writes_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn runtime_lag(&self, ms: u64) {
         self.runtime_lag.record(ms);
     }
@@ -201,6 +209,7 @@ impl Stats {
             ack_age: self.ack_age.view(),
             append_rtt: self.append_rtt.view(),
             appends_overran: self.appends_overran.load(Ordering::Relaxed),
+            writes_busy: self.writes_busy.load(Ordering::Relaxed),
             runtime_lag: self.runtime_lag.view(),
             thread_lag: self.thread_lag.view(),
             raft_runtime_lag: self.raft_runtime_lag.view(),

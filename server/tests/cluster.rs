@@ -1233,3 +1233,92 @@ fn client_work_that_holds_the_leaders_runtime_costs_no_election() {
         rts[id as usize - 1].block_on(n.stop());
     }
 }
+
+/// Admission control: with `limits.max_pending_writes = 1`, of 64 checkouts sent at once
+/// some are answered "busy" (`UNAVAILABLE`, nothing proposed, counted for `/metrics`),
+/// every one admitted is answered on its merits, and a busy one retried is granted:
+/// overload is answered by slowing, not by a queue in front of Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_beyond_the_pending_bound_are_answered_busy_and_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(1, tmp.path().join("n1"));
+    c.limits.max_pending_writes = 1;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = node::start(c, l).await.unwrap();
+    let me = TallyNode {
+        addr: node.addr.clone(),
+        http: String::new(),
+    };
+    node::initialize(&node.shared, [(1, me)].into())
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if node.shared.raft.metrics().borrow().state == openraft::ServerState::Leader {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    node.shared
+        .propose(Op::LoadLicense {
+            source: "t.lic".into(),
+            license: license(),
+        })
+        .await
+        .unwrap();
+    let mut client = LicensingClient::connect(format!("http://{}", node.addr))
+        .await
+        .unwrap();
+    let mut sessions = Vec::new();
+    for tag in 0..64u8 {
+        sessions.push(open_ttl(&mut client, &format!("u{tag}"), tag, 60_000).await);
+    }
+    let attempt = |s: &mut Session| {
+        let mut c = client.clone();
+        let req = pb::CheckoutRequest {
+            request: s.req(),
+            auth: s.auth(),
+            feature: "bulk".into(),
+            version: String::new(),
+            count: 1,
+            wait: false,
+            wait_timeout_ms: 0,
+        };
+        async move { c.checkout(req).await }
+    };
+    let calls: Vec<_> = sessions
+        .iter_mut()
+        .map(|s| tokio::spawn(attempt(s)))
+        .collect();
+    let mut busy = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Ok(r) => {
+                granted(r.into_inner().result.unwrap());
+            }
+            Err(s) => {
+                assert!(
+                    s.code() == tonic::Code::Unavailable
+                        && s.message().contains("busy: 1 client writes")
+                        && s.message().contains("limits.max_pending_writes"),
+                    "{s:?}"
+                );
+                busy.push(i);
+            }
+        }
+    }
+    assert!(
+        !busy.is_empty(),
+        "64 checkouts at once, one slot: none was busy"
+    );
+    assert_eq!(node.shared.stats.view().writes_busy, busy.len() as u64);
+    assert_eq!(node.shared.admission.in_flight(), 0);
+    // Nothing of the busy ones was written; retried one at a time, each is granted.
+    let held = node.shared.sm.read().ledger.leases().count();
+    assert_eq!(held, 64 - busy.len());
+    for i in busy {
+        let r = attempt(&mut sessions[i]).await.unwrap().into_inner();
+        granted(r.result.unwrap());
+    }
+    assert_eq!(node.shared.sm.read().ledger.leases().count(), 64);
+    node.stop().await;
+}

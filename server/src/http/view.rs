@@ -422,6 +422,11 @@ impl View {
         );
         let _ = writeln!(
             o,
+            "# HELP tally_writes_busy_total Client writes answered \"busy\" because limits.max_pending_writes were in flight (clients retry them).\n# TYPE tally_writes_busy_total counter\ntally_writes_busy_total {}",
+            s.writes_busy
+        );
+        let _ = writeln!(
+            o,
             "# HELP tally_seat_events_total Seat events this node applied since it started, by the kind of its audit line (out, in, expired, removed, revoked, denied, queued, dequeued).\n# TYPE tally_seat_events_total counter"
         );
         for (event, n) in &self.seat_events {

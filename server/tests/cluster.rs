@@ -246,6 +246,19 @@ async fn checkout(
     .unwrap()
 }
 
+/// One seat of the uncounted `bulk` feature, any version: never denied for seats.
+fn bulk_checkout(s: &mut Session) -> pb::CheckoutRequest {
+    pb::CheckoutRequest {
+        request: s.req(),
+        auth: s.auth(),
+        feature: "bulk".into(),
+        version: String::new(),
+        count: 1,
+        wait: false,
+        wait_timeout_ms: 0,
+    }
+}
+
 fn granted(r: pb::checkout_response::Result) -> pb::Grant {
     match r {
         pb::checkout_response::Result::Granted(g) => g,
@@ -1069,18 +1082,7 @@ async fn a_full_disk_stops_one_node_and_loses_no_seat() {
         let mut c = cluster.client(leader).await;
         tag = tag.wrapping_add(1);
         let mut s = open_ttl(&mut c, "ann", tag, 60_000).await;
-        if let Ok(r) = c
-            .checkout(pb::CheckoutRequest {
-                request: s.req(),
-                auth: s.auth(),
-                feature: "bulk".into(),
-                version: String::new(),
-                count: 1,
-                wait: false,
-                wait_timeout_ms: 0,
-            })
-            .await
-        {
+        if let Ok(r) = c.checkout(bulk_checkout(&mut s)).await {
             if let Some(pb::checkout_response::Result::Granted(g)) = r.into_inner().result {
                 granted_leases.push(g.lease_id);
             }
@@ -1274,15 +1276,7 @@ async fn writes_beyond_the_pending_bound_are_answered_busy_and_retried() {
     }
     let attempt = |s: &mut Session| {
         let mut c = client.clone();
-        let req = pb::CheckoutRequest {
-            request: s.req(),
-            auth: s.auth(),
-            feature: "bulk".into(),
-            version: String::new(),
-            count: 1,
-            wait: false,
-            wait_timeout_ms: 0,
-        };
+        let req = bulk_checkout(s);
         async move { c.checkout(req).await }
     };
     let calls: Vec<_> = sessions

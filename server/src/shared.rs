@@ -251,15 +251,6 @@ impl Shared {
         }
     }
 
-    /// Proposes an op stamped with this leader's term clock and waits for it to be
-    /// applied. While this node's clock disagrees with its peers' (or is not yet
-    /// measured) nothing it stamps is handed to Raft, whatever it believes about the
-    /// leadership: the caller is sent to the leader it knows, else told UNAVAILABLE.
-    /// Not "hand it to Raft, a follower refuses anyway": the metrics' leader can lag the
-    /// Raft core, which may have restored this node as leader at start, and then the
-    /// write went through stamped with the bad clock (fault soak seed 37: a node
-    /// restarted 40 s ahead wrote a checkout 40 s ahead; ledger time, which never goes
-    /// back, took it as the end of a 40 s outage, and every expiry came 40 s late).
     /// [`Shared::propose`] for a client's write: refused "busy" at once, before anything
     /// is proposed, when `limits.max_pending_writes` are in flight (see `admission.rs`).
     pub async fn propose_client(&self, op: Op) -> Result<Outcome, Status> {
@@ -270,6 +261,15 @@ impl Shared {
         self.propose(op).await
     }
 
+    /// Proposes an op stamped with this leader's term clock and waits for it to be
+    /// applied. While this node's clock disagrees with its peers' (or is not yet
+    /// measured) nothing it stamps is handed to Raft, whatever it believes about the
+    /// leadership: the caller is sent to the leader it knows, else told UNAVAILABLE.
+    /// Not "hand it to Raft, a follower refuses anyway": the metrics' leader can lag the
+    /// Raft core, which may have restored this node as leader at start, and then the
+    /// write went through stamped with the bad clock (fault soak seed 37: a node
+    /// restarted 40 s ahead wrote a checkout 40 s ahead; ledger time, which never goes
+    /// back, took it as the end of a 40 s outage, and every expiry came 40 s late).
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
         let checked = {
             let metrics = self.raft.metrics();

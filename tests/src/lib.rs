@@ -197,6 +197,17 @@ pub fn alive(pid: &str) -> bool {
     }
 }
 
+/// The users of the live sessions, as `tallyctl --json sessions` lists them.
+pub fn session_users(target: impl Target) -> Vec<String> {
+    let sessions = tallyctl_json(target, &["sessions"]);
+    sessions
+        .as_array()
+        .unwrap_or_else(|| panic!("sessions: not a list: {sessions}"))
+        .iter()
+        .map(|s| s["user"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Runs `deploy/local/three-nodes.sh` with the test build's binaries.
 pub fn three_nodes_script(args: &[&str]) -> Output {
     three_nodes_script_env(args, &[])

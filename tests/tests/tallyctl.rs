@@ -8,7 +8,7 @@
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 
-use tally_tests::{bin, tallyctl, tallyctl_json, ThreeNodes};
+use tally_tests::{bin, session_users, tallyctl, tallyctl_json, ThreeNodes};
 
 /// A `tallyctl checkout` holding its seat in the background; killed by pid when dropped.
 struct Holder(std::process::Child);
@@ -246,15 +246,8 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
         stderr(&denied).contains("denied: 2 seat(s) of \"cad\" requested, but 1 of 2 are in use")
     );
     // A denied checkout holds nothing, its session included: closed before it exits.
-    let sessions = tallyctl_json(&cluster, &["sessions"]);
-    assert!(
-        sessions
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["user"] != "dan"),
-        "{sessions}"
-    );
+    let users = session_users(&cluster);
+    assert!(users.iter().all(|u| u != "dan"), "{users:?}");
 
     // The admin removes the lease: the seat is free at once, without linger.
     let rm = tallyctl(&cluster, &["remove", &lease.to_string()]);

@@ -164,12 +164,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // the write lock meanwhile, both workers were held and the core with them (the
         // Raft runtime's timer woke 300-600 ms late on a follower, BENCHMARKS.md). Under
         // the read lock, so the snapshot is of one applied index; the apply waits.
-        let state = self.state.clone();
+        let sm = self.clone();
         let (data, last_log_id, last_membership) = tokio::task::spawn_blocking(move || {
-            let s = match state.read() {
-                Ok(g) => g,
-                Err(e) => panic!("state machine lock poisoned: {e}"),
-            };
+            let s = sm.read();
             (s.ledger.snapshot(), s.last_applied, s.membership.clone())
         })
         .await

@@ -197,6 +197,17 @@ pub fn alive(pid: &str) -> bool {
     }
 }
 
+/// One feature of `tallyctl --json features`, by name; panics naming it if it is missing.
+pub fn feature(target: impl Target, name: &str) -> serde_json::Value {
+    tallyctl_json(target, &["features"])
+        .as_array()
+        .unwrap_or_else(|| panic!("features: not a list"))
+        .iter()
+        .find(|f| f["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no feature {name}"))
+}
+
 /// The users of the live sessions, as `tallyctl --json sessions` lists them.
 pub fn session_users(target: impl Target) -> Vec<String> {
     let sessions = tallyctl_json(target, &["sessions"]);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tally_core::license::Date;
-use tally_tests::{bin, faketime_env, tallyctl, tallyctl_json, ThreeNodes};
+use tally_tests::{bin, faketime_env, feature, tallyctl, tallyctl_json, ThreeNodes};
 
 /// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
 struct Holder(Child);
@@ -50,16 +50,6 @@ fn stderr(o: &std::process::Output) -> String {
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn feature(cluster: &ThreeNodes, name: &str) -> serde_json::Value {
-    tallyctl_json(cluster, &["features"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no feature {name}"))
 }
 
 fn sign(cluster: &ThreeNodes, text: &str, name: &str, lock: Option<&str>) -> String {

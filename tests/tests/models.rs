@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use tally_core::license::Date;
-use tally_tests::{bin, tallyctl, tallyctl_json, ThreeNodes};
+use tally_tests::{bin, feature, tallyctl, tallyctl_json, ThreeNodes};
 
 /// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
 struct Holder(Child);
@@ -84,16 +84,6 @@ fn sign_and_load(cluster: &ThreeNodes, name: &str, text: &str) -> String {
     let o = tallyctl(cluster, &["license", "load", lic.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn feature(cluster: &ThreeNodes, name: &str) -> Value {
-    tallyctl_json(cluster, &["features"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no feature {name}"))
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 
-use tally_tests::{bin, session_users, tallyctl, tallyctl_json, ThreeNodes};
+use tally_tests::{bin, feature, session_users, tallyctl, tallyctl_json, ThreeNodes};
 
 /// A `tallyctl checkout` holding its seat in the background; killed by pid when dropped.
 struct Holder(std::process::Child);
@@ -142,13 +142,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     let (holder, grant) = hold(&cluster, "cad", "ann", &[]);
     let lease = grant["lease_id"].as_u64().unwrap();
     assert!(grant["fencing_token"].as_u64().unwrap() >= lease);
-    let features = tallyctl_json(&cluster, &["features"]);
-    let cad = features
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "cad")
-        .unwrap();
+    let cad = feature(&cluster, "cad");
     assert_eq!(
         (cad["issued"].as_u64(), cad["in_use"].as_u64()),
         (Some(2), Some(1))
@@ -156,12 +150,7 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
     assert_eq!(cad["lingering"], 0);
     assert_eq!(cad["uncounted"], false);
     // The demo's uncounted feature has no number of seats, not the ledger's sentinel.
-    let viewer = features
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "viewer")
-        .unwrap();
+    let viewer = feature(&cluster, "viewer");
     assert_eq!(
         (&viewer["issued"], &viewer["uncounted"]),
         (&serde_json::Value::Null, &serde_json::Value::Bool(true)),

@@ -83,27 +83,27 @@ fn read(path: &Path) -> anyhow::Result<String> {
     file.take(MAX_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
+    // What is wrong with the file as a whole, named like a parse error (exit code 5).
+    let whole = |message: String| tally_core::Error::Parse {
+        line: 1,
+        column: 1,
+        message,
+    };
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(anyhow::Error::new(tally_core::Error::Parse {
-            line: 1,
-            column: 1,
-            message: format!(
+        return with_path(
+            path,
+            Err(whole(format!(
                 "the file is longer than {MAX_FILE_BYTES} bytes, the most a license file may be"
-            ),
-        })
-        .context(path.display().to_string()));
+            ))),
+        );
     }
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::Error::new(tally_core::Error::Parse {
-            line: 1,
-            column: 1,
-            message: format!(
-                "the file is not UTF-8 text (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        })
-        .context(path.display().to_string())
-    })
+    let text = String::from_utf8(bytes).map_err(|e| {
+        whole(format!(
+            "the file is not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    });
+    with_path(path, text)
 }
 
 /// A key file's contents; a key's own error is kept as the cause so the exit code says

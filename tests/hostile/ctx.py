@@ -32,7 +32,7 @@ def rid(client=None, seq=1):
     return L.RequestId(client_id=client if client is not None else os.urandom(16), seq=seq)
 
 
-HISTOGRAMS = ("runtime_lag", "thread_lag", "raft_append_rtt", "log_write",
+HISTOGRAMS = ("runtime_lag", "raft_runtime_lag", "thread_lag", "raft_append_rtt", "log_write",
               "raft_quorum_ack_age")
 
 

@@ -371,6 +371,7 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
                         "line": x.line, "kind": x.kind, "feature": x.feature,
                         "version": x.version, "expiry": x.expiry, "count": x.count,
                         "cluster": (!x.cluster.is_empty()).then_some(&x.cluster),
+                        "note": (!x.note.is_empty()).then_some(&x.note),
                         "duplicate_of": x.duplicate_of.as_ref().map(|d| serde_json::json!({
                             "source": d.of_source, "line": d.of_line,
                         })),
@@ -396,6 +397,9 @@ async fn list(ctx: &Ctx) -> anyhow::Result<()> {
                         "same line as {} line {}: counts once",
                         d.of_source, d.of_line
                     ));
+                }
+                if !x.note.is_empty() {
+                    note.push(x.note.clone());
                 }
                 if !x.cluster.is_empty() {
                     note.push(format!("CLUSTER={}", x.cluster));

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_core::ledger::{Event, Op, Reply};
-use tally_core::license::{parse, verify_file, Count, Expiry, LineKind};
+use tally_core::license::{parse, verify_file, Count, Expiry};
 use tally_proto::v1 as pb;
 use tally_proto::v1::admin_server;
 use tonic::codegen::tokio_stream;
@@ -127,10 +127,15 @@ impl admin_server::Admin for Admin {
         let stale = self.current_or_stale(req.get_ref().allow_stale).await?;
         let sm = self.shared.sm.read();
         let l = &sm.ledger;
+        // The lines as they count: a package's components, not the package; no
+        // superseded line.
         let mut lines: BTreeMap<&str, Vec<&tally_core::license::FeatureLine>> = BTreeMap::new();
-        for (_, file) in l.licenses() {
-            for line in &file.lines {
-                lines.entry(line.name.as_str()).or_default().push(line);
+        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for e in l.effective_lines() {
+            lines.entry(e.line.name.as_str()).or_default().push(&e.line);
+            let g = groups.entry(e.line.name.as_str()).or_default();
+            if !g.contains(&dup_name(e.group)) {
+                g.push(dup_name(e.group));
             }
         }
         let features = l
@@ -157,7 +162,10 @@ impl admin_server::Admin for Admin {
                     lingering: f.lingering,
                     overdraft_limit: f.overdraft_limit,
                     overdraft_in_use: f.in_use.saturating_sub(f.issued),
-                    dup_group: ls.first().map_or("NONE", |x| dup_name(x.dup_group)).into(),
+                    // One pool per grouping, in the order checkouts try them.
+                    dup_group: groups
+                        .get(f.name.as_str())
+                        .map_or_else(|| "NONE".to_owned(), |g| g.join(",")),
                     linger_ms: f.linger_ms,
                     start_ms: ls
                         .iter()
@@ -504,12 +512,7 @@ impl admin_server::Admin for Admin {
                     .iter()
                     .map(|l| pb::LicenseLineInfo {
                         line: l.line_no,
-                        kind: if l.kind == LineKind::Feature {
-                            "FEATURE"
-                        } else {
-                            "INCREMENT"
-                        }
-                        .into(),
+                        kind: l.kind.name().into(),
                         feature: l.name.clone(),
                         version: l.version.to_string(),
                         expiry: match l.expiry {
@@ -528,6 +531,13 @@ impl admin_server::Admin for Admin {
                             },
                         ),
                         cluster: l.cluster.map(|c| c.to_string()).unwrap_or_default(),
+                        note: sm
+                            .ledger
+                            .line_notes()
+                            .iter()
+                            .find(|((s, n), _)| s == source && *n == l.line_no)
+                            .map(|(_, why)| why.to_string())
+                            .unwrap_or_default(),
                     })
                     .collect(),
             })

@@ -6,12 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::pool::{Pool, PoolLine};
 use super::{ClientId, DupKey, SeatId, State, TimeMs};
-use crate::license::{canonical_line, LicenseFile};
+use crate::license::{
+    canonical_line, effective, DupGroup, Effective, EffectiveLine, FeatureLine, Ineffective,
+    LicenseFile, LicenseModel,
+};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Index {
-    /// One pool per feature name, from the loaded licenses, with the seats' demand.
-    pub pools: BTreeMap<String, Pool>,
+    /// The pools of each feature (one per grouping, in the order a checkout tries them),
+    /// from the loaded licenses, with the seats' demand.
+    pub pools: BTreeMap<String, Vec<Pool>>,
     /// Lingering seats by the time their linger ends: the reclaim queue, O(log n).
     pub lingering: BTreeSet<(TimeMs, SeatId)>,
     /// Seats by feature and owner, for `DUP_GROUP` sharing.
@@ -31,6 +35,10 @@ pub(crate) struct Index {
     pub queue_deadlines: BTreeSet<(TimeMs, u64)>,
     /// Loaded lines that repeat an earlier one ((source, line) → the one that counts).
     pub duplicates: BTreeMap<(String, u32), (String, u32)>,
+    /// Loaded lines that count otherwise than as themselves (superseded, packages).
+    pub notes: Notes,
+    /// The lines as they count (see `license/effective.rs`), in load order.
+    pub effective: Vec<EffectiveLine>,
     /// The next instant a line's term ends, when the pools must be checked again.
     pub next_boundary: Option<TimeMs>,
     /// Live sessions per caller identity (certificate, else address).
@@ -39,15 +47,17 @@ pub(crate) struct Index {
 
 impl Index {
     pub fn rebuild(st: &State) -> Index {
-        let (pools, duplicates) = pools_from(st);
+        let (pools, duplicates, eff) = pools_from(st);
         let mut ix = Index {
             pools,
             duplicates,
+            notes: eff.ineffective,
+            effective: eff.lines,
             ..Index::default()
         };
         ix.next_boundary = ix.boundary_after(st.now_ms);
         for (id, seat) in &st.seats {
-            if let Some(pool) = ix.pools.get_mut(&seat.feature) {
+            if let Some(pool) = ix.pool_mut(&seat.feature, seat.group) {
                 pool.charge(&seat.version, seat.count);
             }
             if let Some(until) = seat.lingering_until {
@@ -99,25 +109,46 @@ impl Index {
     pub fn boundary_after(&self, now: TimeMs) -> Option<TimeMs> {
         self.pools
             .values()
+            .flatten()
             .filter_map(|p| p.term_boundary_after(now))
             .min()
+    }
+
+    /// A feature's pools, in the order a checkout tries them (none if it has no line).
+    pub fn pools_of(&self, feature: &str) -> &[Pool] {
+        self.pools.get(feature).map_or(&[], Vec::as_slice)
+    }
+
+    /// The pool of `feature` with grouping `group`: where a seat of that grouping counts.
+    pub fn pool(&self, feature: &str, group: DupGroup) -> Option<&Pool> {
+        self.pools_of(feature).iter().find(|p| p.dup_group == group)
+    }
+
+    pub fn pool_mut(&mut self, feature: &str, group: DupGroup) -> Option<&mut Pool> {
+        self.pools
+            .get_mut(feature)?
+            .iter_mut()
+            .find(|p| p.dup_group == group)
     }
 }
 
 /// Loaded lines that repeat an earlier one, each with the line that counts instead.
 type Duplicates = BTreeMap<(String, u32), (String, u32)>;
 
-/// Pools from all loaded lines, in load order then file order. A line whose canonical
-/// form (everything it was signed for) was loaded before, from any source, counts once:
-/// the same signed line loaded under two names, or pasted twice, must not add seats. The load
-/// checks guarantee the lines of one feature agree on grouping and model; linger is the
-/// longest any line asks.
-pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
-    let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
+/// The pools of every feature, from all loaded lines in load order then file order. A
+/// line whose canonical form (everything it was signed for) was loaded before, from any
+/// source, counts once: the same signed line loaded under two names, or pasted twice,
+/// must not add seats. Then `SUPERSEDE` and `PACKAGE` decide which lines count (see
+/// `license/effective.rs`), and the lines of each feature form one pool per grouping, in
+/// the order their first line was loaded (the order a checkout tries them). The load
+/// checks guarantee a feature's lines agree on the model; linger is the longest any line
+/// of the pool asks.
+pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Vec<Pool>>, Duplicates, Effective) {
     let mut first: BTreeMap<String, (&str, u32)> = BTreeMap::new();
     let mut duplicates = Duplicates::new();
     let mut files: Vec<(&String, &LicenseFile)> = st.licenses.iter().collect();
     files.sort_by_key(|(source, _)| (st.loaded_at.get(*source).copied().unwrap_or(0), *source));
+    let mut distinct: Vec<(&str, &FeatureLine)> = Vec::new();
     for (source, file) in files {
         for line in &file.lines {
             let canonical = canonical_line(line);
@@ -126,28 +157,51 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
                 continue;
             }
             first.insert(canonical, (source.as_str(), line.line_no));
-            let pool = pools.entry(line.name.clone()).or_default();
-            if pool.lines.is_empty() {
-                pool.dup_group = line.dup_group;
-                pool.model = line.model;
-            }
-            // A named user is one seat however many hosts and processes they use.
-            if let crate::license::LicenseModel::NamedUser { fair_use_days } = line.model {
-                pool.dup_group = crate::license::DupGroup::User;
-                let days = match pool.model {
-                    crate::license::LicenseModel::NamedUser { fair_use_days: d } => d,
-                    crate::license::LicenseModel::Floating => 0,
-                };
-                pool.model = crate::license::LicenseModel::NamedUser {
-                    fair_use_days: days.max(fair_use_days),
-                };
-            }
-            if let Some(cap) = line.edition.as_ref().and_then(|e| e.cap) {
-                pool.cap = Some(pool.cap.map_or(u64::from(cap), |c| c.min(u64::from(cap))));
-            }
-            pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
-            pool.lines.push(PoolLine::from_line(line));
+            distinct.push((source.as_str(), line));
         }
     }
-    (pools, duplicates)
+    let eff = effective(&distinct);
+    let mut pools: BTreeMap<String, Vec<Pool>> = BTreeMap::new();
+    for e in &eff.lines {
+        let line = &e.line;
+        // A named user is one seat however many hosts and processes they use.
+        let group = match line.model {
+            LicenseModel::NamedUser { .. } => DupGroup::User,
+            LicenseModel::Floating => e.group,
+        };
+        let of_feature = pools.entry(line.name.clone()).or_default();
+        let at = match of_feature.iter().position(|p| p.dup_group == group) {
+            Some(i) => i,
+            None => {
+                of_feature.push(Pool {
+                    dup_group: group,
+                    model: line.model,
+                    ..Pool::default()
+                });
+                of_feature.len() - 1
+            }
+        };
+        let pool = &mut of_feature[at];
+        if let LicenseModel::NamedUser { fair_use_days } = line.model {
+            let days = match pool.model {
+                LicenseModel::NamedUser { fair_use_days: d } => d,
+                LicenseModel::Floating => 0,
+            };
+            pool.model = LicenseModel::NamedUser {
+                fair_use_days: days.max(fair_use_days),
+            };
+        }
+        if let Some(cap) = line.edition.as_ref().and_then(|e| e.cap) {
+            pool.cap = Some(pool.cap.map_or(u64::from(cap), |c| c.min(u64::from(cap))));
+        }
+        if e.suite.is_some() {
+            pool.suite.clone_from(&e.suite);
+        }
+        pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
+        pool.lines.push(PoolLine::from_line(line));
+    }
+    (pools, duplicates, eff)
 }
+
+/// Loaded lines that do not count as themselves, and why (superseded, enabling a package).
+pub(crate) type Notes = Vec<((String, u32), Ineffective)>;

@@ -1,11 +1,11 @@
 //! License loads and unloads: the consistency rules every loaded line of a feature must
-//! keep together (one grouping, one model, editions' caps and closed editions), the
+//! keep together (one model, editions' caps and closed editions), the
 //! cluster lock, and revocation of what a smaller pool no longer grants.
 
 use std::collections::BTreeMap;
 
 use super::{Duplicate, Event, Ledger, LoadError, Reply};
-use crate::license::{canonical_line, DupGroup, FeatureLine, LicenseFile, LicenseModel, LineKind};
+use crate::license::{canonical_line, FeatureLine, LicenseFile, LicenseModel, LineKind};
 
 impl Ledger {
     pub(super) fn load_license(
@@ -94,16 +94,17 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
             line: line.line_no,
             what,
         };
-        let (seen_src, seen) = *first.entry(&line.name).or_insert((src, line));
-        if seen.dup_group != line.dup_group {
-            return Err(conflict(format!(
-                "DUP_GROUP={} differs from DUP_GROUP={} of {} line {}",
-                dup_name(line.dup_group),
-                dup_name(seen.dup_group),
-                seen_src,
-                seen.line_no
-            )));
+        // Lines that differ in DUP_GROUP form separate pools (see `pool.rs`); a PACKAGE
+        // line is no line of a feature.
+        if line.kind == LineKind::Package {
+            if line.package.as_ref().is_some_and(|p| p.suite) {
+                return Err(conflict(
+                    "OPTIONS=SUITE is not supported yet: a suite's components would be granted without the suite's seat".into(),
+                ));
+            }
+            continue;
         }
+        let (seen_src, seen) = *first.entry(&line.name).or_insert((src, line));
         let named = |l: &FeatureLine| matches!(l.model, LicenseModel::NamedUser { .. });
         if named(seen) != named(line) {
             return Err(conflict(format!(
@@ -188,8 +189,4 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
         }
     }
     Ok(())
-}
-
-fn dup_name(g: DupGroup) -> &'static str {
-    g.name()
 }

@@ -21,6 +21,8 @@ mod snapshot;
 mod types;
 
 #[cfg(test)]
+mod flexnet_tests;
+#[cfg(test)]
 mod named_tests;
 #[cfg(test)]
 mod queue_tests;
@@ -33,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::license::{ClusterId, LicenseFile, Version};
+use crate::license::{ClusterId, DupGroup, LicenseFile, Version};
 pub use clock::OUTAGE_GAP_MS;
 use index::Index;
 pub use named::{Assigned, NamedState, USERS_PER_ENTRY};
@@ -105,6 +107,10 @@ pub struct Seat {
     pub lingering_until: Option<TimeMs>,
     /// Token of the latest grant on this seat; grows with every new holder.
     pub fencing_token: u64,
+    /// The grouping of the pool the seat counts in: a feature whose lines differ in
+    /// `DUP_GROUP` has one pool per grouping (see `pool.rs`).
+    #[serde(default)]
+    pub group: DupGroup,
 }
 
 /// One client's kept answers by request sequence number, ascending. A sorted vector,
@@ -699,9 +705,21 @@ impl Ledger {
             .collect()
     }
 
+    /// Loaded lines that do not count as themselves (superseded, enabling a package, a
+    /// package not enabled), by (source, line), for listings.
+    pub fn line_notes(&self) -> &[((String, u32), crate::license::Ineffective)] {
+        &self.ix.notes
+    }
+
+    /// The loaded lines as they count: superseded lines left out, each package's
+    /// components as lines of their own. What feature listings describe.
+    pub fn effective_lines(&self) -> &[crate::license::EffectiveLine] {
+        &self.ix.effective
+    }
+
     /// A feature's term state at ledger time; `None` if no line of it is loaded.
     pub fn term_state(&self, feature: &str) -> Option<TermState> {
-        Some(self.ix.pools.get(feature)?.term_state(self.st.now_ms))
+        pool::term_of(self.ix.pools_of(feature), self.st.now_ms)
     }
 
     /// Per-feature counts at the ledger's current time.
@@ -718,18 +736,22 @@ impl Ledger {
         self.ix
             .pools
             .iter()
-            .map(|(name, pool)| {
-                let (issued, overdraft_limit) = pool.issued(now);
+            .map(|(name, pools)| {
+                // A feature with pools of several groupings shows their sums.
+                let (issued, overdraft_limit) = pools.iter().fold((0u64, 0u64), |(i, o), p| {
+                    let (pi, po) = p.issued(now);
+                    (i.saturating_add(pi), o.saturating_add(po))
+                });
                 let lingering = lingering_of.get(name.as_str()).copied().unwrap_or(0);
                 FeatureStatus {
                     name: name.clone(),
                     issued,
                     overdraft_limit,
-                    in_use: pool.charged(),
+                    in_use: pools.iter().map(pool::Pool::charged).sum(),
                     lingering,
-                    linger_ms: pool.linger_ms,
-                    term: pool.term_state(now),
-                    model: pool.model,
+                    linger_ms: pools.iter().map(|p| p.linger_ms).max().unwrap_or(0),
+                    term: pool::term_of(pools, now).unwrap_or(TermState::Expired),
+                    model: pools.first().map(|p| p.model).unwrap_or_default(),
                     assigned: self.st.named.get(name).map_or(0, |a| a.len() as u64),
                     window_ends_ms: self.fair_use_window(name).map(|(_, end)| end),
                 }

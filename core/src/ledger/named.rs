@@ -47,7 +47,8 @@ pub enum NamedState {
 
 impl Ledger {
     fn fair_use_ms(&self, feature: &str) -> Option<u64> {
-        match self.ix.pools.get(feature)?.model {
+        // A named-user feature has one pool (its lines group by user), so the first is it.
+        match self.ix.pools_of(feature).first()?.model {
             LicenseModel::NamedUser { fair_use_days } => {
                 Some(u64::from(fair_use_days).saturating_mul(DAY_MS))
             }
@@ -58,8 +59,8 @@ impl Ledger {
     /// Seats a named pool grants now (its count, or its demo count once it ended).
     fn named_count(&self, feature: &str) -> u64 {
         self.ix
-            .pools
-            .get(feature)
+            .pools_of(feature)
+            .first()
             .map_or(0, |p| p.issued(self.st.now_ms).0)
     }
 

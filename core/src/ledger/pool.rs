@@ -40,6 +40,10 @@ pub(crate) struct PoolLine {
     /// `ISSUED` (the start of that day), to order `FEATURE` lines; 0 without one.
     #[serde(default)]
     pub issued_ms: TimeMs,
+    /// An `UPGRADE` line: moves up to `seats` seats of lines of at least this version
+    /// (and below the line's own) that precede it to the line's version.
+    #[serde(default)]
+    pub upgrade_from: Option<Version>,
 }
 
 /// FlexNet's rule for several `FEATURE` lines of one feature: "only the first FEATURE
@@ -66,6 +70,45 @@ fn first_feature_line(lines: &[&PoolLine]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// The seats the counting lines grant, as (version, seats, overdraft), after FlexNet's
+/// `UPGRADE` rule: "an UPGRADE line removes up to the number of licenses specified from
+/// any old version (>= from_feat_version) and creates a new version with that same number
+/// of licenses ... [it] operates on the closest preceding FEATURE or INCREMENT line with a
+/// version number that is >= from_feat_version, and < to_feat_version" (FLEXnet End User
+/// Guide, "UPGRADE Lines"). It takes from the closest preceding such line first, then the
+/// ones before it, and grants as many seats at its version as it took: an upgrade of seats
+/// the site does not have creates none. An upgrade of an `uncounted` line takes its count
+/// and leaves the line unlimited. An upgrade that is not counting (expired, not started)
+/// moves nothing, so the old seats count as before.
+fn with_upgrades(counting: &[&PoolLine]) -> Vec<(Version, u64, u64)> {
+    let mut out: Vec<(Version, u64, u64)> = Vec::with_capacity(counting.len());
+    for l in counting {
+        let seats = l.seats.map_or(UNLIMITED, u64::from);
+        let Some(from) = &l.upgrade_from else {
+            out.push((l.version.clone(), seats, u64::from(l.overdraft)));
+            continue;
+        };
+        let mut wanted = seats;
+        let mut moved = 0u64;
+        for (v, n, _) in out.iter_mut().rev() {
+            if wanted == 0 {
+                break;
+            }
+            if *v < *from || *v >= l.version {
+                continue;
+            }
+            let take = wanted.min(*n);
+            if *n < UNLIMITED {
+                *n -= take;
+            }
+            wanted -= take;
+            moved += take;
+        }
+        out.push((l.version.clone(), moved, u64::from(l.overdraft)));
+    }
+    out
+}
+
 impl PoolLine {
     pub fn from_line(line: &FeatureLine) -> Self {
         PoolLine {
@@ -84,6 +127,7 @@ impl PoolLine {
                 Count::Seats(n) => Some(n),
             },
             overdraft: line.overdraft,
+            upgrade_from: line.upgrade_from.clone(),
         }
     }
 
@@ -110,12 +154,19 @@ pub(crate) enum LineState {
     Expired,
 }
 
-/// Everything loaded for one feature, plus the demand of the seats charged to it. The
-/// pool is derived state: rebuilt from the loaded licenses and the seats on restore.
+/// The lines of one feature that share one grouping, plus the demand of the seats charged
+/// to them. A feature has one pool per `DUP_GROUP` its lines use, as in FlexNet ("if two
+/// lines differ by any of these fields, a new group of licenses, called a license pool,
+/// is created ... counted independently"); lines that differ only in version share one
+/// pool, counted exactly as the module docs say. The pool is derived state: rebuilt from
+/// the loaded licenses and the seats on restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Pool {
     pub lines: Vec<PoolLine>,
+    /// The pool's grouping, which is also its identity among the feature's pools.
     pub dup_group: DupGroup,
+    /// For a suite's component: the suite whose seat a checkout here also takes.
+    pub suite: Option<String>,
     pub linger_ms: u64,
     pub model: LicenseModel,
     /// The smallest `EDITION_CAP` among the lines: the most seats the pool grants in all.
@@ -198,16 +249,16 @@ impl Pool {
         } else {
             None
         };
+        let seats = with_upgrades(&counting);
         let thresholds = versions
             .into_iter()
             .map(|w| {
                 let (mut licensed, mut with_overdraft) = (0u64, 0u64);
-                for l in counting.iter().filter(|l| l.version >= w) {
-                    let seats = l.seats.map_or(UNLIMITED, u64::from);
-                    licensed = licensed.saturating_add(seats).min(UNLIMITED);
+                for (_, n, over) in seats.iter().filter(|(v, _, _)| *v >= w) {
+                    licensed = licensed.saturating_add(*n).min(UNLIMITED);
                     with_overdraft = with_overdraft
-                        .saturating_add(seats)
-                        .saturating_add(u64::from(l.overdraft))
+                        .saturating_add(*n)
+                        .saturating_add(*over)
                         .min(UNLIMITED);
                 }
                 if let Some((v, seats)) = &demo {
@@ -421,4 +472,22 @@ impl Pool {
         let cap = self.capacity(now);
         cap.thresholds.first().map_or((0, 0), |t| (t.1, t.2 - t.1))
     }
+}
+
+/// A feature's term state over its pools: the best any of them is in (a feature is usable
+/// while one of its pools is), in the order Active, Expiring, Grace, Demo, NotStarted,
+/// Expired; `None` without pools.
+pub(crate) fn term_of(pools: &[Pool], now: TimeMs) -> Option<TermState> {
+    let rank = |t: &TermState| match t {
+        TermState::Active { .. } => 0,
+        TermState::Expiring { .. } => 1,
+        TermState::Grace { .. } => 2,
+        TermState::Demo { .. } => 3,
+        TermState::NotStarted { .. } => 4,
+        TermState::Expired => 5,
+    };
+    pools
+        .iter()
+        .map(|p| p.term_state(now))
+        .min_by_key(|t| rank(t))
 }

@@ -241,39 +241,58 @@ impl Ledger {
         let Some(w) = self.st.queue.get(&place) else {
             return true;
         };
-        let Some(pool) = self.ix.pools.get(&w.feature) else {
+        let pools = self.ix.pools_of(&w.feature);
+        if pools.is_empty() {
             return true;
-        };
-        match pool.admit(now, &w.version, w.count) {
-            // More than the feature grants at all now: answered with a denial.
-            Err(DenyReason::NoSeats {
-                requested,
-                available,
-                ..
-            }) if u64::from(requested) > available => true,
-            Err(DenyReason::NoSeats { .. }) => {
-                let key = self.dup_key(pool.dup_group, w.session);
-                let shared = pool.dup_group != DupGroup::None;
-                self.reusable_seat(&w.feature, &key, &w.version, w.count, shared)
-                    .is_some()
-            }
-            _ => true,
         }
+        let mut short = false;
+        for pool in pools {
+            match pool.admit(now, &w.version, w.count) {
+                Ok(_) => return true,
+                // More than this pool grants at all now: another pool may still.
+                Err(DenyReason::NoSeats {
+                    requested,
+                    available,
+                    ..
+                }) if u64::from(requested) > available => {}
+                Err(DenyReason::NoSeats { .. }) => {
+                    short = true;
+                    let key = self.dup_key(pool.dup_group, w.session);
+                    let shared = pool.dup_group != DupGroup::None;
+                    let own = self.reusable_seat(
+                        &w.feature,
+                        pool.dup_group,
+                        &key,
+                        &w.version,
+                        w.count,
+                        shared,
+                    );
+                    if own.is_some() {
+                        return true;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        // Waits on while some pool could grant it once seats come back; otherwise (more
+        // than any pool grants, or none grants at all now) it is answered with a denial.
+        !short
     }
 
     /// Whether a waiter of `feature` could take fresh seats now: then a new checkout
     /// must not take them first. Waiters that do not fit, or that only wait for their
     /// own lingering seat, hold nobody back.
     pub(super) fn waiter_could_take_fresh_seats(&self, feature: &str, now: TimeMs) -> bool {
-        let (Some(places), Some(pool)) = (self.ix.queues.get(feature), self.ix.pools.get(feature))
-        else {
+        let Some(places) = self.ix.queues.get(feature) else {
             return false;
         };
+        let pools = self.ix.pools_of(feature);
         places.iter().any(|place| {
-            self.st
-                .queue
-                .get(place)
-                .is_some_and(|w| pool.admit(now, &w.version, w.count).is_ok())
+            self.st.queue.get(place).is_some_and(|w| {
+                pools
+                    .iter()
+                    .any(|p| p.admit(now, &w.version, w.count).is_ok())
+            })
         })
     }
 

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 
+use super::pool::term_of;
 use super::{Event, LeaseId, Ledger, Revocation, RevokeReason, SeatId, SessionId, TimeMs};
 
 /// Revocation notes kept per session: a holder learns of them on its next heartbeat, a
@@ -34,13 +35,15 @@ impl Ledger {
     /// are over, and finds the next boundary.
     pub(super) fn enforce_terms(&mut self, before: TimeMs, ev: &mut Vec<Event>) {
         let now = self.st.now_ms;
-        for (feature, pool) in &self.ix.pools {
-            let (was, is) = (pool.term_state(before), pool.term_state(now));
-            if was != is {
-                ev.push(Event::TermChanged {
-                    feature: feature.clone(),
-                    state: is,
-                });
+        for (feature, pools) in &self.ix.pools {
+            let (was, is) = (term_of(pools, before), term_of(pools, now));
+            if let (Some(was), Some(is)) = (was, is) {
+                if was != is {
+                    ev.push(Event::TermChanged {
+                        feature: feature.clone(),
+                        state: is,
+                    });
+                }
             }
         }
         self.enforce(&RevokeReason::TermEnded { remaining: 0 }, ev);
@@ -59,6 +62,10 @@ impl Ledger {
 
     fn enforce_feature(&mut self, feature: &str, reason: &RevokeReason, ev: &mut Vec<Event>) {
         let now = self.st.now_ms;
+        let pools = self.ix.pools_of(feature);
+        if !pools.is_empty() && pools.iter().all(|p| p.fits(now)) {
+            return;
+        }
         // Lingering seats first, oldest first; then held seats, newest grant first.
         let mut order: Vec<(bool, u64, SeatId)> = self
             .st
@@ -77,17 +84,23 @@ impl Ledger {
             .collect();
         order.sort_unstable();
         for (_, _, seat) in order {
-            let Some(version) = self.st.seats.get(&seat).map(|s| s.version.clone()) else {
+            let Some((version, group)) = self
+                .st
+                .seats
+                .get(&seat)
+                .map(|s| (s.version.clone(), s.group))
+            else {
                 continue;
             };
-            let over = match self.ix.pools.get(feature) {
-                // No line of the feature is loaded at all: nothing grants any seat.
+            let pool = self.ix.pool(feature, group);
+            let over = match pool {
+                // No line of the seat's pool is loaded at all: nothing grants it.
                 None => true,
-                Some(pool) if pool.fits(now) => return,
+                Some(pool) if pool.fits(now) => continue,
                 Some(pool) => pool.over_for(now, &version),
             };
             if over {
-                let remaining = self.ix.pools.get(feature).map_or(0, |p| p.issued(now).0);
+                let remaining = pool.map_or(0, |p| p.issued(now).0);
                 let reason = match reason {
                     RevokeReason::TermEnded { .. } => RevokeReason::TermEnded { remaining },
                     other => other.clone(),

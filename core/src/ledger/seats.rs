@@ -3,11 +3,55 @@
 
 use std::collections::BTreeSet;
 
+use super::pool::Pool;
 use super::{
     DenyReason, DupKey, Event, Grant, Lease, LeaseId, Ledger, ReleaseCause, Reply, RequestId,
     RevokeReason, Seat, SeatId, SessionId,
 };
 use crate::license::{DupGroup, LicenseModel, Version};
+
+/// Why no pool of a feature grants a checkout, from each pool's answer: short of seats if
+/// any pool is (with every pool's seats in use, and the most one pool could grant, since
+/// a checkout is granted from one pool), else the first of expired, not started, and a
+/// version above every line (naming the highest version of any pool).
+fn telling(
+    answers: impl Iterator<Item = Result<u32, DenyReason>>,
+    pools: &[Pool],
+    count: u32,
+) -> DenyReason {
+    let reasons: Vec<DenyReason> = answers.filter_map(Result::err).collect();
+    let short = reasons.iter().filter_map(|r| match r {
+        DenyReason::NoSeats { available, .. } => Some(*available),
+        _ => None,
+    });
+    if let Some(available) = short.max() {
+        return DenyReason::NoSeats {
+            requested: count,
+            in_use: pools.iter().map(Pool::charged).sum(),
+            available,
+        };
+    }
+    let rank = |r: &DenyReason| match r {
+        DenyReason::Expired { .. } => 0,
+        DenyReason::NotYetStarted { .. } => 1,
+        _ => 2,
+    };
+    let mut best = reasons
+        .iter()
+        .min_by_key(|r| rank(r))
+        .cloned()
+        .unwrap_or(DenyReason::UnknownFeature);
+    if let DenyReason::VersionTooNew { highest, .. } = &mut best {
+        for r in &reasons {
+            if let DenyReason::VersionTooNew { highest: h, .. } = r {
+                if h > highest {
+                    *highest = h.clone();
+                }
+            }
+        }
+    }
+    best
+}
 
 /// No single checkout may ask for more seats than this; larger counts are certainly
 /// garbled input, and refusing them keeps every sum far from overflow.
@@ -88,33 +132,42 @@ impl Ledger {
     ) -> Result<Grant, DenyReason> {
         let now = self.st.now_ms;
         self.named_admission(feature, session)?;
-        let pool = self
-            .ix
-            .pools
-            .get(feature)
-            .ok_or(DenyReason::UnknownFeature)?;
-        let named = matches!(pool.model, LicenseModel::NamedUser { .. });
+        let pools = self.ix.pools_of(feature);
+        if pools.is_empty() {
+            return Err(DenyReason::UnknownFeature);
+        }
+        let named = pools
+            .iter()
+            .any(|p| matches!(p.model, LicenseModel::NamedUser { .. }));
         // A named user is one seat: asking for more is a garbled request.
         if count == 0 || count > MAX_CHECKOUT_COUNT || (named && count != 1) {
             return Err(DenyReason::InvalidCount { requested: count });
         }
-        // Even a shared or reused seat needs the feature to be grantable now: an expired
-        // license must not keep handing out seats through linger reuse.
-        let fresh = pool.admit(now, version, count);
-        if let Err(
-            reason @ (DenyReason::VersionTooNew { .. }
-            | DenyReason::NotYetStarted { .. }
-            | DenyReason::Expired { .. }),
-        ) = &fresh
-        {
-            return Err(reason.clone());
-        }
-        let key = self.dup_key(pool.dup_group, session);
-        let shared = pool.dup_group != DupGroup::None;
-
+        // Each pool's answer for fresh seats, in the order the pools are tried (FlexNet
+        // tries a feature's pools in license order). Even a shared or reused seat needs
+        // its pool to be grantable now: an expired license must not keep handing out
+        // seats through linger reuse.
+        let answers: Vec<(DupGroup, Result<u32, DenyReason>)> = pools
+            .iter()
+            .map(|p| (p.dup_group, p.admit(now, version, count)))
+            .collect();
+        let grantable = |a: &Result<u32, DenyReason>| {
+            !matches!(
+                a,
+                Err(DenyReason::VersionTooNew { .. }
+                    | DenyReason::NotYetStarted { .. }
+                    | DenyReason::Expired { .. })
+            )
+        };
         // Reuse before charging anything new: under DUP_GROUP any seat of the same owner
         // (held or lingering); without grouping only a lingering one of the same size.
-        if let Some(seat_id) = self.reusable_seat(feature, &key, version, count, shared) {
+        for (group, _) in answers.iter().filter(|(_, a)| grantable(a)) {
+            let key = self.dup_key(*group, session);
+            let shared = *group != DupGroup::None;
+            let Some(seat_id) = self.reusable_seat(feature, *group, &key, version, count, shared)
+            else {
+                continue;
+            };
             let seat = self
                 .st
                 .seats
@@ -141,18 +194,27 @@ impl Ledger {
             self.add_lease(index, seat_id, session, feature, version, count);
             return Ok(grant);
         }
-
-        let overdraft = fresh?;
+        let pools = self.ix.pools_of(feature);
+        let Some((group, overdraft)) = answers
+            .iter()
+            .find_map(|(g, a)| a.as_ref().ok().map(|o| (*g, *o)))
+        else {
+            return Err(telling(answers.into_iter().map(|(_, a)| a), pools, count));
+        };
         if !fresh_allowed {
-            let (issued, overdraft_limit) = pool.issued(now);
+            let (issued, overdraft_limit) = pools.iter().fold((0, 0), |(i, o), p| {
+                let (pi, po) = p.issued(now);
+                (i + pi, o + po)
+            });
             let waiting = self.ix.queues.get(feature).map_or(0, |q| q.len());
             return Err(DenyReason::QueuedAhead {
                 requested: count,
-                in_use: pool.charged(),
+                in_use: pools.iter().map(Pool::charged).sum(),
                 available: issued + overdraft_limit,
                 waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
             });
         }
+        let key = self.dup_key(group, session);
         self.st.seats.insert(
             index,
             Seat {
@@ -163,9 +225,10 @@ impl Ledger {
                 holders: BTreeSet::from([index]),
                 lingering_until: None,
                 fencing_token: index,
+                group,
             },
         );
-        if let Some(pool) = self.ix.pools.get_mut(feature) {
+        if let Some(pool) = self.ix.pool_mut(feature, group) {
             pool.charge(version, count);
         }
         self.ix
@@ -208,6 +271,7 @@ impl Ledger {
     pub(super) fn reusable_seat(
         &self,
         feature: &str,
+        group: DupGroup,
         key: &DupKey,
         version: &Version,
         count: u32,
@@ -221,7 +285,8 @@ impl Ledger {
         let seats = by_key.get(&(feature.to_owned(), key.clone()))?;
         seats.iter().copied().find(|id| {
             self.st.seats.get(id).is_some_and(|s| {
-                s.version >= *version
+                s.group == group
+                    && s.version >= *version
                     && if shared {
                         s.count >= count
                     } else {
@@ -303,11 +368,14 @@ impl Ledger {
             seat: l.seat,
             cause,
         });
-        let linger_ms = self.ix.pools.get(&l.feature).map_or(0, |p| p.linger_ms);
         let now = self.st.now_ms;
         let Some(seat) = self.st.seats.get_mut(&l.seat) else {
             return true;
         };
+        let linger_ms = self
+            .ix
+            .pool(&l.feature, seat.group)
+            .map_or(0, |p| p.linger_ms);
         seat.holders.remove(&lease);
         if seat.holders.is_empty() {
             if linger_ms > 0 {
@@ -336,7 +404,7 @@ impl Ledger {
             self.ix.lingering.remove(&(until, id));
             self.ix.set_lingering(&seat.feature, &seat.key, id, false);
         }
-        if let Some(pool) = self.ix.pools.get_mut(&seat.feature) {
+        if let Some(pool) = self.ix.pool_mut(&seat.feature, seat.group) {
             pool.uncharge(&seat.version, seat.count);
         }
         let key = (seat.feature.clone(), seat.key);

@@ -905,22 +905,6 @@ fn a_reload_replaces_its_source_and_revokes_what_it_no_longer_grants() {
 fn inconsistent_loads_change_nothing() {
     let mut h = H::new(vec![line("cad", "1.0", 2)]);
     let before = h.l.snapshot();
-    let mut u = line("cad", "1.0", 1);
-    u.dup_group = DupGroup::User;
-    u.line_no = 4;
-    let out = h.op(Op::LoadLicense {
-        source: "other.lic".into(),
-        license: LicenseFile {
-            vendors: vec!["acme".into()],
-            lines: vec![u],
-        },
-    });
-    let conflict = LoadError::Conflict {
-        feature: "cad".into(),
-        line: 4,
-        what: "DUP_GROUP=U differs from DUP_GROUP=NONE of site.lic line 1".into(),
-    };
-    assert_eq!(out.reply, Reply::LoadRefused(conflict));
     let mut n = line("cad", "1.0", 1);
     n.model = LicenseModel::NamedUser { fair_use_days: 30 };
     n.line_no = 2;

@@ -6,11 +6,13 @@
 //! days; the ledger compares them with the time carried by each log entry.
 
 mod date;
+mod effective;
 mod lex;
 mod parse;
 mod sign;
 
 pub use date::Date;
+pub use effective::{effective, Effective, EffectiveLine, Ineffective};
 pub use lex::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 pub use parse::{parse, parse_all, DEFAULT_FAIR_USE_DAYS, KEYWORDS, MAX_REPORTED_ERRORS};
 pub use sign::{
@@ -27,12 +29,53 @@ pub struct LicenseFile {
     pub lines: Vec<FeatureLine>,
 }
 
-/// `FEATURE` starts a pool; `INCREMENT` adds seats to it (a seat pack). Both count the
-/// same way once loaded; the kind is kept because it is part of what was signed.
+/// The directive of a line. `FEATURE`: only the first one of a feature counts;
+/// `INCREMENT`: adds seats (a seat pack); `UPGRADE`: moves seats of an older version to
+/// a newer one; `PACKAGE`: names the components that its enabling `FEATURE`/`INCREMENT`
+/// line (of the package's name) licenses. FlexNet's meanings, applied in
+/// [`effective`](crate::license::effective). (New variants go at the end: the enum is in
+/// every snapshot and license load entry.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum LineKind {
     Feature,
     Increment,
+    Upgrade,
+    Package,
+}
+
+impl LineKind {
+    /// The directive as the file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LineKind::Feature => "FEATURE",
+            LineKind::Increment => "INCREMENT",
+            LineKind::Upgrade => "UPGRADE",
+            LineKind::Package => "PACKAGE",
+        }
+    }
+}
+
+/// What a `PACKAGE` line says beyond its name and vendor (FlexNet's package: "a PACKAGE
+/// line, by itself, does not license anything"; its enabling `FEATURE`/`INCREMENT` line
+/// of the same name does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Package {
+    /// `COMPONENTS="comp1 comp2:2.0 comp3:2.0:4"`, in the line's order.
+    pub components: Vec<Component>,
+    /// `OPTIONS=SUITE`: a checkout of a component also takes a seat of the package.
+    pub suite: bool,
+    /// Whether the line gave a version (then only an enabling line of that version
+    /// enables it); the line's `version` is `0.0` otherwise.
+    pub version_given: bool,
+}
+
+/// One component of a package: `feature[:version[:count]]`. Without a version the
+/// enabling line's applies; the component's seats are `count` times the enabling line's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    pub version: Option<Version>,
+    pub count: Option<u32>,
 }
 
 /// A feature version, compared as a decimal number the way FlexNet and RLM compare them:
@@ -269,7 +312,9 @@ pub struct TermPolicy {
     pub demo_seats: u32,
 }
 
-/// One `FEATURE` or `INCREMENT` line.
+/// One `FEATURE`, `INCREMENT`, `UPGRADE` or `PACKAGE` line. A `PACKAGE` line has no
+/// expiry or count of its own (`permanent` and `uncounted` stand in; its enabling line
+/// has them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureLine {
     pub kind: LineKind,
@@ -300,6 +345,17 @@ pub struct FeatureLine {
     pub edition: Option<Edition>,
     /// 1-based line number in the source file where this directive started, for errors.
     pub line_no: u32,
+    /// `UPGRADE` lines: the lowest version whose seats the line moves to `version`.
+    pub upgrade_from: Option<Version>,
+    /// `SUPERSEDE` (`Some` of nothing: the line's own feature or package) or
+    /// `SUPERSEDE="f1 f2"`: lines of those names issued before this one's `ISSUED` day
+    /// stop counting.
+    pub supersede: Option<Vec<String>>,
+    /// `SUITE_DUP_GROUP=`: on a suite's enabling line, how the suite's own seats are
+    /// shared (FlexNet: "limits the total number of users of the package").
+    pub suite_dup_group: Option<DupGroup>,
+    /// `PACKAGE` lines: components and options.
+    pub package: Option<Package>,
 }
 
 impl FeatureLine {
@@ -334,6 +390,10 @@ impl FeatureLine {
             cluster: None,
             edition: None,
             line_no,
+            upgrade_from: None,
+            supersede: None,
+            suite_dup_group: None,
+            package: None,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Directives of the license file: `VENDOR`, `FEATURE` and `INCREMENT`, their positional
-//! fields and keywords, checked one by one with errors that name the line, the column and
+//! Directives of the license file: `VENDOR`, `FEATURE`, `INCREMENT`, `UPGRADE` and
+//! `PACKAGE`, their positional fields and keywords, checked one by one with errors that name the line, the column and
 //! what was expected.
 
 use std::collections::BTreeSet;
@@ -8,13 +8,13 @@ use base64::Engine as _;
 
 use super::lex::{logical_lines, Logical, Token};
 use super::{
-    ClusterId, Count, Date, DupGroup, Edition, Expiry, FeatureLine, LicenseFile, LicenseModel,
-    LineKind, Version,
+    ClusterId, Component, Count, Date, DupGroup, Edition, Expiry, FeatureLine, LicenseFile,
+    LicenseModel, LineKind, Package, Version,
 };
 use crate::Error;
 
-/// Keywords a FEATURE or INCREMENT line may carry, in the order errors list them.
-pub const KEYWORDS: [&str; 15] = [
+/// Keywords a FEATURE, INCREMENT or UPGRADE line may carry, in the order errors list them.
+pub const KEYWORDS: [&str; 17] = [
     "LINGER",
     "DUP_GROUP",
     "OVERDRAFT",
@@ -30,6 +30,20 @@ pub const KEYWORDS: [&str; 15] = [
     "EDITION",
     "EDITION_CAP",
     "EDITION_CLOSED",
+    "SUPERSEDE",
+    "SUITE_DUP_GROUP",
+];
+
+/// Keywords a PACKAGE line may carry.
+pub const PACKAGE_KEYWORDS: [&str; 5] = ["COMPONENTS", "OPTIONS", "SUPERSEDE", "ISSUED", "SIGN"];
+
+/// FlexNet keywords Tally refuses by name, each with why: a file that relies on them
+/// would count differently here, so it must not load as if they were not there.
+const REFUSED: [(&str, &str); 4] = [
+    ("HOSTID", "Tally has no host ids: lock a line to a cluster with CLUSTER=<id> instead (see docs/coming-from-flexnet.md)"),
+    ("SUITE_RESERVED", "OPTIONS=SUITE_RESERVED (reserving a suite's other components for its user) is not supported"),
+    ("SORT", "sort=n (manual line order) is not supported: Tally orders lines as FlexNet does by default"),
+    ("BORROW", "borrowing is not supported yet"),
 ];
 
 /// The named-user fair-use window when a bare `USER_BASED` gives none (the brief's
@@ -93,7 +107,7 @@ fn parse_upto(text: &str, max_errors: usize) -> (LicenseFile, Vec<Error>) {
         errors.push(Error::Parse {
             line: 1,
             column: 1,
-            message: "no FEATURE or INCREMENT line".into(),
+            message: "no FEATURE, INCREMENT, UPGRADE or PACKAGE line".into(),
         });
     }
     (file, errors)
@@ -112,7 +126,7 @@ fn directive(
         return Err(at(
             head,
             format!(
-                "expected VENDOR, FEATURE or INCREMENT, found the quoted string \"{}\"",
+                "expected VENDOR, FEATURE, INCREMENT, UPGRADE or PACKAGE, found the quoted string \"{}\"",
                 head.text
             ),
         ));
@@ -143,11 +157,15 @@ fn directive(
         "INCREMENT" => file
             .lines
             .push(feature(logical, LineKind::Increment, declared)?),
+        "UPGRADE" => file
+            .lines
+            .push(feature(logical, LineKind::Upgrade, declared)?),
+        "PACKAGE" => file.lines.push(package(logical, declared)?),
         _ => {
             return Err(at(
                 head,
                 format!(
-                    "unknown directive \"{}\" (expected VENDOR, FEATURE or INCREMENT)",
+                    "unknown directive \"{}\" (expected VENDOR, FEATURE, INCREMENT, UPGRADE or PACKAGE)",
                     head.text
                 ),
             ))
@@ -165,31 +183,58 @@ fn end(l: &Logical, message: &str) -> Error {
 }
 
 const FIELDS: [&str; 5] = ["feature name", "vendor", "version", "expiry date", "count"];
+const UPGRADE_FIELDS: [&str; 6] = [
+    "feature name",
+    "vendor",
+    "version upgraded from",
+    "version upgraded to",
+    "expiry date",
+    "count",
+];
 
 fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<FeatureLine, Error> {
-    let directive = if kind == LineKind::Feature {
-        "FEATURE"
+    let directive = kind.name();
+    let upgrade = kind == LineKind::Upgrade;
+    let (fields, short): (&[&str], &str) = if upgrade {
+        (
+            &UPGRADE_FIELDS,
+            "name vendor from-version version expiry count",
+        )
     } else {
-        "INCREMENT"
+        (&FIELDS, "name vendor version expiry count")
     };
-    let mut positional = Vec::with_capacity(5);
-    for (i, what) in FIELDS.iter().enumerate() {
+    let mut positional = Vec::with_capacity(fields.len());
+    for (i, what) in fields.iter().enumerate() {
         match l.tokens.get(i + 1) {
             Some(t) if t.quoted => {
-                return Err(at(t, format!("expected the {what}, found the quoted string \"{}\"", t.text)))
+                return Err(at(
+                    t,
+                    format!(
+                        "expected the {what}, found the quoted string \"{}\"",
+                        t.text
+                    ),
+                ))
             }
             Some(t) if t.text.contains('=') => {
-                return Err(at(t, format!("expected the {what}, found the keyword \"{}\"", t.text)))
+                return Err(at(
+                    t,
+                    format!("expected the {what}, found the keyword \"{}\"", t.text),
+                ))
             }
             Some(t) => positional.push(t),
             None => {
                 return Err(end(
                     l,
-                    &format!("{directive} ends early: expected the {what} (fields: name vendor version expiry count)"),
+                    &format!("{directive} ends early: expected the {what} (fields: {short})"),
                 ))
             }
         }
     }
+    let from = if upgrade {
+        Some(positional.remove(2))
+    } else {
+        None
+    };
     let [name, vendor, version, expiry, count] = positional[..] else {
         return Err(end(l, "internal: wrong number of fields"));
     };
@@ -210,9 +255,30 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
         parse_count(count)?,
         l.tokens.first().map_or(l.end_line, |t| t.line),
     );
+    if let Some(from) = from {
+        let from_v = parse_version(from)?;
+        // FlexNet: "UPGRADE lines do not work for node-locked, uncounted licenses".
+        if line.count == Count::Uncounted {
+            return Err(at(
+                count,
+                "an UPGRADE line moves a number of seats: its count cannot be \"uncounted\"",
+            ));
+        }
+        if from_v >= line.version {
+            return Err(at(
+                version,
+                format!(
+                    "an UPGRADE goes to a higher version: {} is not above {from_v}",
+                    line.version
+                ),
+            ));
+        }
+        line.upgrade_from = Some(from_v);
+    }
     let mut seen = BTreeSet::new();
     let mut start_tok = None;
-    for t in l.tokens.iter().skip(6) {
+    let mut supersede_tok = None;
+    for t in l.tokens.iter().skip(fields.len() + 1) {
         let eq = t.text.find('=');
         if t.quoted_from.is_some_and(|q| eq.is_none_or(|e| q <= e)) {
             return Err(at(
@@ -228,14 +294,7 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             None => (t.text.to_ascii_uppercase(), None),
         };
         let Some(known) = KEYWORDS.iter().find(|k| **k == key) else {
-            return Err(at(
-                t,
-                format!(
-                    "unknown keyword \"{}\" (expected one of {})",
-                    key,
-                    KEYWORDS.join(", ")
-                ),
-            ));
+            return Err(unknown_keyword(t, &key, &KEYWORDS));
         };
         if !seen.insert(*known) {
             return Err(at(t, format!("{known} is given twice")));
@@ -245,6 +304,11 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
                 return Err(at(t, "EDITION_CLOSED takes no value"));
             }
             line.edition.get_or_insert_with(Edition::default).closed = true;
+            continue;
+        }
+        if *known == "SUPERSEDE" {
+            line.supersede = Some(supersede(t, value)?);
+            supersede_tok = Some(t);
             continue;
         }
         if *known == "USER_BASED" && value.is_none() {
@@ -271,6 +335,9 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             }
             "DUP_GROUP" => {
                 line.dup_group = DupGroup::parse(value).map_err(|why| at(t, why))?;
+            }
+            "SUITE_DUP_GROUP" => {
+                line.suite_dup_group = Some(DupGroup::parse(value).map_err(|why| at(t, why))?);
             }
             "START" => {
                 line.start = Some(date(t, known, value)?);
@@ -316,17 +383,223 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             ));
         }
     }
+    supersede_needs_issued(&line, supersede_tok)?;
     Ok(line)
+}
+
+/// An unknown keyword: refused by name, with the reason where it is a FlexNet keyword
+/// Tally knows and does not do.
+fn unknown_keyword(t: &Token, key: &str, known: &[&str]) -> Error {
+    if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == key) {
+        return at(t, format!("{key} is not supported: {why}"));
+    }
+    at(
+        t,
+        format!(
+            "unknown keyword \"{key}\" (expected one of {})",
+            known.join(", ")
+        ),
+    )
+}
+
+/// FlexNet: SUPERSEDE is "used in conjunction with ISSUED date": without the date there is
+/// nothing to compare the other lines' dates with.
+fn supersede_needs_issued(line: &FeatureLine, tok: Option<&Token>) -> Result<(), Error> {
+    match tok {
+        Some(t) if line.issued.is_none() => Err(at(
+            t,
+            "SUPERSEDE needs ISSUED=<date>: it replaces the lines issued before that day",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `SUPERSEDE` (the line's own name) or `SUPERSEDE="f1 f2"`.
+fn supersede(t: &Token, value: Option<&str>) -> Result<Vec<String>, Error> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+    if names.is_empty() {
+        return Err(at(t, "SUPERSEDE= needs feature names: SUPERSEDE=\"f1 f2\", or a bare SUPERSEDE for this line's own"));
+    }
+    if let Some(bad) = names.iter().find(|n| !is_identifier(n)) {
+        return Err(at(
+            t,
+            format!("SUPERSEDE names features: \"{bad}\" is not a feature name"),
+        ));
+    }
+    Ok(names)
+}
+
+/// A `PACKAGE name vendor [version] COMPONENTS="..." [OPTIONS=SUITE] [SUPERSEDE] [ISSUED=]
+/// SIGN=` line.
+fn package(l: &Logical, vendors: &BTreeSet<String>) -> Result<FeatureLine, Error> {
+    let positional: Vec<&Token> = l
+        .tokens
+        .iter()
+        .skip(1)
+        .take_while(|t| !t.quoted && !t.text.contains('='))
+        .take(3)
+        .collect();
+    let (Some(name), Some(vendor)) = (positional.first(), positional.get(1)) else {
+        return Err(end(
+            l,
+            "PACKAGE ends early: expected `PACKAGE <name> <vendor> [<version>] COMPONENTS=\"...\"`",
+        ));
+    };
+    let name_s = identifier(name, "a package name")?;
+    let vendor_s = identifier(vendor, "a vendor name")?;
+    if !vendors.contains(&vendor_s) {
+        return Err(at(
+            vendor,
+            format!("vendor \"{vendor_s}\" is not declared: expected a `VENDOR {vendor_s}` line before this one"),
+        ));
+    }
+    let version = positional.get(2).map(|t| parse_version(t)).transpose()?;
+    let mut line = FeatureLine::new(
+        LineKind::Package,
+        name_s,
+        vendor_s,
+        version.clone().unwrap_or(Version::whole(0)),
+        Expiry::Permanent,
+        Count::Uncounted,
+        l.tokens.first().map_or(l.end_line, |t| t.line),
+    );
+    let mut pkg = Package {
+        version_given: version.is_some(),
+        ..Package::default()
+    };
+    let mut seen = BTreeSet::new();
+    let mut supersede_tok = None;
+    let mut components_tok = None;
+    for t in l.tokens.iter().skip(1 + positional.len()) {
+        let (key, value) = match t.text.split_once('=') {
+            Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
+            None => (t.text.to_ascii_uppercase(), None),
+        };
+        if t.quoted_from
+            .is_some_and(|q| t.text.find('=').is_none_or(|e| q <= e))
+        {
+            return Err(at(
+                t,
+                format!(
+                    "expected a keyword such as COMPONENTS=\"a b\", found the quoted string \"{}\"",
+                    t.text
+                ),
+            ));
+        }
+        let Some(known) = PACKAGE_KEYWORDS.iter().find(|k| **k == key) else {
+            return Err(unknown_keyword(t, &key, &PACKAGE_KEYWORDS));
+        };
+        if !seen.insert(*known) {
+            return Err(at(t, format!("{known} is given twice")));
+        }
+        if *known == "SUPERSEDE" {
+            line.supersede = Some(supersede(t, value)?);
+            supersede_tok = Some(t);
+            continue;
+        }
+        let Some(value) = value else {
+            return Err(at(
+                t,
+                format!("{known} needs a value: expected {known}=<value>"),
+            ));
+        };
+        match *known {
+            "COMPONENTS" => {
+                pkg.components = components(t, value)?;
+                components_tok = Some(t);
+            }
+            "OPTIONS" => match value.to_ascii_uppercase().as_str() {
+                "SUITE" => pkg.suite = true,
+                "SUITE_RESERVED" => return Err(unknown_keyword(t, "SUITE_RESERVED", &[])),
+                _ => return Err(at(t, format!("OPTIONS must be SUITE, found \"{value}\""))),
+            },
+            "ISSUED" => line.issued = Some(date(t, known, value)?),
+            "SIGN" => line.signature = Some(signature(t, value)?),
+            _ => return Err(at(t, format!("keyword {known} is not handled"))),
+        }
+    }
+    let Some(ctok) = components_tok else {
+        return Err(end(l, "PACKAGE needs COMPONENTS=\"feature[:version[:count]] ...\": a package consists of at least one component"));
+    };
+    // FlexNet: "num_lic is only legal if OPTIONS=SUITE is not set".
+    if pkg.suite {
+        if let Some(c) = pkg.components.iter().find(|c| c.count.is_some()) {
+            return Err(at(ctok, format!("component {} has a count, which a suite's components cannot have: each has the suite's count (OPTIONS=SUITE)", c.name)));
+        }
+    }
+    supersede_needs_issued(&line, supersede_tok)?;
+    line.package = Some(pkg);
+    Ok(line)
+}
+
+/// `COMPONENTS="comp1 comp2:1.5 comp3:2.0:4"`: each `feature[:version[:count]]`, at least
+/// one, no feature twice, none the package itself.
+fn components(t: &Token, value: &str) -> Result<Vec<Component>, Error> {
+    let mut out: Vec<Component> = Vec::new();
+    for word in value.split_whitespace() {
+        let mut parts = word.split(':');
+        let name = parts.next().unwrap_or_default();
+        if !is_identifier(name) {
+            return Err(at(
+                t,
+                format!("component \"{word}\": \"{name}\" is not a feature name"),
+            ));
+        }
+        let version = match parts.next() {
+            // `comp::4`: the enabling line's version, a count of its own.
+            Some("") => None,
+            Some(v) => Some(Version::parse(v).ok_or_else(|| {
+                at(
+                    t,
+                    format!("component \"{word}\": \"{v}\" is not a version such as 2026.1"),
+                )
+            })?),
+            None => None,
+        };
+        let count = match parts.next() {
+            Some(n) => match plain_u32(n) {
+                Some(n) if n > 0 => Some(n),
+                _ => return Err(at(t, format!("component \"{word}\": the count \"{n}\" must be a whole number of at least 1"))),
+            },
+            None => None,
+        };
+        if parts.next().is_some() {
+            return Err(at(
+                t,
+                format!("component \"{word}\" has more than feature:version:count"),
+            ));
+        }
+        if out.iter().any(|c| c.name == name) {
+            return Err(at(t, format!("component {name} is listed twice")));
+        }
+        out.push(Component {
+            name: name.to_owned(),
+            version,
+            count,
+        });
+    }
+    if out.is_empty() {
+        return Err(at(
+            t,
+            "COMPONENTS lists no component: a package consists of at least one",
+        ));
+    }
+    Ok(out)
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Names: letters, digits, `_`, `-` and `.`, at most 64 characters.
 fn identifier(t: &Token, what: &str) -> Result<String, Error> {
-    let ok = !t.text.is_empty()
-        && t.text.len() <= 64
-        && t.text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
+    if is_identifier(&t.text) {
         Ok(t.text.clone())
     } else {
         Err(at(

@@ -8,6 +8,8 @@
 //!
 //! ```text
 //! FEATURE|INCREMENT <name> <vendor> <version> <expiry> <count> [KEY=value ...]
+//! UPGRADE <name> <vendor> <from version> <version> <expiry> <count> [KEY=value ...]
+//! PACKAGE <name> <vendor> [<version>] COMPONENTS="..." [OPTIONS=SUITE] [KEY=value ...]
 //! ```
 //!
 //! with the version as its decimal number (`2.1`, and `1.0` for a whole number), the expiry
@@ -15,8 +17,10 @@
 //! the count as a number or `uncounted`, then the keywords that differ from their default,
 //! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
 //! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`,
-//! `CLUSTER` (16 lowercase hex digits), `EDITION` (quoted), `EDITION_CAP`, and a bare
-//! `EDITION_CLOSED`;
+//! `CLUSTER` (16 lowercase hex digits), `EDITION` (quoted), `EDITION_CAP`, a bare
+//! `EDITION_CLOSED`, `SUPERSEDE` (bare, or its quoted names), `SUITE_DUP_GROUP`;
+//! a package's components are written `name:version[:count]` (the version only where
+//! the line gives one);
 //! strings always double-quoted, `"` and `\` escaped with `\`. The signed message is the
 //! canonical line prefixed by the domain tag `tally-license-v1\n`, so a signature made
 //! for anything else can never pass as a license signature.
@@ -25,7 +29,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
-use super::{parse, Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind};
+use super::{
+    parse, Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, Package,
+};
 use crate::Error;
 
 const DOMAIN: &str = "tally-license-v1\n";
@@ -40,11 +46,14 @@ pub fn canonical_line(line: &FeatureLine) -> String {
 /// The canonical line as words: the six leading fields, then one `KEY=value` per keyword
 /// (a quoted value may hold spaces, so callers must not split the joined text on them).
 fn canonical_parts(line: &FeatureLine) -> Vec<String> {
-    let kind = match line.kind {
-        LineKind::Feature => "FEATURE",
-        LineKind::Increment => "INCREMENT",
-    };
-
+    if let Some(pkg) = line
+        .package
+        .as_ref()
+        .filter(|_| line.kind == LineKind::Package)
+    {
+        return package_parts(line, pkg);
+    }
+    let kind = line.kind.name();
     let expiry = match line.expiry {
         Expiry::Permanent => "permanent".to_owned(),
         Expiry::On(d) => d.to_string(),
@@ -53,14 +62,11 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
         Count::Uncounted => "uncounted".to_owned(),
         Count::Seats(n) => n.to_string(),
     };
-    let mut out = vec![
-        kind.to_owned(),
-        line.name.clone(),
-        line.vendor.clone(),
-        line.version.to_string(),
-        expiry,
-        count,
-    ];
+    let mut out = vec![kind.to_owned(), line.name.clone(), line.vendor.clone()];
+    if let Some(from) = &line.upgrade_from {
+        out.push(from.to_string());
+    }
+    out.extend([line.version.to_string(), expiry, count]);
     let mut kw = |key: &str, value: String| out.push(format!("{key}={value}"));
     if let Some(d) = line.start {
         kw("START", d.to_string());
@@ -104,6 +110,55 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
             out.push("EDITION_CLOSED".to_owned());
         }
     }
+    supersede_part(line, &mut out);
+    if let Some(g) = line.suite_dup_group {
+        out.push(format!("SUITE_DUP_GROUP={}", g.name()));
+    }
+    out
+}
+
+fn supersede_part(line: &FeatureLine, out: &mut Vec<String>) {
+    match &line.supersede {
+        None => {}
+        Some(names) if names.is_empty() => out.push("SUPERSEDE".to_owned()),
+        Some(names) => out.push(format!("SUPERSEDE={}", quote(&names.join(" ")))),
+    }
+}
+
+fn package_parts(line: &FeatureLine, pkg: &Package) -> Vec<String> {
+    let mut out = vec![
+        LineKind::Package.name().to_owned(),
+        line.name.clone(),
+        line.vendor.clone(),
+    ];
+    if pkg.version_given {
+        out.push(line.version.to_string());
+    }
+    let components: Vec<String> = pkg
+        .components
+        .iter()
+        .map(|c| {
+            let mut w = c.name.clone();
+            if let Some(v) = &c.version {
+                w.push_str(&format!(":{v}"));
+                if let Some(n) = c.count {
+                    w.push_str(&format!(":{n}"));
+                }
+            } else if let Some(n) = c.count {
+                // The enabling line's version, with a count of its own.
+                w.push_str(&format!("::{n}"));
+            }
+            w
+        })
+        .collect();
+    out.push(format!("COMPONENTS={}", quote(&components.join(" "))));
+    if pkg.suite {
+        out.push("OPTIONS=SUITE".to_owned());
+    }
+    if let Some(d) = line.issued {
+        out.push(format!("ISSUED={d}"));
+    }
+    supersede_part(line, &mut out);
     out
 }
 
@@ -206,7 +261,13 @@ pub fn sign_file_for(
 ) -> Result<String, Error> {
     let mut file = parse(text)?;
     if let Some(c) = cluster {
-        for line in &mut file.lines {
+        // A PACKAGE line licenses nothing by itself (its enabling line is locked), and
+        // FlexNet's PACKAGE syntax has no place for a lock.
+        for line in file
+            .lines
+            .iter_mut()
+            .filter(|l| l.kind != LineKind::Package)
+        {
             line.cluster = Some(c);
         }
     }

@@ -147,10 +147,22 @@ impl admin_server::Admin for Admin {
                 versions.sort();
                 versions.dedup();
                 versions.reverse();
+                // A suite's users hold its seat through their components' leases.
                 let holders = l
                     .leases()
-                    .filter(|(_, lease)| lease.feature == f.name)
-                    .map(|(id, lease)| lease_info(&sm, id, lease))
+                    .filter_map(|(id, lease)| {
+                        if lease.feature == f.name {
+                            return Some(lease_info(&sm, id, lease));
+                        }
+                        let suite_seat = lease.suite_seat?;
+                        let seat = l.seat(suite_seat)?;
+                        (seat.feature == f.name).then(|| pb::LeaseInfo {
+                            feature: f.name.clone(),
+                            seat_id: suite_seat,
+                            count: seat.count,
+                            ..lease_info(&sm, id, lease)
+                        })
+                    })
                     .collect();
                 let queued = l.waiters().filter(|(_, w)| w.feature == f.name).count();
                 pb::FeatureInfo {

@@ -186,6 +186,10 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
                 "waited {waited_ms} ms in the queue for \"{feature}\" without a seat coming free"
             )
         }
+        DenyReason::SuiteDenied { suite, reason } => format!(
+            "\"{feature}\" is a component of the suite \"{suite}\", whose seat every checkout of a component takes too: {}",
+            deny_message(reason, suite)
+        ),
     }
 }
 
@@ -197,6 +201,8 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::NotYetStarted { .. } => D::NotYetStarted,
         DenyReason::Expired { .. } => D::Expired,
         DenyReason::NoSeats { .. } | DenyReason::QueuedAhead { .. } => D::NoSeats,
+        // The suite's reason is the checkout's: its seats, or its term.
+        DenyReason::SuiteDenied { reason, .. } => denial_code(reason),
         DenyReason::InvalidCount { .. } => D::InvalidCount,
         DenyReason::UnknownSession => D::UnknownSession,
         DenyReason::BadSecret => D::BadSecret,

@@ -291,5 +291,86 @@ fn a_flexnet_style_file_loads_and_counts_as_flexnet_documents() {
     let (_a3, g3) = hold(&cluster, "solver", "ann", "ws2");
     assert_eq!(g3["shared"], false, "{g3}");
     assert_eq!(feature(&cluster, "solver")["in_use"], 2);
+
+    // The rest of FlexNet's line vocabulary, in a second file of the same vendor:
+    // a PACKAGE of components ("equivalent to" a line per component, count times the
+    // component's), a SUITE (its own seat taken with every component, shared per user by
+    // SUITE_DUP_GROUP=U), a renewal that SUPERSEDEs the earlier-issued line, an UPGRADE,
+    // and a pack of `solver` with no DUP_GROUP (a pool of its own, counted apart).
+    let said = sign_and_load(
+        &cluster,
+        "more.lic",
+        "VENDOR demo\n\
+         PACKAGE office demo 2025.1 COMPONENTS=\"writer calc:2025.0506:2\"\n\
+         INCREMENT office demo 2025.1 permanent 3\n\
+         PACKAGE studio demo COMPONENTS=\"render model\" OPTIONS=SUITE\n\
+         FEATURE studio demo 1.0 permanent 2 SUITE_DUP_GROUP=U\n\
+         INCREMENT mesh demo 1.0 permanent 4 ISSUED=01-jan-2025\n\
+         INCREMENT mesh demo 1.0 permanent 6 ISSUED=01-jun-2026 SUPERSEDE\n\
+         UPGRADE mesh demo 1.0 2.0 permanent 2 ISSUED=02-jun-2026\n\
+         INCREMENT solver demo 2025.1 permanent 2 NOTICE=\"floating pack\"\n",
+    );
+    let issued = |name: &str| feature(&cluster, name)["issued"].clone();
+    assert_eq!(
+        ["writer", "calc", "studio", "render", "model", "mesh", "solver"].map(issued),
+        [3, 6, 2, 2, 2, 6, 19].map(Value::from),
+        "{said}"
+    );
+    assert_eq!(feature(&cluster, "solver")["dup_group"], "UHD,NONE");
+    let o = tallyctl(&cluster, &["features", "--json"]);
+    let all = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !all.contains("\"office\""),
+        "a package is no feature: {all}"
+    );
+    let listed = tallyctl_json(&cluster, &["license", "list"]);
+    let notes: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["lines"].as_array().unwrap().clone())
+        .filter_map(|l| l["note"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("superseded by more.lic line ")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("enables the package of more.lic line ")),
+        "{notes:?}"
+    );
+    let at = |feature: &str, version: &str| {
+        tallyctl_json(
+            &cluster,
+            &[
+                "checkout",
+                feature,
+                "--user",
+                "cy",
+                "--version",
+                version,
+                "--hold",
+                "0",
+            ],
+        )
+    };
+    assert_eq!(at("calc", "2025.0506")["feature"], "calc");
+    assert_eq!(at("writer", "2025.1")["feature"], "writer");
+    assert_eq!(at("mesh", "2.0")["feature"], "mesh");
+    let (_r, _) = hold(&cluster, "render", "ann", "ws1");
+    // Ann's model shares her suite seat (SUITE_DUP_GROUP=U); with dan's, the suite's two
+    // seats are taken, so bob is refused a model seat that is free.
+    let (_m2, _) = hold(&cluster, "model", "ann", "ws2");
+    assert_eq!(feature(&cluster, "studio")["in_use"], 1);
+    let (_d, _) = hold(&cluster, "render", "dan", "ws3");
+    assert_eq!(feature(&cluster, "studio")["in_use"], 2);
+    assert_eq!(feature(&cluster, "model")["in_use"], 1);
+    let (code, err) = try_checkout(&cluster, "model", "bob");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("component of the suite \"studio\""), "{err}");
     assert!(cluster.script("stop", None).status.success());
 }

@@ -233,3 +233,106 @@ fn an_upgrade_creates_no_more_seats_than_it_takes() {
     ));
     assert_eq!(v("2.0"), v("2.000"));
 }
+
+fn suite_of(h: &H, feature: &str) -> u64 {
+    h.in_use(feature)
+}
+
+/// "OPTIONS=SUITE: ... the corresponding feature of the same name as the package is
+/// checked out in addition to the component feature being checked out", with the guide's
+/// example: "two features, comp1 and comp2, ... each with five licenses available. When
+/// comp1 or comp2 is checked out, suite is also checked out." Two seats here, so the
+/// suite's bound shows.
+#[test]
+fn a_suite_checkout_takes_the_suite_seat_too_all_or_nothing() {
+    let mut h = H::new(lines(
+        "VENDOR sampled
+         PACKAGE suite sampled 1.0 COMPONENTS=\"comp1 comp2\" OPTIONS=SUITE
+         FEATURE suite sampled 1.0 permanent 2",
+    ));
+    assert_eq!(issued(&h, "comp1"), Some(2));
+    assert_eq!(issued(&h, "comp2"), Some(2));
+    assert_eq!(issued(&h, "suite"), Some(2));
+    let alice = h.open(1, "alice", "h1");
+    let bob = h.open(2, "bob", "h2");
+    let carol = h.open(3, "carol", "h3");
+    let a1 = h.grant(alice, "comp1", 1);
+    // One process using two components takes one suite seat, as one FlexNet job does.
+    let a2 = h.grant(alice, "comp2", 1);
+    assert_eq!(suite_of(&h, "suite"), 1);
+    let b1 = h.grant(bob, "comp1", 1);
+    assert_eq!(suite_of(&h, "suite"), 2);
+    // comp2 has a seat free, the suite has none: nothing is taken.
+    let before = h.in_use("comp2");
+    match denied(&h.checkout(carol, "comp2", 1)) {
+        DenyReason::SuiteDenied { suite, reason } => {
+            assert_eq!(suite, "suite");
+            assert!(matches!(**reason, DenyReason::NoSeats { .. }), "{reason:?}");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(h.in_use("comp2"), before);
+    // Alice's suite seat stays while one of her components holds it.
+    h.checkin(alice, a1.lease);
+    assert_eq!(suite_of(&h, "suite"), 2);
+    h.checkin(alice, a2.lease);
+    assert_eq!(suite_of(&h, "suite"), 1);
+    h.grant(carol, "comp2", 1);
+    // An admin's removal of bob's component frees his suite seat with it.
+    h.op(Op::RemoveLease { lease: b1.lease });
+    assert_eq!(suite_of(&h, "suite"), 1);
+    assert_eq!(h.in_use("comp1"), 0);
+}
+
+/// "SUITE_DUP_GROUP: ... limits the total number of users of the package to the number of
+/// licenses, and allows the package to be shared among the users that have the SUITE
+/// checked out."
+#[test]
+fn suite_dup_group_shares_the_suite_seat_per_user_and_revocation_takes_both_seats() {
+    let mut h = H::new(lines(
+        "VENDOR sampled
+         PACKAGE suite sampled 1.0 COMPONENTS=\"comp1 comp2 comp3\" OPTIONS=SUITE
+         FEATURE suite sampled 1.0 permanent 1 SUITE_DUP_GROUP=U",
+    ));
+    let a1 = h.open(1, "alice", "h1");
+    let a2 = h.open(2, "alice", "h2");
+    let bob = h.open(3, "bob", "h3");
+    h.grant(a1, "comp1", 1);
+    h.grant(a2, "comp2", 1);
+    assert_eq!(suite_of(&h, "suite"), 1);
+    assert!(matches!(
+        denied(&h.checkout(bob, "comp3", 1)),
+        DenyReason::SuiteDenied { .. }
+    ));
+    // Unloading the suite takes back every seat of it and of its components.
+    let out = h.op(Op::UnloadLicense {
+        source: "site.lic".into(),
+    });
+    let revoked = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Revoked { .. }))
+        .count();
+    assert_eq!(revoked, 2);
+    assert_eq!(h.l.leases().count(), 0);
+    assert_eq!(h.l.seats().count(), 0);
+}
+
+#[test]
+fn a_component_licensed_apart_from_its_suite_in_the_same_pool_is_refused() {
+    let mut h = H::new(lines(
+        "VENDOR sampled
+         PACKAGE suite sampled 1.0 COMPONENTS=\"comp1\" OPTIONS=SUITE
+         FEATURE suite sampled 1.0 permanent 2",
+    ));
+    let r = load(
+        &mut h,
+        "direct.lic",
+        "VENDOR sampled
+         INCREMENT comp1 sampled 1.0 permanent 3",
+    );
+    assert!(
+        matches!(&r, Reply::LoadRefused(LoadError::Conflict { what, .. }) if what.contains("component of the suite suite")),
+        "{r:?}"
+    );
+}

@@ -97,11 +97,6 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
         // Lines that differ in DUP_GROUP form separate pools (see `pool.rs`); a PACKAGE
         // line is no line of a feature.
         if line.kind == LineKind::Package {
-            if line.package.as_ref().is_some_and(|p| p.suite) {
-                return Err(conflict(
-                    "OPTIONS=SUITE is not supported yet: a suite's components would be granted without the suite's seat".into(),
-                ));
-            }
             continue;
         }
         let (seen_src, seen) = *first.entry(&line.name).or_insert((src, line));
@@ -129,6 +124,7 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
             .entry(canonical_line(line))
             .or_insert((src, line));
     }
+    suites_stand_alone(files)?;
     for lines in distinct.values() {
         let lines: Vec<&(&str, &FeatureLine)> = lines.values().collect();
         // Name the loading file's line when it is involved: that is what can be fixed.
@@ -186,6 +182,41 @@ fn check_consistent(files: &BTreeMap<String, LicenseFile>, source: &str) -> Resu
                     ),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// A suite's component is granted only with a seat of its suite; a line that licenses the
+/// same feature on its own, in the same grouping, would share the component's pool and
+/// could not say which of its seats need the suite. FlexNet keeps them apart by the
+/// package; Tally refuses the mix, naming both lines.
+fn suites_stand_alone(files: &BTreeMap<String, LicenseFile>) -> Result<(), LoadError> {
+    let mut all: Vec<(&str, &FeatureLine)> = files
+        .iter()
+        .flat_map(|(s, f)| f.lines.iter().map(move |l| (s.as_str(), l)))
+        .collect();
+    all.dedup_by_key(|(_, l)| canonical_line(l));
+    let eff = crate::license::effective(&all);
+    for a in eff.lines.iter().filter(|a| a.suite.is_some()) {
+        let clash = eff
+            .lines
+            .iter()
+            .find(|b| b.line.name == a.line.name && b.group == a.group && b.suite != a.suite);
+        if let Some(b) = clash {
+            return Err(LoadError::Conflict {
+                feature: a.line.name.clone(),
+                line: b.line_no,
+                what: format!(
+                    "{} line {} licenses {} as a component of the suite {}, and {} line {} licenses it apart from that suite: one pool cannot be both",
+                    a.source,
+                    a.line_no,
+                    a.line.name,
+                    a.suite.as_deref().unwrap_or(""),
+                    b.source,
+                    b.line_no
+                ),
+            });
         }
     }
     Ok(())

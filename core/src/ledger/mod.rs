@@ -18,6 +18,7 @@ mod queue;
 mod revoke;
 mod seats;
 mod snapshot;
+mod suite;
 mod types;
 
 #[cfg(test)]
@@ -81,6 +82,10 @@ pub struct Lease {
     pub count: u32,
     pub granted_ms: TimeMs,
     pub fencing_token: u64,
+    /// For a suite's component: the suite's seat, which this lease holds too (see
+    /// `suite.rs`).
+    #[serde(default)]
+    pub suite_seat: Option<SeatId>,
 }
 
 /// Who a seat belongs to for sharing and linger reuse, per the pool's `DUP_GROUP`: user

@@ -151,6 +151,13 @@ impl Ledger {
             if let Some(s) = self.st.seats.get_mut(&seat) {
                 s.holders.remove(&lease);
             }
+            // The lease's other seat (its suite's, or for a suite seat the component's)
+            // goes with it: a component is granted only with its suite seat.
+            for other in [Some(l.seat), l.suite_seat].into_iter().flatten() {
+                if other != seat {
+                    self.let_go(other, lease, false, ev);
+                }
+            }
             ev.push(Event::Revoked {
                 feature: l.feature,
                 lease,

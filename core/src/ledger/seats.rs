@@ -14,7 +14,7 @@ use crate::license::{DupGroup, LicenseModel, Version};
 /// any pool is (with every pool's seats in use, and the most one pool could grant, since
 /// a checkout is granted from one pool), else the first of expired, not started, and a
 /// version above every line (naming the highest version of any pool).
-fn telling(
+pub(super) fn telling(
     answers: impl Iterator<Item = Result<u32, DenyReason>>,
     pools: &[Pool],
     count: u32,
@@ -161,59 +161,126 @@ impl Ledger {
         };
         // Reuse before charging anything new: under DUP_GROUP any seat of the same owner
         // (held or lingering); without grouping only a lingering one of the same size.
+        let mut reuse = None;
         for (group, _) in answers.iter().filter(|(_, a)| grantable(a)) {
             let key = self.dup_key(*group, session);
             let shared = *group != DupGroup::None;
-            let Some(seat_id) = self.reusable_seat(feature, *group, &key, version, count, shared)
-            else {
-                continue;
-            };
-            let seat = self
-                .st
-                .seats
-                .get_mut(&seat_id)
-                .ok_or(DenyReason::UnknownFeature)?;
-            let reused = seat.lingering_until.is_some();
-            if let Some(until) = seat.lingering_until.take() {
-                self.ix.lingering.remove(&(until, seat_id));
-                self.ix.set_lingering(feature, &seat.key, seat_id, false);
+            if let Some(id) = self.reusable_seat(feature, *group, &key, version, count, shared) {
+                reuse = Some((id, *group));
+                break;
             }
-            let shared = !reused;
-            seat.holders.insert(index);
-            seat.fencing_token = index;
-            let grant = Grant {
-                lease: index,
-                seat: seat_id,
-                fencing_token: index,
-                count,
-                overdraft: 0,
-                reused,
-                shared,
-                granted_ms: now,
-            };
-            self.add_lease(index, seat_id, session, feature, version, count);
-            return Ok(grant);
         }
         let pools = self.ix.pools_of(feature);
-        let Some((group, overdraft)) = answers
-            .iter()
-            .find_map(|(g, a)| a.as_ref().ok().map(|o| (*g, *o)))
-        else {
-            return Err(telling(answers.into_iter().map(|(_, a)| a), pools, count));
+        let fresh = match reuse {
+            Some(_) => None,
+            None => {
+                let Some((group, overdraft)) = answers
+                    .iter()
+                    .find_map(|(g, a)| a.as_ref().ok().map(|o| (*g, *o)))
+                else {
+                    return Err(telling(answers.into_iter().map(|(_, a)| a), pools, count));
+                };
+                if !fresh_allowed {
+                    let (issued, overdraft_limit) = pools.iter().fold((0, 0), |(i, o), p| {
+                        let (pi, po) = p.issued(now);
+                        (i + pi, o + po)
+                    });
+                    let waiting = self.ix.queues.get(feature).map_or(0, |q| q.len());
+                    return Err(DenyReason::QueuedAhead {
+                        requested: count,
+                        in_use: pools.iter().map(Pool::charged).sum(),
+                        available: issued + overdraft_limit,
+                        waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
+                    });
+                }
+                Some((group, overdraft))
+            }
         };
-        if !fresh_allowed {
-            let (issued, overdraft_limit) = pools.iter().fold((0, 0), |(i, o), p| {
-                let (pi, po) = p.issued(now);
-                (i + pi, o + po)
-            });
-            let waiting = self.ix.queues.get(feature).map_or(0, |q| q.len());
-            return Err(DenyReason::QueuedAhead {
-                requested: count,
-                in_use: pools.iter().map(Pool::charged).sum(),
-                available: issued + overdraft_limit,
-                waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
-            });
+        // A suite's component needs the suite's seat as well, all or nothing: decided
+        // before anything changes.
+        let group = reuse.map_or_else(|| fresh.map_or(DupGroup::None, |f| f.0), |r| r.1);
+        let suite = self.ix.pool(feature, group).and_then(|p| p.suite.clone());
+        let suite_plan =
+            match &suite {
+                Some(name) => Some(self.suite_plan(name, session).map_err(|reason| {
+                    DenyReason::SuiteDenied {
+                        suite: name.clone(),
+                        reason: Box::new(reason),
+                    }
+                })?),
+                None => None,
+            };
+        let grant = match (reuse, fresh) {
+            (Some((seat_id, _)), _) => self.reuse_seat(index, seat_id, feature)?,
+            (None, Some((group, overdraft))) => {
+                self.fresh_seat(index, session, feature, version, count, group);
+                Grant {
+                    lease: index,
+                    seat: index,
+                    fencing_token: index,
+                    count,
+                    overdraft,
+                    reused: false,
+                    shared: false,
+                    granted_ms: now,
+                }
+            }
+            (None, None) => return Err(DenyReason::UnknownFeature),
+        };
+        let grant = Grant { count, ..grant };
+        self.add_lease(index, grant.seat, session, feature, version, count);
+        if let (Some(name), Some(plan)) = (suite, suite_plan) {
+            let seat = self.take_suite_seat(index, session, &name, plan);
+            if let Some(l) = self.st.leases.get_mut(&index) {
+                l.suite_seat = Some(seat);
+            }
         }
+        Ok(grant)
+    }
+
+    /// Takes over `seat_id` (lingering, or shared under `DUP_GROUP`) for the lease
+    /// `index`.
+    fn reuse_seat(
+        &mut self,
+        index: u64,
+        seat_id: SeatId,
+        feature: &str,
+    ) -> Result<Grant, DenyReason> {
+        let now = self.st.now_ms;
+        let seat = self
+            .st
+            .seats
+            .get_mut(&seat_id)
+            .ok_or(DenyReason::UnknownFeature)?;
+        let reused = seat.lingering_until.is_some();
+        if let Some(until) = seat.lingering_until.take() {
+            self.ix.lingering.remove(&(until, seat_id));
+            self.ix.set_lingering(feature, &seat.key, seat_id, false);
+        }
+        seat.holders.insert(index);
+        seat.fencing_token = index;
+        Ok(Grant {
+            lease: index,
+            seat: seat_id,
+            fencing_token: index,
+            count: seat.count,
+            overdraft: 0,
+            reused,
+            shared: !reused,
+            granted_ms: now,
+        })
+    }
+
+    /// Charges a fresh seat, whose id is `index`, to the pool of `group`.
+    fn fresh_seat(
+        &mut self,
+        index: u64,
+        session: SessionId,
+        feature: &str,
+        version: &Version,
+        count: u32,
+        group: DupGroup,
+    ) {
         let key = self.dup_key(group, session);
         self.st.seats.insert(
             index,
@@ -236,17 +303,6 @@ impl Ledger {
             .entry((feature.to_owned(), key))
             .or_default()
             .insert(index);
-        self.add_lease(index, index, session, feature, version, count);
-        Ok(Grant {
-            lease: index,
-            seat: index,
-            fencing_token: index,
-            count,
-            overdraft,
-            reused: false,
-            shared: false,
-            granted_ms: now,
-        })
     }
 
     /// Who owns a seat of a pool grouped by `group`: the holder's parts that the
@@ -316,6 +372,7 @@ impl Ledger {
                 count,
                 granted_ms: now,
                 fencing_token: id,
+                suite_seat: None,
             },
         );
         if let Some(s) = self.st.sessions.get_mut(&session) {
@@ -368,29 +425,9 @@ impl Ledger {
             seat: l.seat,
             cause,
         });
-        let now = self.st.now_ms;
-        let Some(seat) = self.st.seats.get_mut(&l.seat) else {
-            return true;
-        };
-        let linger_ms = self
-            .ix
-            .pool(&l.feature, seat.group)
-            .map_or(0, |p| p.linger_ms);
-        seat.holders.remove(&lease);
-        if seat.holders.is_empty() {
-            if linger_ms > 0 {
-                let until = now.saturating_add(linger_ms);
-                seat.lingering_until = Some(until);
-                self.ix.lingering.insert((until, l.seat));
-                self.ix.set_lingering(&l.feature, &seat.key, l.seat, true);
-                ev.push(Event::Lingering {
-                    feature: l.feature,
-                    seat: l.seat,
-                    until,
-                });
-            } else {
-                self.free_seat(l.seat, ev);
-            }
+        self.let_go(l.seat, lease, true, ev);
+        if let Some(suite) = l.suite_seat {
+            self.let_go(suite, lease, true, ev);
         }
         true
     }
@@ -457,12 +494,9 @@ impl Ledger {
             feature: l.feature.clone(),
             lease,
         });
-        let empty = self.st.seats.get_mut(&l.seat).is_some_and(|seat| {
-            seat.holders.remove(&lease);
-            seat.holders.is_empty()
-        });
-        if empty {
-            self.free_seat(l.seat, ev);
+        self.let_go(l.seat, lease, false, ev);
+        if let Some(suite) = l.suite_seat {
+            self.let_go(suite, lease, false, ev);
         }
         true
     }

@@ -228,6 +228,12 @@ pub enum DenyReason {
         available: u64,
         waiting: u32,
     },
+    /// The feature is a component of `suite`, whose own seat every checkout of a
+    /// component also takes, and the suite refused it for `reason`.
+    SuiteDenied {
+        suite: String,
+        reason: Box<DenyReason>,
+    },
 }
 
 /// Why a license load was refused. Nothing of the load is applied.

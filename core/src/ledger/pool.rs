@@ -7,7 +7,10 @@
 //! version, and for such nested sets a valid assignment of seats to lines exists iff, for
 //! every line version `w`, the seats that need at least `w` fit in the lines of version at
 //! least `w` (Hall's condition). We check exactly that, so seats never need to be pinned
-//! to a line and a reload of the license never has to move them.
+//! to a line and a reload of the license never has to move them. `UPGRADE` lines only move
+//! seats from one version to a higher one before the check (see [`with_upgrades`]): the
+//! seats per version change, the nesting of the usable sets does not, so the condition
+//! stays exact.
 
 use std::collections::BTreeMap;
 

@@ -466,7 +466,7 @@ pub enum Event {
     FairUseClosed {
         feature: String,
     },
-    /// A pool's term state changed as ledger time passed (see [`TermState`]).
+    /// A pool's term state changed as ledger time passed (see [`TermState`](super::TermState)).
     TermChanged {
         feature: String,
         state: super::TermState,

@@ -33,7 +33,7 @@ pub struct LicenseFile {
 /// `INCREMENT`: adds seats (a seat pack); `UPGRADE`: moves seats of an older version to
 /// a newer one; `PACKAGE`: names the components that its enabling `FEATURE`/`INCREMENT`
 /// line (of the package's name) licenses. FlexNet's meanings, applied in
-/// [`effective`](crate::license::effective). (New variants go at the end: the enum is in
+/// [`effective`]. (New variants go at the end: the enum is in
 /// every snapshot and license load entry.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum LineKind {

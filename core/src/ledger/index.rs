@@ -116,6 +116,7 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
     let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
     let mut first: BTreeMap<String, (&str, u32)> = BTreeMap::new();
     let mut duplicates = Duplicates::new();
+    let zone = st.zone();
     let mut files: Vec<(&String, &LicenseFile)> = st.licenses.iter().collect();
     files.sort_by_key(|(source, _)| (st.loaded_at.get(*source).copied().unwrap_or(0), *source));
     for (source, file) in files {
@@ -146,7 +147,7 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Pool>, Duplicates) {
                 pool.cap = Some(pool.cap.map_or(u64::from(cap), |c| c.min(u64::from(cap))));
             }
             pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
-            pool.lines.push(PoolLine::from_line(line));
+            pool.lines.push(PoolLine::from_line(line, zone));
         }
     }
     (pools, duplicates)

@@ -8,9 +8,14 @@ use crate::Error;
 
 const MAGIC: &[u8; 8] = b"TALLYLG\0";
 /// 2: the checkout queue joined the state. 3: outage, cluster identity, revocation
-/// notes, clock repairs, and `CLUSTER=` on license lines. An older snapshot is refused
-/// by number (the data directory must be made anew); no site ran format 2.
-const FORMAT: u8 = 3;
+/// notes, clock repairs, and `CLUSTER=` on license lines. 4: the cluster's time zone, as
+/// the state's last field. Format 3 is still read (see [`Ledger::restore`]); an older
+/// snapshot is refused by number (the data directory must be made anew); no site ran
+/// format 2.
+const FORMAT: u8 = 4;
+
+/// The format before the time zone joined the state.
+const FORMAT_NO_ZONE: u8 = 3;
 
 impl Ledger {
     /// The whole ledger as bytes. Equal ledgers give equal bytes.
@@ -34,13 +39,34 @@ impl Ledger {
         let (&format, body) = rest
             .split_first()
             .ok_or_else(|| Error::Snapshot("truncated header".into()))?;
-        if format != FORMAT {
-            return Err(Error::Snapshot(format!(
-                "format {format} is not supported (this build reads format {FORMAT})"
-            )));
-        }
+        // A format-3 state is a format-4 state without its last field, the time zone.
+        // Postcard is not self-describing (a missing field is an unexpected end, whatever
+        // serde's `default` says), so the zone's `None` (one zero byte) is added to it:
+        // that is exactly the format-4 encoding of the same state with no zone set.
+        let upgraded;
+        let body = match format {
+            FORMAT => body,
+            FORMAT_NO_ZONE => {
+                upgraded = [body, &[0u8]].concat();
+                upgraded.as_slice()
+            }
+            _ => {
+                return Err(Error::Snapshot(format!(
+                    "format {format} is not supported (this build reads formats {FORMAT_NO_ZONE} and {FORMAT})"
+                )))
+            }
+        };
         let (st, tail): (State, &[u8]) = postcard::take_from_bytes(body)
             .map_err(|e| Error::Snapshot(format!("corrupt: {e}")))?;
+        // A zone this build's database lacks (a snapshot from a newer release) would
+        // read as UTC here and as the zone on the nodes that sent it: refuse it loudly.
+        if let Some(name) = &st.time_zone {
+            crate::license::Zone::parse(name).map_err(|e| {
+                Error::Snapshot(format!(
+                    "the cluster's time zone: {e}; every node must run the same tallyd release"
+                ))
+            })?;
+        }
         if !tail.is_empty() {
             return Err(Error::Snapshot(format!(
                 "{} unexpected bytes after the state",

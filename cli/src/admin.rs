@@ -43,10 +43,26 @@ pub enum ClusterCmd {
         #[arg(long, default_value = "repaired with tallyctl")]
         reason: String,
     },
+    /// Show the time zone license dates are read in, or set it. A date such as
+    /// 31-dec-2027 ends at midnight in this zone (FlexNet reads dates in its server's
+    /// local calendar); UTC until set. It is a cluster setting, the same on every node:
+    /// setting it moves every license's start and end at once, and seats of a term
+    /// that has ended in the new zone are revoked.
+    TimeZone {
+        /// An IANA zone name to set (Europe/Berlin, America/Los_Angeles, UTC; any
+        /// case). Without it, the current zone is shown.
+        zone: Option<String>,
+        /// Why, for the server's log (with your certificate's name).
+        #[arg(long, default_value = "set with tallyctl")]
+        reason: String,
+    },
 }
 
 pub async fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
-    let ClusterCmd::RepairClock { reason } = cmd;
+    let reason = match cmd {
+        ClusterCmd::RepairClock { reason } => reason,
+        ClusterCmd::TimeZone { zone, reason } => return time_zone(ctx, zone, reason).await,
+    };
     let req = pb::RepairClockRequest { reason };
     let r = ctx
         .cluster()?
@@ -71,6 +87,86 @@ pub async fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `tallyctl cluster time-zone [ZONE]`.
+async fn time_zone(ctx: &Ctx, zone: Option<String>, reason: String) -> anyhow::Result<()> {
+    let c = ctx.cluster()?;
+    let r = match &zone {
+        None => {
+            c.call("cluster time-zone", |ch| async move {
+                AdminClient::new(ch)
+                    .get_time_zone(pb::GetTimeZoneRequest {})
+                    .await
+            })
+            .await?
+        }
+        Some(zone) => {
+            let req = pb::SetTimeZoneRequest {
+                zone: zone.clone(),
+                reason,
+            };
+            c.call("cluster time-zone", |ch| {
+                let req = req.clone();
+                async move { AdminClient::new(ch).set_time_zone(req).await }
+            })
+            .await?
+        }
+    };
+    if ctx.json {
+        let mut j = serde_json::json!({
+            "time_zone": r.zone, "set": r.set, "tzdb_version": r.tzdb_version,
+        });
+        if let (Some(m), Some(_)) = (j.as_object_mut(), &zone) {
+            m.insert("previous".into(), r.previous.clone().into());
+            m.insert("changed".into(), r.changed.into());
+            m.insert("revoked_leases".into(), r.revoked_leases.clone().into());
+        }
+        println!("{j}");
+        return Ok(());
+    }
+    print!("{}", time_zone_text(&r, zone.is_some()));
+    Ok(())
+}
+
+/// What `cluster time-zone` prints: what the zone is, and after a set what changed.
+fn time_zone_text(r: &pb::TimeZoneResponse, asked_to_set: bool) -> String {
+    let mut out = String::new();
+    let previous = if r.previous.is_empty() {
+        "UTC (none set)"
+    } else {
+        &r.previous
+    };
+    if asked_to_set && r.changed {
+        out.push_str(&format!(
+            "time zone set to {} (was {previous}): license dates end at midnight there from now on\n",
+            r.zone
+        ));
+        if !r.revoked_leases.is_empty() {
+            out.push_str(&format!(
+                "revoked {} lease(s) whose license term has ended in {}: {:?}\n",
+                r.revoked_leases.len(),
+                r.zone,
+                r.revoked_leases
+            ));
+        }
+    } else if asked_to_set {
+        out.push_str(&format!(
+            "time zone is already {}: nothing changed\n",
+            r.zone
+        ));
+    } else if r.set {
+        out.push_str(&format!(
+            "time zone: {}: license dates end at midnight there (zone rules: IANA {})\n",
+            r.zone, r.tzdb_version
+        ));
+    } else {
+        out.push_str(&format!(
+            "time zone: {} (none set): license dates end at midnight UTC; `tallyctl cluster time-zone ZONE` sets one\n",
+            r.zone
+        ));
+    }
+    out
 }
 
 pub async fn node(ctx: &Ctx, cmd: NodeCmd) -> anyhow::Result<()> {
@@ -250,6 +346,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
                 "leader_id": leader_id, "term": term, "nodes": v,
                 "voters": first.voters, "learners": first.learners,
                 "cluster_id": first.cluster_id,
+                "time_zone": (!first.time_zone.is_empty()).then_some(&first.time_zone),
                 "max_clock_offset_ms": first.max_clock_offset_ms,
                 "clock_reference": first.answered_by,
                 "verdict": verdict.word(), "problem": verdict.problem(),
@@ -274,6 +371,14 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<()> {
         println!(
             "cluster id: {} (for CLUSTER= locked licenses)",
             first.cluster_id
+        );
+    }
+    if first.time_zone.is_empty() {
+        println!("time zone: UTC (none set; license dates end at midnight UTC)");
+    } else {
+        println!(
+            "time zone: {} (license dates end at midnight there)",
+            first.time_zone
         );
     }
     println!(
@@ -369,6 +474,58 @@ impl Clock {
         } else {
             let short = self.problem.split(';').next().unwrap_or_default();
             format!("{off:+} ms BAD: {short}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_zone_text;
+    use tally_client::proto::v1 as pb;
+
+    #[test]
+    fn time_zone_answers_read_as_what_happened() {
+        let la = |set, previous: &str, changed, revoked: Vec<u64>| pb::TimeZoneResponse {
+            zone: "America/Los_Angeles".into(),
+            set,
+            previous: previous.into(),
+            changed,
+            tzdb_version: "2025b".into(),
+            revoked_leases: revoked,
+        };
+        // (answer, whether a zone was given, what is printed)
+        let table = [
+            (
+                la(true, "", false, vec![]),
+                false,
+                "time zone: America/Los_Angeles: license dates end at midnight there (zone rules: IANA 2025b)\n",
+            ),
+            (
+                pb::TimeZoneResponse {
+                    zone: "UTC".into(),
+                    ..la(false, "", false, vec![])
+                },
+                false,
+                "time zone: UTC (none set): license dates end at midnight UTC; `tallyctl cluster time-zone ZONE` sets one\n",
+            ),
+            (
+                la(true, "", true, vec![]),
+                true,
+                "time zone set to America/Los_Angeles (was UTC (none set)): license dates end at midnight there from now on\n",
+            ),
+            (
+                la(true, "UTC", true, vec![7, 9]),
+                true,
+                "time zone set to America/Los_Angeles (was UTC): license dates end at midnight there from now on\nrevoked 2 lease(s) whose license term has ended in America/Los_Angeles: [7, 9]\n",
+            ),
+            (
+                la(true, "America/Los_Angeles", false, vec![]),
+                true,
+                "time zone is already America/Los_Angeles: nothing changed\n",
+            ),
+        ];
+        for (r, set, want) in table {
+            assert_eq!(time_zone_text(&r, set), want, "{r:?}");
         }
     }
 }

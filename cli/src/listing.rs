@@ -134,8 +134,9 @@ fn print_features(
                     "overdraft_limit": f.overdraft_limit, "overdraft_in_use": f.overdraft_in_use,
                     "linger_ms": f.linger_ms, "dup_group": f.dup_group,
                     "start_ms": f.start_ms, "expiry_ms": f.expiry_ms,
-                    "starts": (f.start_ms > 0).then(|| license_date(f.start_ms)),
-                    "valid_through": (f.expiry_ms > 0).then(|| last_day(f.expiry_ms)),
+                    "starts": starts(f), "valid_through": valid_through(f),
+                    // The zone whose days those are (and whose midnights the instants are).
+                    "time_zone": zone_of(r),
                     "model": f.model, "term_state": f.term_state,
                     "expires": (matches!(f.term_state.as_str(), "active" | "expiring") && f.term_until_ms > 0)
                         .then_some(f.term_until_ms),
@@ -189,13 +190,18 @@ fn print_features(
         if f.queued > 0 {
             about.push(format!("{} queued", f.queued));
         }
-        if f.start_ms > 0 {
-            about.push(format!("starts {}", license_date(f.start_ms)));
+        // Outside UTC, say whose days the dates are: "valid through 31-dec-2027" ends at
+        // 08:00 UTC in America/Los_Angeles.
+        let zone = match zone_of(r) {
+            "UTC" => String::new(),
+            z => format!(" ({z})"),
+        };
+        if let Some(d) = starts(f) {
+            about.push(format!("starts {d}{zone}"));
         }
-        about.push(if f.expiry_ms == 0 {
-            "permanent".into()
-        } else {
-            format!("valid through {}", last_day(f.expiry_ms))
+        about.push(match valid_through(f) {
+            None => "permanent".into(),
+            Some(d) => format!("valid through {d}{zone}"),
         });
         if f.model == "named_user" {
             about.push(format!("named users: {} assigned", f.assigned));
@@ -444,13 +450,44 @@ pub async fn remove_user(
     Ok(())
 }
 
-/// A day as license files write it (`1-jan-2027`), for the day that starts at `ms`.
+/// The zone a listing's license dates are days of: the cluster's, as the server said
+/// (a server from before the setting said nothing, and read dates in UTC).
+fn zone_of(r: &pb::ListFeaturesResponse) -> &str {
+    if r.time_zone.is_empty() {
+        "UTC"
+    } else {
+        &r.time_zone
+    }
+}
+
+/// A feature's earliest `START=` as its file writes it; `None` without one. From the
+/// server's date when it sends one: a day of the cluster's zone is not always the UTC
+/// day of the instant it begins at (Berlin's 1 Jan begins on 31 Dec, UTC).
+pub fn starts(f: &pb::FeatureInfo) -> Option<String> {
+    if !f.start_date.is_empty() {
+        Some(f.start_date.clone())
+    } else {
+        (f.start_ms > 0).then(|| license_date(f.start_ms))
+    }
+}
+
+/// A feature's last licensed day as its file writes it; `None` for a permanent one.
+pub fn valid_through(f: &pb::FeatureInfo) -> Option<String> {
+    if !f.expiry_date.is_empty() {
+        Some(f.expiry_date.clone())
+    } else {
+        (f.expiry_ms > 0).then(|| last_day(f.expiry_ms))
+    }
+}
+
+/// A day as license files write it (`1-jan-2027`), for the day that starts at `ms`: a
+/// server that sends no dates (from before the time-zone setting) read them in UTC.
 fn license_date(ms: u64) -> String {
     Date::of_ms(ms).to_string()
 }
 
 /// The last day a license counts, as its file writes it: `expiry_ms` is the first instant
-/// it no longer does (the end of its expiry day, UTC), so a `31-mar-2027` line reads
+/// it no longer does (the end of its expiry day, UTC for such a server), so a `31-mar-2027` line reads
 /// "valid through 31-mar-2027", not "expires 2027-04-01 00:00:00Z".
 fn last_day(expiry_ms: u64) -> String {
     Date::of_ms(expiry_ms.saturating_sub(1)).to_string()
@@ -468,6 +505,39 @@ mod tests {
             .unwrap()
             .start_ms();
         assert_eq!(super::license_date(jan_1), "1-jan-2027");
+    }
+
+    #[test]
+    fn the_servers_dates_win_over_instants() {
+        use tally_client::proto::v1 as pb;
+        // Berlin's 1 Jan 2027 begins at 23:00 UTC on 31 Dec; Los Angeles's 31 Mar 2027
+        // ends at 07:00 UTC on 1 Apr. The server sends the days themselves.
+        let berlin = pb::FeatureInfo {
+            start_ms: 1_798_758_000_000,
+            start_date: "1-jan-2027".into(),
+            ..Default::default()
+        };
+        let la = pb::FeatureInfo {
+            expiry_ms: 1_806_562_800_000,
+            expiry_date: "31-mar-2027".into(),
+            ..Default::default()
+        };
+        assert_eq!(super::starts(&berlin).as_deref(), Some("1-jan-2027"));
+        assert_eq!(super::valid_through(&la).as_deref(), Some("31-mar-2027"));
+        // An older server sent instants only, of UTC days (and read dates in UTC).
+        let old = |f: &pb::FeatureInfo| pb::FeatureInfo {
+            start_date: String::new(),
+            expiry_date: String::new(),
+            ..f.clone()
+        };
+        assert_eq!(super::starts(&old(&berlin)).as_deref(), Some("31-dec-2026"));
+        assert_eq!(
+            super::valid_through(&old(&la)).as_deref(),
+            Some("1-apr-2027")
+        );
+        let permanent = pb::FeatureInfo::default();
+        assert_eq!(super::starts(&permanent), None);
+        assert_eq!(super::valid_through(&permanent), None);
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub fn render(
             f.name,
             f.versions.last().map_or("0.0", String::as_str),
             f.vendor,
-            expiry(f.expiry_ms)
+            crate::listing::valid_through(f).unwrap_or_else(|| expiry(f.expiry_ms))
         );
         let _ = writeln!(o, "  floating license\n");
         for h in &f.holders {

@@ -137,7 +137,7 @@ enum Cmd {
     /// Cluster membership: add a node (as a learner, caught up), then make it vote.
     #[command(subcommand)]
     Node(admin::NodeCmd),
-    /// Cluster-wide repairs.
+    /// Cluster-wide settings and repairs: the time zone of license dates, the clock.
     #[command(subcommand)]
     Cluster(admin::ClusterCmd),
     /// Load generators against a running cluster; the last line printed is one JSON object.

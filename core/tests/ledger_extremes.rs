@@ -118,6 +118,21 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::ServeQueue),
         Just(Op::Tick),
         extreme_u64().prop_map(|to_ms| Op::RepairClock { to_ms }),
+        (
+            prop::sample::select(vec![
+                "UTC",
+                "Pacific/Apia",
+                "Pacific/Kiritimati",
+                "Etc/GMT+12",
+                "bogus",
+                ""
+            ]),
+            any::<bool>(),
+        )
+            .prop_map(|(zone, only_if_unset)| Op::SetTimeZone {
+                zone: zone.into(),
+                only_if_unset,
+            }),
     ]
 }
 

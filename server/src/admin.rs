@@ -117,6 +117,14 @@ impl admin_server::Admin for Admin {
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
             max_clock_offset_ms: self.shared.cfg.max_clock_offset_ms,
+            time_zone: self
+                .shared
+                .sm
+                .read()
+                .ledger
+                .time_zone_name()
+                .unwrap_or_default()
+                .to_owned(),
         }))
     }
 
@@ -127,6 +135,9 @@ impl admin_server::Admin for Admin {
         let stale = self.current_or_stale(req.get_ref().allow_stale).await?;
         let sm = self.shared.sm.read();
         let l = &sm.ledger;
+        // Dates become instants in the cluster's zone, as the ledger counts them: in one
+        // zone, the earliest date is also the earliest instant.
+        let zone = l.time_zone();
         // The lines as they count: a package's components, not the package; no
         // superseded line.
         let mut lines: BTreeMap<&str, Vec<&tally_core::license::FeatureLine>> = BTreeMap::new();
@@ -165,6 +176,18 @@ impl admin_server::Admin for Admin {
                     })
                     .collect();
                 let queued = l.waiters().filter(|(_, w)| w.feature == f.name).count();
+                // The earliest START and the latest expiry (none if any line is permanent).
+                let start = ls.iter().filter_map(|x| x.start).min();
+                let expiry = if ls.iter().any(|x| x.expiry == Expiry::Permanent) {
+                    None
+                } else {
+                    ls.iter()
+                        .filter_map(|x| match x.expiry {
+                            Expiry::On(d) => Some(d),
+                            Expiry::Permanent => None,
+                        })
+                        .max()
+                };
                 pb::FeatureInfo {
                     queued: u32::try_from(queued).unwrap_or(u32::MAX),
                     vendor: ls.first().map(|x| x.vendor.clone()).unwrap_or_default(),
@@ -179,25 +202,10 @@ impl admin_server::Admin for Admin {
                         .get(f.name.as_str())
                         .map_or_else(|| "NONE".to_owned(), |g| g.join(",")),
                     linger_ms: f.linger_ms,
-                    start_ms: ls
-                        .iter()
-                        .filter_map(|x| x.start.map(|d| d.start_ms()))
-                        .min()
-                        .unwrap_or(0),
-                    expiry_ms: if ls.iter().any(|x| x.expiry == Expiry::Permanent) {
-                        0
-                    } else {
-                        ls.iter()
-                            .filter_map(|x| {
-                                if let Expiry::On(d) = x.expiry {
-                                    Some(d.end_ms())
-                                } else {
-                                    None
-                                }
-                            })
-                            .max()
-                            .unwrap_or(0)
-                    },
+                    start_ms: start.map_or(0, |d| zone.day_start_ms(d)),
+                    start_date: start.map(|d| d.to_string()).unwrap_or_default(),
+                    expiry_ms: expiry.map_or(0, |d| zone.day_end_ms(d)),
+                    expiry_date: expiry.map(|d| d.to_string()).unwrap_or_default(),
                     model: match f.model {
                         tally_core::license::LicenseModel::Floating => "floating",
                         tally_core::license::LicenseModel::NamedUser { .. } => "named_user",
@@ -218,6 +226,7 @@ impl admin_server::Admin for Admin {
             .collect();
         Ok(Response::new(pb::ListFeaturesResponse {
             features,
+            time_zone: zone.name().to_owned(),
             at_ms: l.now_ms(),
             stale,
             answered_by: self.shared.id,
@@ -453,8 +462,11 @@ impl admin_server::Admin for Admin {
         verify_file(&file, &self.shared.cfg.vendor_keys)
             .map_err(|e| Status::permission_denied(format!("{}: {e}", r.source)))?;
         let features: BTreeSet<String> = file.lines.iter().map(|l| l.name.clone()).collect();
-        let now = self.shared.sm.read().ledger.now_ms();
-        let warnings = crate::loadcheck::load_warnings(&file, now);
+        let (now, zone) = {
+            let sm = self.shared.sm.read();
+            (sm.ledger.now_ms(), sm.ledger.time_zone())
+        };
+        let warnings = crate::loadcheck::load_warnings(&file, now, zone);
         let op = Op::LoadLicense {
             source: r.source.clone(),
             license: file,
@@ -585,6 +597,67 @@ impl admin_server::Admin for Admin {
             tracing::warn!(%admin, %reason, from_ms, to_ms, "ledger clock repaired: time set back");
         }
         Ok(Response::new(pb::RepairClockResponse { from_ms, to_ms }))
+    }
+
+    async fn get_time_zone(
+        &self,
+        _: Request<pb::GetTimeZoneRequest>,
+    ) -> Result<Response<pb::TimeZoneResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        Ok(Response::new(time_zone_response(&sm.ledger)))
+    }
+
+    /// Sets the cluster's time zone for license dates. The name is checked here first
+    /// (a refused name costs no log entry); the ledger checks it again, deterministically,
+    /// and is what decides.
+    async fn set_time_zone(
+        &self,
+        req: Request<pb::SetTimeZoneRequest>,
+    ) -> Result<Response<pb::TimeZoneResponse>, Status> {
+        let admin = admin_name(&req);
+        let r = req.into_inner();
+        let zone = tally_core::license::Zone::parse(&r.zone)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let op = Op::SetTimeZone {
+            zone: zone.name().to_owned(),
+            only_if_unset: false,
+        };
+        let out = self.shared.propose(op).await?;
+        let changed = match out.reply {
+            Reply::Done { affected } => affected > 0,
+            // Only a node whose zone database differs from the leader's gets here.
+            Reply::UnknownTimeZone { zone } => {
+                return Err(Status::invalid_argument(format!(
+                    "the cluster refused \"{zone}\": it is not in the zone database of the node that applied it; every node must run the same tallyd release"
+                )))
+            }
+            other => return Err(crate::convert::unexpected(&other)),
+        };
+        let previous = out.events.iter().find_map(|e| match e {
+            Event::TimeZoneSet { previous, .. } => Some(previous.clone().unwrap_or_default()),
+            _ => None,
+        });
+        let revoked_leases = revoked(&out.events);
+        if changed {
+            tracing::warn!(
+                %admin,
+                reason = %r.reason,
+                zone = zone.name(),
+                previous = previous.as_deref().unwrap_or_default(),
+                revoked = revoked_leases.len(),
+                "cluster time zone set: license dates are read in it from now on"
+            );
+        } else {
+            tracing::info!(%admin, reason = %r.reason, zone = zone.name(), "cluster time zone asked for is already set");
+        }
+        let sm = self.shared.sm.read();
+        Ok(Response::new(pb::TimeZoneResponse {
+            previous: previous.unwrap_or_else(|| zone.name().to_owned()),
+            changed,
+            revoked_leases,
+            ..time_zone_response(&sm.ledger)
+        }))
     }
 
     async fn add_learner(
@@ -854,6 +927,16 @@ pub fn removal_keeps_quorum(
         ));
     }
     Ok(())
+}
+
+/// The cluster's time zone as `GetTimeZone` reports it.
+fn time_zone_response(ledger: &tally_core::ledger::Ledger) -> pb::TimeZoneResponse {
+    pb::TimeZoneResponse {
+        zone: ledger.time_zone().name().to_owned(),
+        set: ledger.time_zone_name().is_some(),
+        tzdb_version: tally_core::license::TZDB_VERSION.to_owned(),
+        ..Default::default()
+    }
 }
 
 /// The leases an entry took back.

@@ -78,6 +78,13 @@ pub struct NodeConfig {
     /// A new leader's first entry time may also run ahead of what it saw passing by
     /// at most this (see `shared::TermClock`).
     pub max_clock_offset_ms: u64,
+    /// The time zone license dates are read in, as the cluster's default: the first
+    /// leader of a new cluster writes it into the ledger, where it is a replicated
+    /// setting (`tallyctl cluster time-zone`). Only then: once the ledger has a zone, it
+    /// rules, and no node's configuration ever overrides it (nodes that each read dates
+    /// in their own zone would disagree about whether a license counts). `None`: UTC.
+    /// Set it alike on every node, since whichever leads first decides.
+    pub time_zone: Option<tally_core::license::Zone>,
 }
 
 /// PEM files of one node's TLS identity (paths, read at start).
@@ -180,6 +187,7 @@ impl Default for NodeConfig {
             max_queue_wait_ms: 86_400_000,
             min_remove_hold_ms: 0,
             identity: Identity::Asserted,
+            time_zone: None,
         }
     }
 }
@@ -445,6 +453,8 @@ pub struct FileConfig {
     pub max_queue_wait_ms: Option<u64>,
     pub min_remove_hold_ms: Option<u64>,
     pub security: Option<SecurityFile>,
+    /// An IANA zone name (`Europe/Berlin`), checked here against the compiled database.
+    pub time_zone: Option<String>,
 }
 
 impl FileConfig {
@@ -472,7 +482,13 @@ impl FileConfig {
                 .map_err(|e| bad("vendors", format!("vendor \"{vendor}\": {e}")))?;
             vendor_keys.push((vendor, k));
         }
+        let time_zone = self
+            .time_zone
+            .map(|name| tally_core::license::Zone::parse(&name))
+            .transpose()
+            .map_err(|e| bad("time_zone", e.to_string()))?;
         Ok(NodeConfig {
+            time_zone,
             cluster_name: self.cluster_name.unwrap_or(d.cluster_name),
             id: self.id.unwrap_or(d.id),
             listen: self.listen.unwrap_or(d.listen),
@@ -622,6 +638,44 @@ mod tests {
             .into_config(std::path::Path::new("."))
             .unwrap_err();
         assert_eq!(e.key, "vendors");
+    }
+
+    #[test]
+    fn the_time_zone_is_an_iana_name_and_mistakes_name_the_key() {
+        let zone = |text: &str| {
+            FileConfig::parse(text)
+                .unwrap()
+                .into_config(std::path::Path::new("."))
+                .map(|c| c.time_zone.map(|z| z.name()))
+        };
+        assert_eq!(
+            zone(""),
+            Ok(None),
+            "no key: UTC until the ledger says otherwise"
+        );
+        // (file, the zone it configures)
+        for (text, want) in [
+            ("time_zone = \"Europe/Berlin\"", "Europe/Berlin"),
+            ("time_zone = \"america/los_angeles\"", "America/Los_Angeles"),
+            ("time_zone = \"UTC\"", "UTC"),
+        ] {
+            assert_eq!(zone(text), Ok(Some(want)), "{text}");
+        }
+        // (file, what the error says besides the key)
+        for (text, says) in [
+            ("time_zone = \"CET+1\"", "\"CET+1\" is not a time zone"),
+            ("time_zone = \"\"", "\"\" is not a time zone"),
+            (
+                "time_zone = \"Europe/Berln\"",
+                "Europe/Berlin, America/Los_Angeles or UTC",
+            ),
+        ] {
+            let e = zone(text).unwrap_err();
+            assert_eq!(e.key, "time_zone", "{text}");
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+        let e = FileConfig::parse("time_zone = 1\n").unwrap_err();
+        assert!(e.to_string().contains("time_zone"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use tally_core::ledger::{
     ClientId, DenyReason, LoadError, Reply, RequestId, Revocation, RevokeReason, SessionAuth,
     TermState,
 };
-use tally_core::license::{Date, DupGroup};
+use tally_core::license::{Date, DupGroup, Zone};
 use tally_proto::v1 as pb;
 use tonic::Status;
 
@@ -104,8 +104,10 @@ pub fn auth(a: Option<pb::SessionAuth>) -> Result<SessionAuth, Status> {
     })
 }
 
-/// One sentence naming what a denial means.
-pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
+/// One sentence naming what a denial means. Dates are days of `zone`, the cluster's time
+/// zone for license dates (`Ledger::time_zone`): a line that ends at 08:00 UTC in Los
+/// Angeles ended "at the end of 31-dec-2027", as its file says, not on 1-jan-2028.
+pub fn deny_message(reason: &DenyReason, feature: &str, zone: Zone) -> String {
     match reason {
         DenyReason::UnknownFeature => format!("no license for feature \"{feature}\" is loaded"),
         DenyReason::VersionTooNew { requested, highest } => {
@@ -114,11 +116,11 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         // Dates as the license file writes them (31-dec-2027), not milliseconds.
         DenyReason::NotYetStarted { start_ms } => format!(
             "the license for \"{feature}\" starts on {}",
-            Date::of_ms(*start_ms)
+            zone.date_of_ms(*start_ms)
         ),
         DenyReason::Expired { expired_ms } => format!(
             "the license for \"{feature}\" expired at the end of {}",
-            Date::of_ms(expired_ms.saturating_sub(1))
+            zone.date_of_ms(expired_ms.saturating_sub(1))
         ),
         DenyReason::NoSeats {
             requested,
@@ -172,7 +174,7 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
             count,
         } => format!(
             "you are assigned to \"{feature}\" beyond its {count} licensed users, and the fair-use window ended on {}: load more seats, or unassign users (tallyctl users unassign)",
-            Date::of_ms(*window_ended_ms)
+            zone.date_of_ms(*window_ended_ms)
         ),
         DenyReason::NotNamedUser => {
             format!("\"{feature}\" is not licensed to named users (no USER_BASED line is loaded)")
@@ -188,7 +190,7 @@ pub fn deny_message(reason: &DenyReason, feature: &str) -> String {
         }
         DenyReason::SuiteDenied { suite, reason } => format!(
             "\"{feature}\" is a component of the suite \"{suite}\", whose seat every checkout of a component takes too: {}",
-            deny_message(reason, suite)
+            deny_message(reason, suite, zone)
         ),
     }
 }
@@ -218,9 +220,10 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
     }
 }
 
-/// Session-level refusals of non-checkout calls become gRPC statuses.
+/// Session-level refusals of non-checkout calls become gRPC statuses. They name no
+/// date (those are a checkout's denials), so the zone they are read in does not matter.
 pub fn refusal(reason: &DenyReason) -> Status {
-    let msg = deny_message(reason, "");
+    let msg = deny_message(reason, "", Zone::UTC);
     match reason {
         DenyReason::BadSecret | DenyReason::WrongClient => Status::permission_denied(msg),
         DenyReason::UnknownSession | DenyReason::UnknownLease => Status::not_found(msg),
@@ -338,7 +341,49 @@ mod tests {
             ),
         ];
         for (reason, want) in cases {
-            assert_eq!(deny_message(&reason, "cad"), want);
+            assert_eq!(deny_message(&reason, "cad", Zone::UTC), want);
+        }
+    }
+
+    #[test]
+    fn denials_name_the_day_of_the_clusters_zone() {
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        let day = |s| Date::parse_flexlm(s).unwrap();
+        // (zone, denial, what it says)
+        let cases = [
+            (
+                la,
+                DenyReason::Expired {
+                    expired_ms: la.day_end_ms(day("31-dec-2027")),
+                },
+                "expired at the end of 31-dec-2027",
+            ),
+            (
+                berlin,
+                DenyReason::Expired {
+                    expired_ms: berlin.day_end_ms(day("31-dec-2027")),
+                },
+                "expired at the end of 31-dec-2027",
+            ),
+            (
+                berlin,
+                DenyReason::NotYetStarted {
+                    start_ms: berlin.day_start_ms(day("1-jan-2026")),
+                },
+                "starts on 1-jan-2026",
+            ),
+            (
+                la,
+                DenyReason::NotYetStarted {
+                    start_ms: la.day_start_ms(day("1-jan-2026")),
+                },
+                "starts on 1-jan-2026",
+            ),
+        ];
+        for (zone, reason, want) in cases {
+            let got = deny_message(&reason, "cad", zone);
+            assert!(got.ends_with(want), "{}: {got}", zone.name());
         }
     }
 }

@@ -316,6 +316,12 @@ impl Drop for LeaveOnDrop {
 const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Licensing {
+    /// The cluster's time zone for license dates, for the dates in denials. Takes the
+    /// state machine's read lock briefly: never call it while holding that lock.
+    fn zone(&self) -> tally_core::license::Zone {
+        self.shared.sm.read().ledger.time_zone()
+    }
+
     /// Waits until the queue answers `req` (a grant or a denial) or [`LONG_POLL`] passes,
     /// watching this node's applied state: the answer replaces the request's kept reply.
     async fn await_queue(&self, req: RequestId, place: u64) -> Reply {
@@ -529,7 +535,7 @@ impl licensing_server::Licensing for Licensing {
             return Ok(Response::new(pb::CheckoutResponse {
                 result: Some(pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
-                    message: deny_message(&d, &r.feature),
+                    message: deny_message(&d, &r.feature, self.zone()),
                     in_use: 0,
                     available: 0,
                 })),
@@ -610,7 +616,7 @@ impl licensing_server::Licensing for Licensing {
                 };
                 pb::checkout_response::Result::Denied(pb::Denial {
                     reason: denial_code(&d) as i32,
-                    message: deny_message(&d, &r.feature),
+                    message: deny_message(&d, &r.feature, self.zone()),
                     in_use,
                     available,
                 })

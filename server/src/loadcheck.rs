@@ -6,26 +6,23 @@
 use std::collections::BTreeMap;
 
 use tally_core::ledger::TimeMs;
-use tally_core::license::{Date, Expiry, LicenseFile, LineKind};
+use tally_core::license::{Expiry, LicenseFile, LineKind, Zone};
 
-const DAY_MS: u64 = 86_400_000;
-
-/// One sentence per line worth a word, judged at cluster time `now_ms`, in file order.
-pub fn load_warnings(file: &LicenseFile, now_ms: TimeMs) -> Vec<String> {
+/// One sentence per line worth a word, judged at cluster time `now_ms`, in file order,
+/// with dates read in the cluster's time zone `zone`, as the ledger reads them.
+pub fn load_warnings(file: &LicenseFile, now_ms: TimeMs, zone: Zone) -> Vec<String> {
     let mut out = Vec::new();
     for l in &file.lines {
         let at = format!("line {}: \"{}\"", l.line_no, l.name);
         if let Some(start) = l.start {
-            if now_ms < start.start_ms() {
+            if now_ms < zone.day_start_ms(start) {
                 out.push(format!(
                     "{at} starts on {start}: it grants nothing until then"
                 ));
             }
         }
         if let Expiry::On(end) = l.expiry {
-            let grace_end = end
-                .end_ms()
-                .saturating_add(u64::from(l.term.grace_days) * DAY_MS);
+            let grace_end = zone.grace_end_ms(end, l.term.grace_days);
             if now_ms >= grace_end {
                 out.push(if l.term.demo_seats > 0 {
                     format!(
@@ -35,10 +32,10 @@ pub fn load_warnings(file: &LicenseFile, now_ms: TimeMs) -> Vec<String> {
                 } else {
                     format!("{at} expired at the end of {end}: it grants nothing")
                 });
-            } else if now_ms >= end.end_ms() {
+            } else if now_ms >= zone.day_end_ms(end) {
                 out.push(format!(
                     "{at} expired at the end of {end}: it counts until its grace ends on {}",
-                    Date::of_ms(grace_end.saturating_sub(1))
+                    end.add_days(l.term.grace_days)
                 ));
             }
         }
@@ -64,7 +61,7 @@ pub fn load_warnings(file: &LicenseFile, now_ms: TimeMs) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::load_warnings;
-    use tally_core::license::{parse, Date};
+    use tally_core::license::{parse, Date, Zone};
 
     #[test]
     fn lines_that_load_but_do_not_count_are_named() {
@@ -95,7 +92,39 @@ mod tests {
         ];
         for (lines, want) in cases {
             let file = parse(&format!("VENDOR demo\n{lines}\n")).unwrap();
-            assert_eq!(load_warnings(&file, now), want, "{lines}");
+            assert_eq!(load_warnings(&file, now, Zone::UTC), want, "{lines}");
+        }
+    }
+
+    #[test]
+    fn dates_are_judged_in_the_clusters_zone() {
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        // 04:00 UTC on 11 Jun 2026: 10 Jun still in Los Angeles, 11 Jun in Berlin.
+        let now = Date::from_ymd(2026, 6, 11).unwrap().start_ms() + 4 * 3_600_000;
+        let ended = "line 2: \"a\" expired at the end of 10-jun-2026: it grants nothing";
+        let started = "line 2: \"a\" starts on 11-jun-2026: it grants nothing until then";
+        // (line, zone, the warnings)
+        let cases: [(&str, Zone, &[&str]); 6] = [
+            ("FEATURE a demo 1.0 10-jun-2026 5", Zone::UTC, &[ended]),
+            ("FEATURE a demo 1.0 10-jun-2026 5", la, &[]),
+            ("FEATURE a demo 1.0 10-jun-2026 5", berlin, &[ended]),
+            ("FEATURE a demo 1.0 permanent 5 START=11-jun-2026", Zone::UTC, &[]),
+            ("FEATURE a demo 1.0 permanent 5 START=11-jun-2026", la, &[started]),
+            (
+                "FEATURE a demo 1.0 9-jun-2026 5 GRACE=1",
+                la,
+                &["line 2: \"a\" expired at the end of 9-jun-2026: it counts until its grace ends on 10-jun-2026"],
+            ),
+        ];
+        for (lines, zone, want) in cases {
+            let file = parse(&format!("VENDOR demo\n{lines}\n")).unwrap();
+            assert_eq!(
+                load_warnings(&file, now, zone),
+                want,
+                "{lines} in {}",
+                zone.name()
+            );
         }
     }
 }

@@ -58,7 +58,12 @@ pub async fn change(
         Reply::Done { affected } => {
             Ok(Response::new(pb::AssignUsersResponse { changed: affected }))
         }
-        Reply::Denied(d) => Err(Status::failed_precondition(deny_message(&d, &r.feature))),
+        Reply::Denied(d) => {
+            let zone = shared.sm.read().ledger.time_zone();
+            Err(Status::failed_precondition(deny_message(
+                &d, &r.feature, zone,
+            )))
+        }
         other => Err(unexpected(&other)),
     }
 }

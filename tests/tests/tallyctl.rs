@@ -366,6 +366,90 @@ fn an_admin_runs_the_cluster_from_tallyctl() {
             .any(|l| l["id"].as_u64() == Some(lease)),
         "{leases}"
     );
+    // The time zone of license dates: UTC until set, then a cluster setting that moves
+    // a line's end (the instant), never its date as the file writes it.
+    std::fs::write(
+        path("tz.txt"),
+        "VENDOR demo\nFEATURE tz demo 1.0 31-dec-2030 1\n",
+    )
+    .unwrap();
+    let sign = tallyctl(
+        &cluster,
+        &[
+            "license",
+            "sign",
+            &path("tz.txt"),
+            "--key",
+            &path("vendor.key"),
+            "--out",
+            &path("tz.lic"),
+        ],
+    );
+    assert!(sign.status.success(), "{}", stderr(&sign));
+    let load = tallyctl(&cluster, &["license", "load", &path("tz.lic")]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let shown = tallyctl(&cluster, &["cluster", "time-zone"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).starts_with("time zone: UTC (none set)"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let end = |f: &serde_json::Value| {
+        (
+            f["expiry_ms"].as_u64(),
+            f["valid_through"].as_str().map(str::to_owned),
+            f["time_zone"].as_str().map(str::to_owned),
+        )
+    };
+    // 31-dec-2030 ends at midnight UTC, then at 08:00 UTC (midnight in California).
+    let (utc_end, la_end) = (1_924_992_000_000, 1_925_020_800_000);
+    assert_eq!(
+        end(&feature(&cluster, "tz")),
+        (
+            Some(utc_end),
+            Some("31-dec-2030".into()),
+            Some("UTC".into())
+        )
+    );
+    let set = tallyctl(&cluster, &["cluster", "time-zone", "America/Los_Angeles"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(
+        String::from_utf8_lossy(&set.stdout)
+            .starts_with("time zone set to America/Los_Angeles (was UTC (none set))"),
+        "{}",
+        String::from_utf8_lossy(&set.stdout)
+    );
+    assert_eq!(
+        end(&feature(&cluster, "tz")),
+        (
+            Some(la_end),
+            Some("31-dec-2030".into()),
+            Some("America/Los_Angeles".into())
+        )
+    );
+    let tz = tallyctl_json(&cluster, &["cluster", "time-zone"]);
+    assert_eq!(
+        (&tz["time_zone"], &tz["set"]),
+        (&"America/Los_Angeles".into(), &true.into())
+    );
+    assert_eq!(
+        tallyctl_json(&cluster, &["status"])["time_zone"],
+        "America/Los_Angeles"
+    );
+    let text = tallyctl(&cluster, &["features"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("valid through 31-dec-2030 (America/Los_Angeles)"),
+        "{text}"
+    );
+    let text = tallyctl(&cluster, &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("\ntime zone: America/Los_Angeles "), "{text}");
+    let bad = tallyctl(&cluster, &["cluster", "time-zone", "Mars/Olympus_Mons"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("not a time zone"), "{}", stderr(&bad));
+    assert_eq!(end(&feature(&cluster, "tz")).0, Some(la_end));
+
     // The exit codes are listed in --help.
     let help = Command::new(bin("tallyctl"))
         .arg("--help")

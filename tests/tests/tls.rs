@@ -110,6 +110,28 @@ async fn roles_secrets_and_sizes_are_enforced_with_clear_refusals() {
         Code::PermissionDenied,
         "has role peer",
     );
+    // Changing the cluster's time zone too: it moves every license's end.
+    let set_zone = |c: Cluster| async move {
+        c.call("time-zone", |ch| async move {
+            AdminClient::new(ch)
+                .set_time_zone(pb::SetTimeZoneRequest {
+                    zone: "Pacific/Apia".into(),
+                    reason: String::new(),
+                })
+                .await
+        })
+        .await
+    };
+    assert_refused(
+        set_zone(as_who(Some("dev-client"))).await,
+        Code::PermissionDenied,
+        "this call needs an administrator's certificate",
+    );
+    assert_refused(
+        set_zone(as_who(None)).await,
+        Code::Unauthenticated,
+        "no client certificate was presented",
+    );
 
     // Licensing: this cluster requires a client certificate.
     let r = Client::connect(&eps, client_opts(opts(tls(dir, None)))).await;

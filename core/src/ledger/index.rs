@@ -146,6 +146,7 @@ type Duplicates = BTreeMap<(String, u32), (String, u32)>;
 pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Vec<Pool>>, Duplicates, Effective) {
     let mut first: BTreeMap<String, (&str, u32)> = BTreeMap::new();
     let mut duplicates = Duplicates::new();
+    let zone = st.zone();
     let mut files: Vec<(&String, &LicenseFile)> = st.licenses.iter().collect();
     files.sort_by_key(|(source, _)| (st.loaded_at.get(*source).copied().unwrap_or(0), *source));
     let mut distinct: Vec<(&str, &FeatureLine)> = Vec::new();
@@ -198,7 +199,7 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Vec<Pool>>, Duplicates
             pool.suite.clone_from(&e.suite);
         }
         pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
-        pool.lines.push(PoolLine::from_line(line));
+        pool.lines.push(PoolLine::from_line(line, zone));
     }
     (pools, duplicates, eff)
 }

@@ -20,6 +20,7 @@ mod seats;
 mod snapshot;
 mod suite;
 mod types;
+mod zone;
 
 #[cfg(test)]
 mod flexnet_tests;
@@ -31,12 +32,14 @@ mod queue_tests;
 mod tests;
 #[cfg(test)]
 mod time_tests;
+#[cfg(test)]
+mod zone_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::license::{ClusterId, DupGroup, LicenseFile, Version};
+use crate::license::{ClusterId, DupGroup, LicenseFile, Version, Zone};
 pub use clock::OUTAGE_GAP_MS;
 use index::Index;
 pub use named::{Assigned, NamedState, USERS_PER_ENTRY};
@@ -213,6 +216,23 @@ struct State {
     named: BTreeMap<String, BTreeMap<String, Assigned>>,
     /// Open fair-use windows: feature → when its over-assignment began.
     windows: BTreeMap<String, TimeMs>,
+    /// The time zone license dates are read in, by its IANA name; `None`: never set,
+    /// which reads as UTC. Only names this build knows get here (`SetTimeZone` refuses
+    /// others, and so does restore). Last, so that a format-3 snapshot, which ends
+    /// before it, is read by adding its `None` (see `snapshot.rs`); `default` for
+    /// self-describing encodings (postcard needs that shim, not this).
+    #[serde(default)]
+    time_zone: Option<String>,
+}
+
+impl State {
+    /// The zone license dates are read in: UTC unless one was set.
+    fn zone(&self) -> Zone {
+        self.time_zone
+            .as_deref()
+            .and_then(|name| Zone::parse(name).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// The seat ledger. See the module docs.
@@ -401,6 +421,10 @@ impl Ledger {
             Op::RepairClock { to_ms } => self.repair_clock(*to_ms, ev),
             Op::AssignUsers { feature, users } => self.assign_users(index, feature, users, ev),
             Op::UnassignUsers { feature, users } => self.unassign_users(feature, users, ev),
+            Op::SetTimeZone {
+                zone,
+                only_if_unset,
+            } => self.set_time_zone(zone, *only_if_unset, ev),
         }
     }
 
@@ -650,6 +674,16 @@ impl Ledger {
     /// server's per-caller session limit counts.
     pub fn live_sessions_of_identity(&self, identity: &str) -> u32 {
         self.ix.per_identity.get(identity).copied().unwrap_or(0)
+    }
+
+    /// The time zone license dates are read in (UTC unless one was set).
+    pub fn time_zone(&self) -> Zone {
+        self.st.zone()
+    }
+
+    /// The zone's name as set; `None` while none was ever set (dates read in UTC).
+    pub fn time_zone_name(&self) -> Option<&str> {
+        self.st.time_zone.as_deref()
     }
 
     /// Grows by one with every clock repair.

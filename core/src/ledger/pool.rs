@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::types::{DenyReason, TimeMs};
-use crate::license::{Count, DupGroup, Expiry, FeatureLine, LicenseModel, Version};
+use crate::license::{Count, DupGroup, Expiry, FeatureLine, LicenseModel, Version, Zone};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -113,17 +113,25 @@ fn with_upgrades(counting: &[&PoolLine]) -> Vec<(Version, u64, u64)> {
 }
 
 impl PoolLine {
-    pub fn from_line(line: &FeatureLine) -> Self {
+    /// The line's dates as instants, read in the cluster's time zone `zone`: a day
+    /// begins at its local midnight, and grace is whole local days after the expiry day.
+    pub fn from_line(line: &FeatureLine, zone: Zone) -> Self {
+        let grace_days = line.term.grace_days;
         PoolLine {
             feature_line: line.kind == crate::license::LineKind::Feature,
-            issued_ms: line.issued.map_or(0, |d| d.start_ms()),
+            issued_ms: line.issued.map_or(0, |d| zone.day_start_ms(d)),
             version: line.version.clone(),
-            start_ms: line.start.map_or(0, |d| d.start_ms()),
+            start_ms: line.start.map_or(0, |d| zone.day_start_ms(d)),
             end_ms: match line.expiry {
                 Expiry::Permanent => None,
-                Expiry::On(d) => Some(d.end_ms()),
+                Expiry::On(d) => Some(zone.day_end_ms(d)),
             },
-            grace_ms: u64::from(line.term.grace_days) * DAY_MS,
+            grace_ms: match line.expiry {
+                Expiry::Permanent => u64::from(grace_days) * DAY_MS,
+                Expiry::On(d) => zone
+                    .grace_end_ms(d, grace_days)
+                    .saturating_sub(zone.day_end_ms(d)),
+            },
             demo_seats: line.term.demo_seats,
             seats: match line.count {
                 Count::Uncounted => None,

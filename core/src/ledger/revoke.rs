@@ -30,6 +30,14 @@ impl Ledger {
         self.refresh_windows(ev);
     }
 
+    /// Revokes what the pools no longer grant after a change of the time zone moved the
+    /// boundaries of their terms: a term that has ended in the new zone ends now, as it
+    /// would have when ledger time crossed its end.
+    pub(super) fn enforce_after_zone_change(&mut self, ev: &mut Vec<Event>) {
+        self.enforce(&RevokeReason::TermEnded { remaining: 0 }, ev);
+        self.refresh_windows(ev);
+    }
+
     /// Ledger time crossed a boundary (from `before`): announces the pools whose term
     /// state changed, revokes what they no longer grant, ends the fair-use windows that
     /// are over, and finds the next boundary.

@@ -8,9 +8,13 @@ use crate::Error;
 
 const MAGIC: &[u8; 8] = b"TALLYLG\0";
 /// 2: the checkout queue joined the state. 3: outage, cluster identity, revocation
-/// notes, clock repairs, and `CLUSTER=` on license lines. An older snapshot is refused
-/// by number (the data directory must be made anew); no site ran format 2.
-const FORMAT: u8 = 3;
+/// notes, clock repairs, and `CLUSTER=` on license lines. 4: the cluster's time zone;
+/// seats name the grouping of their pool (a feature has a pool per `DUP_GROUP`), leases
+/// their suite seat, license lines their `UPGRADE`, `SUPERSEDE`, `SUITE_DUP_GROUP` and
+/// `PACKAGE` fields. Fields joined inside nested records, not only at the end, so a
+/// format-3 state cannot be read as a format-4 one: an older snapshot is refused by
+/// number (the data directory must be made anew; no site runs a released format yet).
+const FORMAT: u8 = 4;
 
 impl Ledger {
     /// The whole ledger as bytes. Equal ledgers give equal bytes.
@@ -36,11 +40,20 @@ impl Ledger {
             .ok_or_else(|| Error::Snapshot("truncated header".into()))?;
         if format != FORMAT {
             return Err(Error::Snapshot(format!(
-                "format {format} is not supported (this build reads format {FORMAT})"
+                "format {format} is not supported (this build reads format {FORMAT}): make the data directory anew"
             )));
         }
         let (st, tail): (State, &[u8]) = postcard::take_from_bytes(body)
             .map_err(|e| Error::Snapshot(format!("corrupt: {e}")))?;
+        // A zone this build's database lacks (a snapshot from a newer release) would
+        // read as UTC here and as the zone on the nodes that sent it: refuse it loudly.
+        if let Some(name) = &st.time_zone {
+            crate::license::Zone::parse(name).map_err(|e| {
+                Error::Snapshot(format!(
+                    "the cluster's time zone: {e}; every node must run the same tallyd release"
+                ))
+            })?;
+        }
         if !tail.is_empty() {
             return Err(Error::Snapshot(format!(
                 "{} unexpected bytes after the state",

@@ -1008,7 +1008,7 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
     future[8] = 99;
     assert_eq!(
         Ledger::restore(&future).unwrap_err().to_string(),
-        "ledger snapshot: format 99 is not supported (this build reads format 3)"
+        "ledger snapshot: format 99 is not supported (this build reads format 4): make the data directory anew"
     );
 }
 

@@ -154,6 +154,13 @@ pub enum Op {
     AssignUsers { feature: String, users: Vec<String> },
     /// An administrator takes users off a named-user feature; their seats are revoked.
     UnassignUsers { feature: String, users: Vec<String> },
+    /// The time zone license dates are read in (an IANA name, see
+    /// [`Zone`](crate::license::Zone)); UTC until one is set. A name this build does not
+    /// know is refused and changes nothing. With `only_if_unset` (the first leader's
+    /// default from its node config) it applies only while no zone was ever set, so
+    /// a default that reaches the log after an administrator's choice never undoes it.
+    /// Appended: postcard encodes variants by position.
+    SetTimeZone { zone: String, only_if_unset: bool },
 }
 
 /// Why a checkout or a session-scoped request was refused.
@@ -334,6 +341,11 @@ pub enum Reply {
     OutOfOrder {
         last_applied: u64,
     },
+    /// `SetTimeZone` named no zone this build knows (`zone`: the name, cut short);
+    /// nothing was changed. Appended: the enum is in stored replies.
+    UnknownTimeZone {
+        zone: String,
+    },
 }
 
 /// A granted checkout.
@@ -466,10 +478,17 @@ pub enum Event {
     FairUseClosed {
         feature: String,
     },
-    /// A pool's term state changed as ledger time passed (see [`TermState`](super::TermState)).
+    /// A pool's term state changed as ledger time passed, or as a change of the time
+    /// zone moved its boundaries (see [`TermState`](super::TermState)).
     TermChanged {
         feature: String,
         state: super::TermState,
+    },
+    /// License dates are read in `zone` from now on (`previous`: the zone before; `None`
+    /// for none set, which reads as UTC). Appended: postcard encodes variants by position.
+    TimeZoneSet {
+        zone: String,
+        previous: Option<String>,
     },
 }
 

@@ -1,5 +1,7 @@
-//! Calendar dates as license files write them (`31-dec-2027`): whole UTC days, with the
-//! civil-calendar arithmetic done here so the crate needs no clock or date library.
+//! Calendar dates as license files write them (`31-dec-2027`), with the civil-calendar
+//! arithmetic done here. A date is a day of the calendar, not an instant: where it begins
+//! depends on the time zone it is read in (see [`Zone`](super::Zone)); `start_ms` and
+//! `end_ms` here read it in UTC.
 
 use std::fmt;
 
@@ -10,7 +12,7 @@ const MONTHS: [&str; 12] = [
 ];
 const DAY_MS: u64 = 86_400_000;
 
-/// A UTC calendar day, stored as days since 1970-01-01.
+/// A calendar day, stored as days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Date(i32);
 
@@ -75,6 +77,15 @@ impl Date {
     pub fn end_ms(self) -> u64 {
         self.start_ms().saturating_add(DAY_MS)
     }
+
+    /// The day `days` later (`GRACE=14` ends at the end of the 14th day after expiry).
+    /// Saturates: a `Date` decoded from a snapshot may hold any i32.
+    pub fn add_days(self, days: u32) -> Date {
+        Date(
+            self.0
+                .saturating_add(i32::try_from(days).unwrap_or(i32::MAX)),
+        )
+    }
 }
 
 fn days_in(y: i32, m: u32) -> u32 {
@@ -134,7 +145,15 @@ mod tests {
         // Snapshots are input too: a garbled one may hold any day number.
         for raw in [i32::MIN, -1, 0, i32::MAX] {
             let d = Date(raw);
-            let _ = (d.ymd(), d.to_string(), d.start_ms(), d.end_ms());
+            let _ = (
+                d.ymd(),
+                d.to_string(),
+                d.start_ms(),
+                d.end_ms(),
+                d.add_days(u32::MAX),
+            );
+            let la = super::super::Zone::parse("America/Los_Angeles").unwrap();
+            let _ = (la.day_start_ms(d), la.day_end_ms(d), la.grace_end_ms(d, 14));
         }
     }
 

@@ -2,14 +2,16 @@
 //! that is signed, and Ed25519 signing and verification.
 //!
 //! The types here are what the ledger consumes (a [`LicenseFile`] travels through Raft in
-//! a license-load entry), so they are plain data: no I/O, no clock. Dates are whole UTC
-//! days; the ledger compares them with the time carried by each log entry.
+//! a license-load entry), so they are plain data: no I/O, no clock. Dates are calendar
+//! days, read in the cluster's time zone ([`Zone`]); the ledger compares the instants
+//! they begin and end at with the time carried by each log entry.
 
 mod date;
 mod effective;
 mod lex;
 mod parse;
 mod sign;
+mod zone;
 
 pub use date::Date;
 pub use effective::{effective, Effective, EffectiveLine, Ineffective};
@@ -19,6 +21,7 @@ pub use sign::{
     canonical_line, sign_file, sign_file_for, sign_line, verify_file, verify_file_all, verify_line,
     VendorKey, VendorSigningKey,
 };
+pub use zone::{UnknownZone, Zone, TZDB_VERSION};
 
 use serde::{Deserialize, Serialize};
 

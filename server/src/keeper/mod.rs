@@ -132,6 +132,7 @@ impl Keeper {
                     sessions = core.beats.len(),
                     "lease keeper active: deadlines loaded"
                 );
+                zone_mismatch(shared, &sm.ledger);
                 false
             })
         };
@@ -230,6 +231,23 @@ impl Keeper {
     }
 }
 
+/// Says so when this node's configured `time_zone` is not the cluster's: the ledger's
+/// rules (see `make_cluster_id`), and an admin who edited the config expecting a change
+/// should learn why nothing changed.
+fn zone_mismatch(shared: &Shared, ledger: &tally_core::ledger::Ledger) {
+    let Some(configured) = shared.cfg.time_zone else {
+        return;
+    };
+    if ledger.cluster_id().is_none() || ledger.time_zone() == configured {
+        return;
+    }
+    tracing::warn!(
+        configured = configured.name(),
+        cluster = ledger.time_zone().name(),
+        "this node's time_zone is not the cluster's: license dates are read in the cluster's zone, which only `tallyctl cluster time-zone` changes"
+    );
+}
+
 async fn propose(shared: &Shared, op: Op, what: &str) -> Result<(), ()> {
     shared.propose(op).await.map(drop).map_err(|e| {
         tracing::warn!("proposing {what}: {}", e.message());
@@ -238,9 +256,34 @@ async fn propose(shared: &Shared, op: Op, what: &str) -> Result<(), ()> {
 
 /// The first leader makes the cluster's identity; the ledger keeps only the first one,
 /// so two leaders racing to make it cannot give the cluster two.
+///
+/// Before it, the same leader writes the time zone of its configuration (if any) as the
+/// cluster's: a setting of the new cluster, made once. Only while the cluster has no
+/// identity yet, and as `only_if_unset`, so that afterwards the ledger's zone rules: a
+/// node's configuration never overrides it (an edited or differing config on one node
+/// must not move every license's end; `tallyctl cluster time-zone` is how it changes).
+/// Written first, so a leader that fails between the two leaves no cluster without it.
 async fn make_cluster_id(shared: &Shared) -> Result<(), ()> {
-    if shared.sm.read().ledger.cluster_id().is_some() {
+    let (has_id, has_zone) = {
+        let sm = shared.sm.read();
+        (
+            sm.ledger.cluster_id().is_some(),
+            sm.ledger.time_zone_name().is_some(),
+        )
+    };
+    if has_id {
         return Ok(());
+    }
+    if let (Some(zone), false) = (shared.cfg.time_zone, has_zone) {
+        let op = Op::SetTimeZone {
+            zone: zone.name().to_owned(),
+            only_if_unset: true,
+        };
+        propose(shared, op, "the configured time zone").await?;
+        tracing::info!(
+            time_zone = zone.name(),
+            "license dates are read in the configured time zone"
+        );
     }
     let mut id = [0u8; 8];
     if let Err(e) = getrandom::fill(&mut id) {

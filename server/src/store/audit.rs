@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 
 use tally_core::ledger::{Event, LeaseId, Ledger, ReleaseCause, RevokeReason, SessionId};
+use tally_core::license::Zone;
 
 /// The kinds of line, as `/metrics` counts them (`tally_seat_events_total{event}`), in
 /// [`Kind`] order.
@@ -55,6 +56,8 @@ pub struct Audit {
     places: HashMap<u64, SessionId>,
     counts: [u64; KINDS.len()],
     denials: std::collections::BTreeMap<&'static str, u64>,
+    /// The cluster's time zone for license dates, for the dates denials name.
+    zone: Zone,
 }
 
 impl Audit {
@@ -67,6 +70,7 @@ impl Audit {
                 .collect(),
             leases: ledger.leases().map(|(id, l)| (id, l.session)).collect(),
             places: ledger.waiters().map(|(p, w)| (p, w.session)).collect(),
+            zone: ledger.time_zone(),
             ..Audit::default()
         }
     }
@@ -183,7 +187,7 @@ impl Audit {
                         format!(
                             "DENIED: \"{feature}\" {} ({})",
                             self.who(*session),
-                            crate::convert::deny_message(reason, feature)
+                            crate::convert::deny_message(reason, feature, self.zone)
                         ),
                     ));
                 }
@@ -214,9 +218,13 @@ impl Audit {
                         Kind::Dequeued,
                         format!(
                             "DEQUEUED: \"{feature}\" {who} (place {place}, {})",
-                            crate::convert::deny_message(reason, feature)
+                            crate::convert::deny_message(reason, feature, self.zone)
                         ),
                     ));
+                }
+                Event::TimeZoneSet { zone, .. } => {
+                    // Only names the ledger accepted get here; this build knows them.
+                    self.zone = Zone::parse(zone).unwrap_or_default();
                 }
                 Event::SessionExpired { session } | Event::SessionClosed { session } => {
                     self.sessions.remove(session);
@@ -272,6 +280,40 @@ mod tests {
             reused: false,
             shared: false,
             granted_ms: 0,
+        }
+    }
+
+    #[test]
+    fn denials_name_days_of_the_clusters_zone_as_it_changes() {
+        use tally_core::license::{Date, Zone};
+        let mut a = Audit::default();
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        // The instant a 31-dec-2027 line ends in Los Angeles: 08:00 UTC on 1 Jan 2028.
+        let end = la.day_end_ms(Date::parse_flexlm("31-dec-2027").unwrap());
+        let denied = Event::Denied {
+            feature: "cad".into(),
+            session: 1,
+            reason: DenyReason::Expired { expired_ms: end },
+        };
+        // (events of one entry, the lines they give)
+        let steps: Vec<(Vec<Event>, Vec<&str>)> = vec![
+            (
+                vec![denied.clone()],
+                vec!["DENIED: \"cad\" ?@? (the license for \"cad\" expired at the end of 1-jan-2028)"],
+            ),
+            (
+                vec![
+                    Event::TimeZoneSet {
+                        zone: "America/Los_Angeles".into(),
+                        previous: None,
+                    },
+                    denied,
+                ],
+                vec!["DENIED: \"cad\" ?@? (the license for \"cad\" expired at the end of 31-dec-2027)"],
+            ),
+        ];
+        for (events, want) in steps {
+            assert_eq!(a.lines(&events), want, "{events:?}");
         }
     }
 

@@ -359,6 +359,9 @@ pub struct FeatureLine {
     pub suite_dup_group: Option<DupGroup>,
     /// `PACKAGE` lines: components and options.
     pub package: Option<Package>,
+    /// `METER_INTERVAL=`, `METER_MIN=`, `OVERUSE_DAYS=`: how use beyond the count is
+    /// metered and billed (see [`crate::usage`]).
+    pub meter: Metering,
 }
 
 impl FeatureLine {
@@ -397,7 +400,37 @@ impl FeatureLine {
             supersede: None,
             suite_dup_group: None,
             package: None,
+            meter: Metering::DEFAULT,
         }
+    }
+}
+
+/// How the vendor meters use beyond the licensed count, as the line signs it (in
+/// seconds and days, the file's units; [`crate::usage::MeterTerms`] is the same in
+/// milliseconds). The defaults are the 2016 rules of metered overuse: 10-minute intervals,
+/// checkouts shorter than 10 minutes not recorded, 4 overuse days a quarter free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Metering {
+    /// `METER_INTERVAL=secs`: the length of a metering interval (1 to 86400).
+    pub interval_secs: u32,
+    /// `METER_MIN=secs`: a checkout shorter than this is not recorded (0: every one is).
+    pub min_secs: u32,
+    /// `OVERUSE_DAYS=n`: overuse days a quarter that are not billed.
+    pub overuse_days: u32,
+}
+
+impl Metering {
+    /// 600 s intervals, 600 s minimum, 4 days a quarter.
+    pub const DEFAULT: Metering = Metering {
+        interval_secs: 600,
+        min_secs: 600,
+        overuse_days: 4,
+    };
+}
+
+impl Default for Metering {
+    fn default() -> Self {
+        Metering::DEFAULT
     }
 }
 

@@ -14,7 +14,7 @@ use super::{
 use crate::Error;
 
 /// Keywords a FEATURE, INCREMENT or UPGRADE line may carry, in the order errors list them.
-pub const KEYWORDS: [&str; 17] = [
+pub const KEYWORDS: [&str; 20] = [
     "LINGER",
     "DUP_GROUP",
     "OVERDRAFT",
@@ -32,6 +32,9 @@ pub const KEYWORDS: [&str; 17] = [
     "EDITION_CLOSED",
     "SUPERSEDE",
     "SUITE_DUP_GROUP",
+    "METER_INTERVAL",
+    "METER_MIN",
+    "OVERUSE_DAYS",
 ];
 
 /// Keywords a PACKAGE line may carry.
@@ -328,6 +331,9 @@ fn feature(l: &Logical, kind: LineKind, vendors: &BTreeSet<String>) -> Result<Fe
             "OVERDRAFT" => line.overdraft = number(t, known, value)?,
             "GRACE" => line.term.grace_days = number(t, known, value)?,
             "DEMO" => line.term.demo_seats = number(t, known, value)?,
+            "METER_INTERVAL" => line.meter.interval_secs = meter_interval(t, value)?,
+            "METER_MIN" => line.meter.min_secs = number(t, known, value)?,
+            "OVERUSE_DAYS" => line.meter.overuse_days = number(t, known, value)?,
             "USER_BASED" => {
                 line.model = LicenseModel::NamedUser {
                     fair_use_days: number(t, known, value)?,
@@ -674,6 +680,24 @@ fn number(t: &Token, key: &str, value: &str) -> Result<u32, Error> {
             ),
         )
     })
+}
+
+/// The longest metering interval: a day. A day with an over-count interval is an
+/// overuse day, so an interval longer than a day would hide the days inside it.
+const MAX_METER_INTERVAL_SECS: u32 = 86_400;
+
+/// `METER_INTERVAL=secs`: at least a second (an interval of nothing meters nothing), at
+/// most a day.
+fn meter_interval(t: &Token, value: &str) -> Result<u32, Error> {
+    match plain_u32(value) {
+        Some(n) if (1..=MAX_METER_INTERVAL_SECS).contains(&n) => Ok(n),
+        _ => Err(at(
+            t,
+            format!(
+                "METER_INTERVAL must be a whole number of seconds from 1 to {MAX_METER_INTERVAL_SECS} (a day), found \"{value}\""
+            ),
+        )),
+    }
 }
 
 fn date(t: &Token, key: &str, value: &str) -> Result<Date, Error> {

@@ -18,7 +18,9 @@
 //! in this order: `START`, `ISSUED`, `LINGER`, `DUP_GROUP` (`U`/`UH`), `OVERDRAFT`,
 //! `USER_BASED` (with its fair-use days), `GRACE`, `DEMO`, `NOTICE`, `VENDOR_STRING`,
 //! `CLUSTER` (16 lowercase hex digits), `EDITION` (quoted), `EDITION_CAP`, a bare
-//! `EDITION_CLOSED`, `SUPERSEDE` (bare, or its quoted names), `SUITE_DUP_GROUP`;
+//! `EDITION_CLOSED`, `SUPERSEDE` (bare, or its quoted names), `SUITE_DUP_GROUP`,
+//! `METER_INTERVAL`, `METER_MIN`, `OVERUSE_DAYS` (each only when it differs from its
+//! default of 600, 600 and 4, so lines signed before these keywords existed still verify);
 //! a package's components are written `name:version[:count]` (the version only where
 //! the line gives one);
 //! strings always double-quoted, `"` and `\` escaped with `\`. The signed message is the
@@ -30,7 +32,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::{
-    parse, Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, Package,
+    parse, Count, DupGroup, Expiry, FeatureLine, LicenseFile, LicenseModel, LineKind, Metering,
+    Package,
 };
 use crate::Error;
 
@@ -113,6 +116,16 @@ fn canonical_parts(line: &FeatureLine) -> Vec<String> {
     supersede_part(line, &mut out);
     if let Some(g) = line.suite_dup_group {
         out.push(format!("SUITE_DUP_GROUP={}", g.name()));
+    }
+    let (m, default) = (line.meter, Metering::DEFAULT);
+    for (key, value, default) in [
+        ("METER_INTERVAL", m.interval_secs, default.interval_secs),
+        ("METER_MIN", m.min_secs, default.min_secs),
+        ("OVERUSE_DAYS", m.overuse_days, default.overuse_days),
+    ] {
+        if value != default {
+            out.push(format!("{key}={value}"));
+        }
     }
     out
 }

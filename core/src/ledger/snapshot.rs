@@ -11,7 +11,8 @@ const MAGIC: &[u8; 8] = b"TALLYLG\0";
 /// notes, clock repairs, and `CLUSTER=` on license lines. 4: the cluster's time zone;
 /// seats name the grouping of their pool (a feature has a pool per `DUP_GROUP`), leases
 /// their suite seat, license lines their `UPGRADE`, `SUPERSEDE`, `SUITE_DUP_GROUP` and
-/// `PACKAGE` fields. Fields joined inside nested records, not only at the end, so a
+/// `PACKAGE` fields and metering terms (`METER_INTERVAL`, `METER_MIN`, `OVERUSE_DAYS`).
+/// Fields joined inside nested records, not only at the end, so a
 /// format-3 state cannot be read as a format-4 one: an older snapshot is refused by
 /// number (the data directory must be made anew; no site runs a released format yet).
 const FORMAT: u8 = 4;

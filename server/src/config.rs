@@ -535,9 +535,55 @@ impl FileConfig {
     }
 }
 
+/// A node id from a Kubernetes StatefulSet pod name (`tallyd run --id-from-ordinal`):
+/// the ordinal after the name's last `-`, plus one, since ids start at 1 and ordinals at
+/// 0 (`tally-0` is node 1). Why a flag and not arithmetic in the manifest: Kubernetes
+/// substitutes variables into arguments but cannot add, and the image need not have a
+/// shell.
+pub fn id_from_ordinal(pod_name: &str) -> Result<u64, ConfigError> {
+    let ordinal = pod_name
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| {
+            bad(
+                "id",
+                format!(
+                    "--id-from-ordinal {:?}: not a StatefulSet pod name (NAME-ORDINAL, e.g. tally-0)",
+                    pod_name.escape_debug().to_string()
+                ),
+            )
+        })?;
+    ordinal.checked_add(1).ok_or_else(|| {
+        bad(
+            "id",
+            format!("--id-from-ordinal {pod_name}: ordinal too large"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_ordinal_gives_the_node_id_one_above_it() {
+        assert_eq!(id_from_ordinal("tally-0").unwrap(), 1);
+        assert_eq!(id_from_ordinal("license-server-12").unwrap(), 13);
+        for bad in [
+            "tally",
+            "tally-",
+            "tally-x",
+            "tally-+1",
+            "",
+            "tally-18446744073709551615",
+            "tally-99999999999999999999",
+        ] {
+            let e = id_from_ordinal(bad).unwrap_err();
+            assert_eq!(e.key, "id", "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_mistakes_name_their_key() {

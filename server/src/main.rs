@@ -48,6 +48,10 @@ struct RunArgs {
     /// This node's id (from 1).
     #[arg(long)]
     id: Option<u64>,
+    /// Take the id from a Kubernetes StatefulSet pod name: its ordinal plus one
+    /// (tally-0 is node 1). Give it the pod's name (the downward API's metadata.name).
+    #[arg(long, conflicts_with = "id", value_name = "POD_NAME")]
+    id_from_ordinal: Option<String>,
     /// gRPC listen address, e.g. 0.0.0.0:27000.
     #[arg(long)]
     listen: Option<String>,
@@ -64,7 +68,9 @@ struct RunArgs {
     #[arg(long = "vendor-key")]
     vendor_keys: Vec<String>,
     /// Form a NEW cluster of these members, e.g. 1=h1:27000,2=h2:27000,3=h3:27000.
-    /// Give it to one node of a fresh cluster only; restarted nodes rejoin by themselves.
+    /// Give it to one node of a fresh cluster only, or to every member with the same
+    /// list; restarted nodes rejoin by themselves. Empty: none (what a manifest that
+    /// takes it from a variable gives once the cluster is formed).
     #[arg(long)]
     init: Option<String>,
     /// This node's TLS certificate (role peer), PEM. With --tls-key and --tls-ca.
@@ -110,6 +116,9 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     if let Some(id) = a.id {
         cfg.id = id;
     }
+    if let Some(pod) = &a.id_from_ordinal {
+        cfg.id = tally_server::config::id_from_ordinal(pod)?;
+    }
     if let Some(h) = a.http {
         cfg.http = h;
     }
@@ -138,11 +147,12 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         ));
     }
     cfg.validate()?;
+    let notify = systemd();
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let node = tally_server::node::start(cfg, listener).await?;
-    if let Some(init) = a.init {
+    if let Some(init) = a.init.filter(|i| !i.trim().is_empty()) {
         let mut members = std::collections::BTreeMap::new();
         for m in init.split(',') {
             let (id, addr) = m.split_once('=').context("--init takes ID=HOST:PORT,...")?;
@@ -164,19 +174,102 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
             tracing::warn!("not initializing: {e}");
         }
     }
-    tokio::select! {
+    // READY=1 means: this process serves. Its gRPC and HTTP ports are bound (and accept
+    // from here on), its data is open, its Raft node runs, and a --init was applied. Not
+    // that the cluster has a leader or that this node may serve clients: that is
+    // readiness (/readyz, gRPC health), which the status line follows below. Waiting for
+    // it here would make `systemctl start` of the first node of a site hang until its
+    // peers came up, and then fail it after TimeoutStartSec, so a cluster rebooted one
+    // machine at a time could never start.
+    let serving = format!(
+        "serving on {} (node {}); {}",
+        node.addr,
+        node.shared.id,
+        match tally_server::health::readiness(&node.shared) {
+            Ok(s) => s,
+            Err(why) => format!("not ready yet: {why}"),
+        }
+    );
+    let watcher = notify.map(|n| {
+        if let Err(e) = n.ready(&serving) {
+            tracing::warn!("systemd notification (READY=1) not sent: {e}");
+        }
+        let n = std::sync::Arc::new(n);
+        (
+            n.clone(),
+            tokio::spawn(tell_systemd(n, node.readiness.clone())),
+        )
+    });
+    let notify = watcher.as_ref().map(|(n, _)| n.clone());
+    let stopping = |why: &str| {
+        if let Some(n) = &notify {
+            if let Err(e) = n.stopping(why) {
+                tracing::warn!("systemd notification (STOPPING=1) not sent: {e}");
+            }
+        }
+    };
+    let result = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            stopping("stopping (signal)");
             node.stop().await;
             Ok(())
         }
         why = node.failed() => {
+            stopping(&format!("consensus stopped: {why}; draining, then exiting"));
             // A supervisor (systemd, Kubernetes) restarts a process that exits non-zero;
             // the drain lets calls in flight get their UNAVAILABLE and go elsewhere.
             tracing::error!("consensus stopped: {why}; draining for {} s, then exiting", FATAL_DRAIN.as_secs());
             tokio::time::sleep(FATAL_DRAIN).await;
             node.stop().await;
-            anyhow::bail!("consensus stopped: {why} (check the data directory's disk; a restart recovers once it is fixed)")
+            Err(anyhow::anyhow!("consensus stopped: {why} (check the data directory's disk; a restart recovers once it is fixed)"))
+        }
+    };
+    if let Some((_, task)) = watcher {
+        task.abort();
+    }
+    result
+}
+
+/// systemd's notification socket, when `tallyd` runs under a `Type=notify` unit. A bad
+/// `NOTIFY_SOCKET` is logged, not fatal: the node serves either way, and a unit that
+/// waits for READY=1 says so itself when it times out.
+fn systemd() -> Option<tally_server::sdnotify::Notifier> {
+    match tally_server::sdnotify::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("not notifying systemd: {e}");
+            None
+        }
+    }
+}
+
+/// Keeps systemd's status line (`systemctl status tallyd`) on the node's readiness, and
+/// pings its watchdog when the unit has one (`WatchdogSec=`). The pings come from the
+/// main runtime, so a node whose runtime hangs stops pinging and is restarted.
+async fn tell_systemd(
+    n: std::sync::Arc<tally_server::sdnotify::Notifier>,
+    mut readiness: tokio::sync::watch::Receiver<tally_server::health::Readiness>,
+) {
+    let every = tally_server::sdnotify::watchdog_interval();
+    let mut dog = tokio::time::interval(every.unwrap_or(std::time::Duration::from_secs(3600)));
+    dog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = readiness.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let text = readiness.borrow_and_update().text.clone();
+                if let Err(e) = n.status(&text) {
+                    tracing::warn!("systemd notification (STATUS) not sent: {e}");
+                }
+            }
+            _ = dog.tick(), if every.is_some() => {
+                if let Err(e) = n.watchdog() {
+                    tracing::warn!("systemd notification (WATCHDOG=1) not sent: {e}");
+                }
+            }
         }
     }
 }

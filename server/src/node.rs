@@ -38,6 +38,11 @@ pub struct NodeHandle {
     pinger: tokio::task::JoinHandle<()>,
     /// Where Raft runs (see `raft_runtime.rs`); shut down last.
     raft_rt: crate::raft_runtime::RaftRuntime,
+    /// This node's readiness as `/readyz` and the gRPC health service report it, kept
+    /// current (see `health.rs`): for systemd's status line.
+    pub readiness: tokio::sync::watch::Receiver<crate::health::Readiness>,
+    /// The task that keeps `readiness` current.
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -59,6 +64,9 @@ impl NodeHandle {
     /// directory can be reopened as soon as this returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
+        // First, so health watchers hear NOT_SERVING and their streams end, which the
+        // server's graceful shutdown waits for.
+        let _ = self.watcher.await;
         let _ = self.server.await;
         if let Some(h) = self.http {
             let _ = h.await;
@@ -208,6 +216,14 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .max_decoding_message_size(crate::admin::MAX_ADMIN_MESSAGE),
         guard(Service::Admin),
     );
+    let (ready_tx, readiness) = crate::health::channel();
+    let watcher = tokio::spawn(
+        crate::health::watch_readiness(shared.clone(), ready_tx, shutdown.subscribe())
+            .instrument(node_span.clone()),
+    );
+    // Unguarded, like /readyz: a load balancer or kubelet asks without a certificate,
+    // and the answer names nobody.
+    let health = crate::health::HealthService::server(shared.clone(), readiness.clone());
     let mut rx = shutdown.subscribe();
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -241,6 +257,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .add_service(raft_svc)
             .add_service(licensing)
             .add_service(admin)
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.recv().await;
             })
@@ -275,6 +292,8 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         keeper,
         pinger,
         raft_rt,
+        readiness,
+        watcher,
     })
 }
 

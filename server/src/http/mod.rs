@@ -190,12 +190,8 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 format!("not healthy: consensus stopped ({why}); the node is shutting down\n"),
             ),
         },
-        "/readyz" if shared.fatal().is_some() => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "not ready: consensus stopped (see /healthz)\n".into(),
-        ),
-        "/readyz" => match View::of(shared).readiness() {
+        // The same verdict as the gRPC health service's (see health.rs).
+        "/readyz" => match crate::health::readiness(shared) {
             Ok(s) => reply(StatusCode::OK, TEXT, s + "\n"),
             Err(s) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, s + "\n"),
         },

@@ -76,6 +76,16 @@ pub struct Feature {
     pub days_left: Option<u64>,
 }
 
+fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
 impl View {
     /// Reads the node's Raft metrics and applied state. The state machine's read lock
     /// is held only while counting, so applies wait at most that long.
@@ -98,13 +108,7 @@ impl View {
                 },
             })
             .collect();
-        let state = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
+        let state = state_name(m.state);
         let sm = shared.sm.read();
         let l = &sm.ledger;
         let mut queued = std::collections::BTreeMap::<&str, u64>::new();
@@ -155,6 +159,36 @@ impl View {
             log_write_ms: shared.log.write_ms(),
             seat_events,
             denials,
+        }
+    }
+
+    /// Only what [`View::readiness`] reads, without counting the ledger's features and
+    /// sessions under its lock: cheap enough to ask every quarter second (the readiness
+    /// watcher behind the gRPC health service and systemd's status does).
+    pub fn for_readiness(shared: &Shared) -> View {
+        let (term, leader, state, last_log_index, applied_index) = {
+            let metrics = shared.raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.current_term,
+                m.current_leader.unwrap_or(0),
+                state_name(m.state),
+                m.last_log_index.unwrap_or(0),
+                m.last_applied.map_or(0, |x| x.index),
+            )
+        };
+        // After the metrics' borrow is released: the lease reads them too.
+        View {
+            node: shared.id,
+            cluster: shared.cfg.cluster_name.clone(),
+            term,
+            leader,
+            state,
+            sure_leader: shared.sure_leader(),
+            last_log_index,
+            applied_index,
+            clock_problem: shared.clock.check().err(),
+            ..View::default()
         }
     }
 

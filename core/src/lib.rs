@@ -2,12 +2,15 @@
 //!
 //! - [`license`]: the FlexLM-style license file, its canonical form and Ed25519 signatures.
 //! - [`ledger`]: the pure seat state machine that every node applies to the same log.
+//! - [`history`]: the usage history, records derived from the ledger's events, and its
+//!   reports.
 //! - [`usage`]: metered overuse and monthly true-up, computed from a feature's history.
 //!
 //! Determinism is the point: every node must compute byte-identical state from the same
 //! entries, so the crate uses ordered maps only and takes time from its inputs.
 
 pub mod error;
+pub mod history;
 pub mod ledger;
 pub mod license;
 pub mod usage;

@@ -72,6 +72,7 @@ impl Ledger {
             pull(&mut l.granted_ms);
         }
         for s in self.st.seats.values_mut() {
+            pull(&mut s.charged_ms);
             if let Some(u) = &mut s.lingering_until {
                 *u = u.saturating_sub(back);
             }

@@ -43,6 +43,29 @@ pub(crate) struct Index {
     pub next_boundary: Option<TimeMs>,
     /// Live sessions per caller identity (certificate, else address).
     pub per_identity: BTreeMap<String, u32>,
+    /// Each feature's licensed count and overdraft limit as last reported in
+    /// `Event::Licensed` (they change only at term boundaries and with the licenses).
+    /// Not rebuilt with the rest (a rebuild after a load must still see the counts from
+    /// before it, to report the change): `Ledger::reindex` carries it over, and restore
+    /// computes it, as the counts in force at the snapshot's time.
+    pub licensed: BTreeMap<String, (u64, u64)>,
+}
+
+/// Each feature's licensed seats and overdraft limit at `now`, summed over its pools.
+pub(crate) fn licensed_counts(
+    pools: &BTreeMap<String, Vec<Pool>>,
+    now: TimeMs,
+) -> BTreeMap<String, (u64, u64)> {
+    pools
+        .iter()
+        .map(|(name, pools)| {
+            let sum = pools.iter().fold((0u64, 0u64), |(i, o), p| {
+                let (pi, po) = p.issued(now);
+                (i.saturating_add(pi), o.saturating_add(po))
+            });
+            (name.clone(), sum)
+        })
+        .collect()
 }
 
 impl Index {

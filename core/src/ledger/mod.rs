@@ -29,7 +29,7 @@ mod named_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod time_tests;
 #[cfg(test)]
@@ -119,6 +119,10 @@ pub struct Seat {
     /// `DUP_GROUP` has one pool per grouping (see `pool.rs`).
     #[serde(default)]
     pub group: DupGroup,
+    /// When the pool began counting the seat: the start of its span of use in the
+    /// usage history (which reports it when the seat goes back, `Event::Reclaimed`).
+    #[serde(default)]
+    pub charged_ms: TimeMs,
 }
 
 /// One client's kept answers by request sequence number, ascending. A sorted vector,
@@ -254,7 +258,9 @@ impl Ledger {
 
     /// Rebuilds the derived indexes from the state, and the next boundary with them.
     fn reindex(&mut self) {
+        let licensed = std::mem::take(&mut self.ix.licensed);
         self.ix = Index::rebuild(&self.st);
+        self.ix.licensed = licensed;
         self.ix.next_boundary = self.next_boundary();
     }
 
@@ -272,6 +278,16 @@ impl Ledger {
         }
         self.st.last_applied = entry.index;
         let mut events = Vec::new();
+        // Whether a feature's licensed count may change in this entry: only a term
+        // boundary or a change of the licenses, the zone or the clock moves it.
+        let recount = self.ix.next_boundary.is_some_and(|b| b <= entry.at_ms)
+            || matches!(
+                entry.op,
+                Op::LoadLicense { .. }
+                    | Op::UnloadLicense { .. }
+                    | Op::SetTimeZone { .. }
+                    | Op::RepairClock { .. }
+            );
         self.advance_clock(entry.at_ms, &mut events);
         let reply = match self.client_request(&entry.op) {
             Some(req) => match self.vet(req, &entry.op).map(|()| self.dedup(req)) {
@@ -296,6 +312,9 @@ impl Ledger {
             },
             None => self.execute(entry.index, &entry.op, &mut events),
         };
+        if recount {
+            self.recount_licensed(&mut events);
+        }
         self.forget_idle_clients();
         Outcome { reply, events }
     }
@@ -759,6 +778,52 @@ impl Ledger {
     /// A feature's term state at ledger time; `None` if no line of it is loaded.
     pub fn term_state(&self, feature: &str) -> Option<TermState> {
         pool::term_of(self.ix.pools_of(feature), self.st.now_ms)
+    }
+
+    /// Seats of `feature` its pools count now (held or lingering).
+    pub fn in_use(&self, feature: &str) -> u64 {
+        self.ix
+            .pools_of(feature)
+            .iter()
+            .map(pool::Pool::charged)
+            .sum()
+    }
+
+    /// Named users assigned to `feature`.
+    pub fn assigned_count(&self, feature: &str) -> u64 {
+        self.st.named.get(feature).map_or(0, |a| a.len() as u64)
+    }
+
+    /// Each feature's licensed count and overdraft at ledger time, as
+    /// [`Event::Licensed`] last reported them.
+    pub fn licensed(&self) -> &BTreeMap<String, (u64, u64)> {
+        &self.ix.licensed
+    }
+
+    /// Says, in [`Event::Licensed`], which features' licensed counts differ from the
+    /// last ones said: what the usage history measures use against.
+    fn recount_licensed(&mut self, ev: &mut Vec<Event>) {
+        let now = self.st.now_ms;
+        let counts = index::licensed_counts(&self.ix.pools, now);
+        for (feature, &(issued, overdraft_limit)) in &counts {
+            if self.ix.licensed.get(feature) != Some(&(issued, overdraft_limit)) {
+                ev.push(Event::Licensed {
+                    feature: feature.clone(),
+                    issued,
+                    overdraft_limit,
+                });
+            }
+        }
+        for feature in self.ix.licensed.keys() {
+            if !counts.contains_key(feature) {
+                ev.push(Event::Licensed {
+                    feature: feature.clone(),
+                    issued: 0,
+                    overdraft_limit: 0,
+                });
+            }
+        }
+        self.ix.licensed = counts;
     }
 
     /// Per-feature counts at the ledger's current time.

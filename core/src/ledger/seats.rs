@@ -293,6 +293,7 @@ impl Ledger {
                 lingering_until: None,
                 fencing_token: index,
                 group,
+                charged_ms: self.st.now_ms,
             },
         );
         if let Some(pool) = self.ix.pool_mut(feature, group) {
@@ -455,6 +456,7 @@ impl Ledger {
             feature: seat.feature,
             seat: id,
             count: seat.count,
+            charged_ms: seat.charged_ms,
         });
     }
 

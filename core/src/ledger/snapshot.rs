@@ -12,10 +12,11 @@ const MAGIC: &[u8; 8] = b"TALLYLG\0";
 /// seats name the grouping of their pool (a feature has a pool per `DUP_GROUP`), leases
 /// their suite seat, license lines their `UPGRADE`, `SUPERSEDE`, `SUITE_DUP_GROUP` and
 /// `PACKAGE` fields and metering terms (`METER_INTERVAL`, `METER_MIN`, `OVERUSE_DAYS`).
+/// 5: seats keep when they were charged (the usage history's spans).
 /// Fields joined inside nested records, not only at the end, so a
 /// format-3 state cannot be read as a format-4 one: an older snapshot is refused by
 /// number (the data directory must be made anew; no site runs a released format yet).
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 
 impl Ledger {
     /// The whole ledger as bytes. Equal ledgers give equal bytes.
@@ -66,6 +67,7 @@ impl Ledger {
             ix: Index::default(),
         };
         l.reindex();
+        l.ix.licensed = super::index::licensed_counts(&l.ix.pools, l.st.now_ms);
         Ok(l)
     }
 

@@ -124,6 +124,7 @@ impl Ledger {
                         lingering_until: None,
                         fencing_token: lease,
                         group,
+                        charged_ms: self.st.now_ms,
                     },
                 );
                 if let Some(pool) = self.ix.pool_mut(suite, group) {

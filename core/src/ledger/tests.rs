@@ -6,14 +6,14 @@ use crate::license::{
     Count, Date, DupGroup, Expiry, FeatureLine, LicenseModel, LineKind, TermPolicy,
 };
 
-pub(super) const SECRET: SecretDigest = [9; 32];
-pub(super) const T0: TimeMs = 1_780_000_000_000; // mid 2026
+pub(crate) const SECRET: SecretDigest = [9; 32];
+pub(crate) const T0: TimeMs = 1_780_000_000_000; // mid 2026
 
-pub(super) fn v(s: &str) -> Version {
+pub(crate) fn v(s: &str) -> Version {
     Version::parse(s).unwrap()
 }
 
-pub(super) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
+pub(crate) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
     FeatureLine::new(
         LineKind::Feature,
         name.into(),
@@ -26,7 +26,7 @@ pub(super) fn line(name: &str, version: &str, seats: u32) -> FeatureLine {
 }
 
 /// An `INCREMENT` line: it adds its seats to the feature's other lines.
-pub(super) fn incr(name: &str, version: &str, seats: u32) -> FeatureLine {
+pub(crate) fn incr(name: &str, version: &str, seats: u32) -> FeatureLine {
     FeatureLine {
         kind: LineKind::Increment,
         ..line(name, version, seats)
@@ -34,20 +34,23 @@ pub(super) fn incr(name: &str, version: &str, seats: u32) -> FeatureLine {
 }
 
 /// A ledger driven the way the Raft shell drives it: consecutive indexes, explicit time.
-pub(super) struct H {
-    pub(super) l: Ledger,
-    pub(super) index: u64,
-    pub(super) now: TimeMs,
+pub(crate) struct H {
+    pub(crate) l: Ledger,
+    pub(crate) index: u64,
+    pub(crate) now: TimeMs,
     seq: u64,
+    /// Every entry applied, with what it did (the usage history's tests replay it).
+    pub(crate) log: Vec<(Entry, Outcome)>,
 }
 
 impl H {
-    pub(super) fn new(lines: Vec<FeatureLine>) -> H {
+    pub(crate) fn new(lines: Vec<FeatureLine>) -> H {
         let mut h = H {
             l: Ledger::new(),
             index: 0,
             now: T0,
             seq: 0,
+            log: Vec::new(),
         };
         let r = h.op(Op::LoadLicense {
             source: "site.lic".into(),
@@ -61,27 +64,31 @@ impl H {
     }
 
     /// Another driver at the same point, for comparing two ledgers step by step.
-    pub(super) fn clone_for_test(&self) -> H {
+    pub(crate) fn clone_for_test(&self) -> H {
         H {
             l: self.l.clone(),
             index: self.index,
             now: self.now,
             seq: self.seq,
+            log: self.log.clone(),
         }
     }
 
-    pub(super) fn op(&mut self, op: Op) -> Outcome {
+    pub(crate) fn op(&mut self, op: Op) -> Outcome {
         self.index += 1;
-        self.l.apply(&Entry {
+        let entry = Entry {
             index: self.index,
             at_ms: self.now,
             op,
-        })
+        };
+        let out = self.l.apply(&entry);
+        self.log.push((entry, out.clone()));
+        out
     }
 
     /// Moves time to `t` the way a live leader does: a tick entry every second, so the
     /// ledger sees no outage (a jump of `now` alone, followed by an entry, is one).
-    pub(super) fn tick_to(&mut self, t: TimeMs) {
+    pub(crate) fn tick_to(&mut self, t: TimeMs) {
         while self.now + 1_000 < t {
             self.now += 1_000;
             self.op(Op::Tick);
@@ -89,7 +96,7 @@ impl H {
         self.now = t;
     }
 
-    pub(super) fn req(&mut self, client: u8) -> RequestId {
+    pub(crate) fn req(&mut self, client: u8) -> RequestId {
         self.seq += 1;
         RequestId {
             client: [client; 16],
@@ -99,7 +106,7 @@ impl H {
 
     /// A request of session `s`: from the client id that opened it (a session's requests
     /// must be), or from `other` when there is no such session.
-    pub(super) fn req_of(&mut self, s: SessionId, other: u8) -> RequestId {
+    pub(crate) fn req_of(&mut self, s: SessionId, other: u8) -> RequestId {
         self.seq += 1;
         RequestId {
             client: self.l.session(s).map_or([other; 16], |x| x.client),
@@ -107,12 +114,12 @@ impl H {
         }
     }
 
-    pub(super) fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
+    pub(crate) fn open(&mut self, client: u8, user: &str, host: &str) -> SessionId {
         self.open_on(client, (user, host, ":0"))
     }
 
     /// A session of `user` on `host` at `display`.
-    pub(super) fn open_on(
+    pub(crate) fn open_on(
         &mut self,
         client: u8,
         (user, host, display): (&str, &str, &str),
@@ -139,7 +146,7 @@ impl H {
         }
     }
 
-    pub(super) fn checkout_req(
+    pub(crate) fn checkout_req(
         &mut self,
         s: SessionId,
         feature: &str,
@@ -161,19 +168,19 @@ impl H {
         }
     }
 
-    pub(super) fn checkout(&mut self, s: SessionId, feature: &str, count: u32) -> Reply {
+    pub(crate) fn checkout(&mut self, s: SessionId, feature: &str, count: u32) -> Reply {
         let op = self.checkout_req(s, feature, "1.0", count);
         self.op(op).reply
     }
 
-    pub(super) fn grant(&mut self, s: SessionId, feature: &str, count: u32) -> Grant {
+    pub(crate) fn grant(&mut self, s: SessionId, feature: &str, count: u32) -> Grant {
         match self.checkout(s, feature, count) {
             Reply::Granted(g) => g,
             r => panic!("expected a grant, got {r:?}"),
         }
     }
 
-    pub(super) fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
+    pub(crate) fn checkin(&mut self, s: SessionId, lease: LeaseId) -> Outcome {
         let req = self.req_of(s, 0xC1);
         self.op(Op::Checkin {
             req,
@@ -185,7 +192,7 @@ impl H {
         })
     }
 
-    pub(super) fn in_use(&self, feature: &str) -> u64 {
+    pub(crate) fn in_use(&self, feature: &str) -> u64 {
         self.l
             .features()
             .iter()
@@ -194,7 +201,7 @@ impl H {
     }
 }
 
-pub(super) fn denied(r: &Reply) -> &DenyReason {
+pub(crate) fn denied(r: &Reply) -> &DenyReason {
     match r {
         Reply::Denied(d) => d,
         r => panic!("expected a denial, got {r:?}"),
@@ -482,7 +489,8 @@ fn lingering_seats_are_reclaimed_only_when_due() {
         vec![Event::Reclaimed {
             feature: "cad".into(),
             seat: g.seat,
-            count: 1
+            count: 1,
+            charged_ms: g.granted_ms,
         }]
     );
     assert_eq!(h.in_use("cad"), 0);
@@ -1008,7 +1016,7 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
     future[8] = 99;
     assert_eq!(
         Ledger::restore(&future).unwrap_err().to_string(),
-        "ledger snapshot: format 99 is not supported (this build reads format 4): make the data directory anew"
+        "ledger snapshot: format 99 is not supported (this build reads format 5): make the data directory anew"
     );
 }
 

@@ -305,7 +305,8 @@ fn when_grace_ends_seats_beyond_the_demo_count_are_revoked_lingering_ones_first(
     assert!(out.events.contains(&Event::Reclaimed {
         feature: "cad".into(),
         seat: grants[4].seat,
-        count: 1
+        count: 1,
+        charged_ms: grants[4].granted_ms,
     }));
     assert_eq!(h.in_use("cad"), 2);
     assert_eq!(

@@ -411,6 +411,8 @@ pub enum Event {
         feature: String,
         seat: SeatId,
         count: u32,
+        /// When the pool began counting it: with this entry's time, its span of use.
+        charged_ms: TimeMs,
     },
     SessionExpired {
         session: SessionId,
@@ -489,6 +491,14 @@ pub enum Event {
     TimeZoneSet {
         zone: String,
         previous: Option<String>,
+    },
+    /// A feature's licensed count or overdraft limit changed (a license loaded or
+    /// unloaded, a term began or ended, the zone or the clock moved): what use is
+    /// measured against from this entry on. Appended, like `TimeZoneSet`.
+    Licensed {
+        feature: String,
+        issued: u64,
+        overdraft_limit: u64,
     },
 }
 

@@ -188,6 +188,13 @@ fn a_zone_change_moves_the_boundary_and_ends_a_term_through_revocation() {
                 feature: "cad".into(),
                 seat: g.seat,
                 count: 1,
+                charged_ms: g.granted_ms,
+            },
+            // The usage history measures use against no seats from here on.
+            Event::Licensed {
+                feature: "cad".into(),
+                issued: 0,
+                overdraft_limit: 0,
             },
         ]
     );

@@ -26,7 +26,7 @@
 //! report.
 
 mod overuse;
-mod sweep;
+pub(crate) mod sweep;
 mod trueup;
 
 #[cfg(test)]

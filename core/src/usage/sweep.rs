@@ -8,7 +8,7 @@
 /// `events` are `(position, delta)` pairs in any order; each negative delta lies at or
 /// after its positive one (a span ends after it starts), so the level is never below 0.
 /// `changes` are the positions where `licensed_at` may change, ascending.
-pub(super) fn runs(
+pub(crate) fn runs(
     mut events: Vec<(u64, i64)>,
     changes: impl Iterator<Item = u64>,
     start: u64,

@@ -271,6 +271,12 @@ impl Shared {
     /// restarted 40 s ahead wrote a checkout 40 s ahead; ledger time, which never goes
     /// back, took it as the end of a 40 s outage, and every expiry came 40 s late).
     pub async fn propose(&self, op: Op) -> Result<Outcome, Status> {
+        self.propose_by(op, None).await
+    }
+
+    /// [`Shared::propose`] for an administrator's request: `by` (the certificate's
+    /// name) goes into the entry, for the usage history.
+    pub async fn propose_by(&self, op: Op, by: Option<String>) -> Result<Outcome, Status> {
         let checked = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
@@ -288,6 +294,7 @@ impl Shared {
         let cmd = Command {
             at_ms: self.now_ms(),
             op,
+            by,
         };
         // openraft may never answer a write whose entry a snapshot install purged on a
         // node that lost leadership meanwhile; without a bound the caller (the lease

@@ -14,6 +14,10 @@ use tally_core::ledger::{Op, Outcome, TimeMs};
 pub struct Command {
     pub at_ms: TimeMs,
     pub op: Op,
+    /// The administrator's certificate name, where an administrator's request made the
+    /// entry: the usage history names who acted. Not read by the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl fmt::Display for Command {

@@ -7,6 +7,7 @@
 
 mod archive;
 mod audit;
+pub mod history;
 mod log;
 mod sm;
 

@@ -13,6 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
+use tally_core::history::{Recorder, What};
 use tally_core::ledger::{Entry as LedgerEntry, Ledger, Outcome, Reply};
 
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -31,6 +32,10 @@ pub struct Applied {
     pub live_entry: Option<crate::shared::LiveEntry>,
     /// Who holds what, for the audit log's lines (see `audit.rs`).
     audit: super::audit::Audit,
+    /// Who holds what, for the usage history's records (see `tally_core::history`).
+    recorder: Recorder,
+    /// Under-licensing alerts this node applied since it started (for `/metrics`).
+    pub short_alerts: u64,
 }
 
 /// Audit lines per kind (with the kind's name) and denials per reason.
@@ -59,6 +64,43 @@ pub struct StateMachine {
     applied_tx: Arc<tokio::sync::watch::Sender<u64>>,
     /// `archive_log`: every applied entry also goes here (see `archive.rs`).
     archive: Option<super::archive::Archive>,
+    /// The usage history's store (see `history.rs`).
+    history: super::history::Writer,
+    /// Records older than this (in ledger time) are pruned from the history.
+    retention_ms: u64,
+}
+
+/// Every this many log indexes, the history is pruned of records past retention.
+const PRUNE_EVERY: u64 = 4096;
+
+/// A snapshot as it travels to a node that installs it: the ledger's snapshot and the
+/// usage history up to it. Persisted locally is the ledger's part only (the history is
+/// in its own tables); the history is added when a snapshot is sent.
+const ENVELOPE: &[u8; 8] = b"TALLYSN\0";
+const ENVELOPE_FORMAT: u8 = 1;
+
+fn envelope(ledger: Vec<u8>, section: &super::history::Section) -> Result<Vec<u8>, StorageError> {
+    let mut out = ENVELOPE.to_vec();
+    out.push(ENVELOPE_FORMAT);
+    postcard::to_extend(&(ledger, section), out).map_err(io)
+}
+
+/// The ledger's bytes and the history a received snapshot carries. A bare ledger
+/// snapshot (as persisted locally) carries no history.
+fn open_envelope(data: Vec<u8>) -> Result<(Vec<u8>, Option<super::history::Section>), StorageError> {
+    let Some(rest) = data.strip_prefix(ENVELOPE.as_slice()) else {
+        return Ok((data, None));
+    };
+    match rest.split_first() {
+        Some((&ENVELOPE_FORMAT, body)) => {
+            let (ledger, section): (Vec<u8>, super::history::Section) =
+                postcard::from_bytes(body).map_err(io)?;
+            Ok((ledger, Some(section)))
+        }
+        _ => Err(io(std::io::Error::other(
+            "snapshot envelope of an unknown format: every node must run the same tallyd release",
+        ))),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,17 +123,32 @@ impl StateMachine {
         if let Some((meta, data)) = read_snapshot(&db)? {
             applied.ledger = Ledger::restore(&data).map_err(io)?;
             applied.audit = super::audit::Audit::of(&applied.ledger);
+            applied.recorder = Recorder::of(&applied.ledger);
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
         let index = applied.last_applied.map_or(0, |l| l.index);
         let (applied_tx, _) = tokio::sync::watch::channel(index);
+        let history = super::history::Writer::start(db.clone()).map_err(io)?;
         Ok(Self {
             state: Arc::new(RwLock::new(applied)),
             db,
             applied_tx: Arc::new(applied_tx),
             archive: None,
+            history,
+            retention_ms: tally_core::history::DEFAULT_RETENTION_MS,
         })
+    }
+
+    /// Keeps the usage history for `ms` of ledger time (the `history_retention_days`
+    /// setting).
+    pub fn set_retention_ms(&mut self, ms: u64) {
+        self.retention_ms = ms;
+    }
+
+    /// The usage history's store, for reports.
+    pub fn history(&self) -> &super::history::Writer {
+        &self.history
     }
 
     /// Starts archiving applied entries to `path` (before Raft starts applying), with a
@@ -166,10 +223,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // the read lock, so the snapshot is of one applied index; the apply waits.
         let sm = self.clone();
         let (data, last_log_id, last_membership) = tokio::task::spawn_blocking(move || {
-            let s = sm.read();
-            (s.ledger.snapshot(), s.last_applied, s.membership.clone())
+            let taken = {
+                let s = sm.read();
+                (s.ledger.snapshot(), s.last_applied, s.membership.clone())
+            };
+            // The history's records up to this index are on disk before the snapshot
+            // says the log before it may go (see `history.rs`).
+            sm.history.flush().map(|()| taken)
         })
         .await
+        .map_err(io)?
         .map_err(io)?;
         let snapshot_id = last_log_id.map_or("empty".to_owned(), |l| {
             format!("{}-{}", l.leader_id, l.index)
@@ -204,6 +267,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         // What the archive gets: the index, and for ledger entries the entry itself.
         let mut applied: Vec<(u64, Option<LedgerEntry>)> = Vec::new();
+        let mut history = Vec::new();
+        let mut prune_before = None;
         let last = {
             let mut s = self.write();
             for entry in entries {
@@ -235,6 +300,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         for line in s.audit.lines(&outcome.events) {
                             tracing::info!(target: "tally::audit", "{line}");
                         }
+                        let s = &mut *s;
+                        let mut records =
+                            s.recorder
+                                .record(index, e.at_ms, cmd.by.as_deref(), &outcome.events);
+                        s.recorder.after(&s.ledger, &mut records);
+                        for r in &records {
+                            if let What::Short { in_use, licensed } = r.what {
+                                s.short_alerts += 1;
+                                tracing::warn!(
+                                    target: "tally::usage",
+                                    "UNDER-LICENSED: \"{}\" has {in_use} seat(s) in use (or users assigned) and {licensed} licensed",
+                                    r.feature
+                                );
+                            }
+                        }
+                        history.extend(records);
+                        if index % PRUNE_EVERY == 0 {
+                            prune_before = s.ledger.now_ms().checked_sub(self.retention_ms);
+                        }
                         applied.push((index, Some(e)));
                         outcome
                     }
@@ -248,6 +332,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 out.push(outcome);
+            }
+            // Queued before the lock is let go: a snapshot built at this index flushes
+            // the writer after reading the ledger, and must find these records queued.
+            self.history.write(history);
+            if let Some(before_ms) = prune_before {
+                self.history.prune(before_ms);
             }
             s.last_applied.map_or(0, |l| l.index)
         };
@@ -284,12 +374,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        let (data, section) = open_envelope(snapshot.into_inner())?;
         let ledger = Ledger::restore(&data).map_err(io)?;
+        if let Some(section) = section {
+            let history = self.history.clone();
+            tokio::task::spawn_blocking(move || history.replace(section))
+                .await
+                .map_err(io)?
+                .map_err(io)?;
+        }
         self.persist(meta, data).await?;
         let index = {
             let mut s = self.write();
             s.audit = super::audit::Audit::of(&ledger);
+            s.recorder = Recorder::of(&ledger);
             s.ledger = ledger;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();
@@ -304,10 +402,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The persisted snapshot, with the usage history up to its index added: this is
+    /// what openraft sends to a node that is too far behind for the log.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(read_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+        let Some((meta, data)) = read_snapshot(&self.db)? else {
+            return Ok(None);
+        };
+        let upto = meta.last_log_id.map_or(0, |l| l.index);
+        let history = self.history.clone();
+        let section = tokio::task::spawn_blocking(move || history.section(upto))
+            .await
+            .map_err(io)?
+            .map_err(io)?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(envelope(data, &section)?)),
         }))
     }
 }

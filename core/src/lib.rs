@@ -2,6 +2,7 @@
 //!
 //! - [`license`]: the FlexLM-style license file, its canonical form and Ed25519 signatures.
 //! - [`ledger`]: the pure seat state machine that every node applies to the same log.
+//! - [`options`]: the site's FlexNet-style options file and the checkout policy it implies.
 //! - [`usage`]: metered overuse and monthly true-up, computed from a feature's history.
 //!
 //! Determinism is the point: every node must compute byte-identical state from the same
@@ -10,6 +11,7 @@
 pub mod error;
 pub mod ledger;
 pub mod license;
+pub mod options;
 pub mod usage;
 
 pub use error::Error;

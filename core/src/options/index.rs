@@ -2,6 +2,7 @@
 //! Derived from the directives (never serialized), so a log entry carries the file once
 //! and every node rebuilds the same index from it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Directive, GroupKind, Line};
@@ -38,7 +39,7 @@ impl Index {
             };
             let set = map.entry(name.clone()).or_default();
             for m in members {
-                set.insert(fold(case_insensitive, m));
+                set.insert(fold(case_insensitive, m).into_owned());
             }
         }
         index
@@ -55,15 +56,16 @@ impl Index {
     pub fn contains(&self, kind: GroupKind, group: &str, who: &str) -> bool {
         self.groups(kind)
             .get(group)
-            .is_some_and(|set| set.contains(fold(self.case_insensitive, who).as_str()))
+            .is_some_and(|set| set.contains(fold(self.case_insensitive, who).as_ref()))
     }
 }
 
 /// A member as it is stored and looked up: lower-cased when groups ignore case.
-fn fold(case_insensitive: bool, name: &str) -> String {
+/// (Borrowed when it needs no folding: lookups run on every checkout.)
+fn fold(case_insensitive: bool, name: &str) -> Cow<'_, str> {
     if case_insensitive {
-        name.to_lowercase()
+        Cow::Owned(name.to_lowercase())
     } else {
-        name.to_owned()
+        Cow::Borrowed(name)
     }
 }

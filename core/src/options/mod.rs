@@ -12,6 +12,7 @@
 //! file changes who may take seats from then on and never takes one back.
 
 mod addr;
+mod args;
 mod error;
 mod eval;
 mod index;

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-/// Everything that can go wrong reading license files, keys or snapshots.
+/// Everything that can go wrong reading license files, options files, keys or snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Error {
     /// A license file could not be parsed. `line` and `column` are 1-based.
@@ -25,6 +25,10 @@ pub enum Error {
     /// A key file or key text is not a valid Ed25519 key.
     #[error("invalid key: {0}")]
     Key(String),
+
+    /// An options file could not be parsed, or does not fit the licenses.
+    #[error("options file: {0}")]
+    Options(#[from] crate::options::OptionsError),
 
     /// A ledger snapshot could not be decoded.
     #[error("ledger snapshot: {0}")]

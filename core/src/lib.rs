@@ -4,6 +4,7 @@
 //! - [`ledger`]: the pure seat state machine that every node applies to the same log.
 //! - [`history`]: the usage history, records derived from the ledger's events, and its
 //!   reports.
+//! - [`options`]: the site's FlexNet-style options file and the checkout policy it implies.
 //! - [`usage`]: metered overuse and monthly true-up, computed from a feature's history.
 //!
 //! Determinism is the point: every node must compute byte-identical state from the same
@@ -13,6 +14,7 @@ pub mod error;
 pub mod history;
 pub mod ledger;
 pub mod license;
+pub mod options;
 pub mod usage;
 
 pub use error::Error;

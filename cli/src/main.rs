@@ -12,6 +12,7 @@ mod lmstat;
 mod pki;
 mod sessions;
 mod stale;
+mod report;
 mod users;
 mod verdict;
 
@@ -124,6 +125,10 @@ enum Cmd {
     /// Named users of USER_BASED features: assign, unassign, list.
     #[command(subcommand)]
     Users(users::Cmd),
+    /// The usage history (admin): use per interval, metered overuse, the monthly
+    /// true-up, denials, and the records themselves, as tables, JSON or CSV.
+    #[command(subcommand)]
+    Report(report::Cmd),
     /// The queued checkouts, earliest first; `cancel PLACE` ends one.
     Queue {
         #[command(subcommand)]
@@ -390,6 +395,7 @@ fn main() -> ExitCode {
             Cmd::Sessions { cmd } => sessions::sessions(&ctx, cmd).await,
             Cmd::Queue { cmd } => sessions::queue(&ctx, cmd).await,
             Cmd::Users(c) => users::run(&ctx, c).await,
+            Cmd::Report(c) => report::run(&ctx, c).await,
             Cmd::License(c) => license::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,

@@ -316,7 +316,7 @@ impl admin_server::Admin for Admin {
         let op = Op::CloseSessionByAdmin {
             session: r.session_id,
         };
-        match self.shared.propose(op).await?.reply {
+        match self.shared.propose_by(op, Some(admin.clone())).await?.reply {
             Reply::Done { affected: 1 } => Ok(Response::new(pb::AdminCloseSessionResponse {})),
             Reply::Done { .. } => Err(Status::not_found(format!(
                 "no session {} is open",
@@ -386,7 +386,7 @@ impl admin_server::Admin for Admin {
         tracing::info!(%admin, place = r.place, reason = %r.reason, "admin cancels a wait");
         match self
             .shared
-            .propose(Op::CancelWait { place: r.place })
+            .propose_by(Op::CancelWait { place: r.place }, Some(admin.clone()))
             .await?
             .reply
         {
@@ -428,7 +428,7 @@ impl admin_server::Admin for Admin {
         }
         match self
             .shared
-            .propose(Op::RemoveLease { lease: r.lease_id })
+            .propose_by(Op::RemoveLease { lease: r.lease_id }, Some(admin.clone()))
             .await?
             .reply
         {
@@ -471,7 +471,7 @@ impl admin_server::Admin for Admin {
             source: r.source.clone(),
             license: file,
         };
-        let out = self.shared.propose(op).await?;
+        let out = self.shared.propose_by(op, Some(admin.clone())).await?;
         let revoked_leases = revoked(&out.events);
         match out.reply {
             Reply::LicenseLoaded {
@@ -507,7 +507,7 @@ impl admin_server::Admin for Admin {
         let admin = admin_name(&req);
         let source = req.into_inner().source;
         tracing::info!(%admin, %source, "admin unloads a license file");
-        let out = self.shared.propose(Op::UnloadLicense { source }).await?;
+        let out = self.shared.propose_by(Op::UnloadLicense { source }, Some(admin.clone())).await?;
         match out.reply {
             Reply::Done { .. } => Ok(Response::new(pb::UnloadLicenseResponse {
                 revoked_leases: revoked(&out.events),
@@ -579,7 +579,7 @@ impl admin_server::Admin for Admin {
         let admin = admin_name(&req);
         let reason = req.into_inner().reason;
         let to_ms = self.shared.now_ms();
-        let out = self.shared.propose(Op::RepairClock { to_ms }).await?;
+        let out = self.shared.propose_by(Op::RepairClock { to_ms }, Some(admin.clone())).await?;
         let (from_ms, to_ms) = out
             .events
             .iter()
@@ -623,7 +623,7 @@ impl admin_server::Admin for Admin {
             zone: zone.name().to_owned(),
             only_if_unset: false,
         };
-        let out = self.shared.propose(op).await?;
+        let out = self.shared.propose_by(op, Some(admin.clone())).await?;
         let changed = match out.reply {
             Reply::Done { affected } => affected > 0,
             // Only a node whose zone database differs from the leader's gets here.
@@ -846,6 +846,19 @@ impl admin_server::Admin for Admin {
             applied_index: sm.ledger.last_applied(),
             sha256: sha2::Sha256::digest(sm.ledger.snapshot()).to_vec(),
         }))
+    }
+
+    /// A usage report (see `reports.rs`), made on a blocking thread.
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let r = req.into_inner();
+        let sm = self.shared.sm.clone();
+        tokio::task::spawn_blocking(move || crate::reports::make(&sm, &r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
     }
 }
 

@@ -85,6 +85,10 @@ pub struct NodeConfig {
     /// in their own zone would disagree about whether a license counts). `None`: UTC.
     /// Set it alike on every node, since whichever leads first decides.
     pub time_zone: Option<tally_core::license::Zone>,
+    /// How many days of ledger time the usage history keeps (1 to 36,500; default 400,
+    /// so a year's true-up and the quarter before it can always be reported). Older
+    /// records are pruned. Set it alike on every node: each prunes its own copy.
+    pub history_retention_days: u32,
 }
 
 /// PEM files of one node's TLS identity (paths, read at start).
@@ -188,6 +192,7 @@ impl Default for NodeConfig {
             min_remove_hold_ms: 0,
             identity: Identity::Asserted,
             time_zone: None,
+            history_retention_days: 400,
         }
     }
 }
@@ -455,6 +460,7 @@ pub struct FileConfig {
     pub security: Option<SecurityFile>,
     /// An IANA zone name (`Europe/Berlin`), checked here against the compiled database.
     pub time_zone: Option<String>,
+    pub history_retention_days: Option<u32>,
 }
 
 impl FileConfig {
@@ -487,8 +493,19 @@ impl FileConfig {
             .map(|name| tally_core::license::Zone::parse(&name))
             .transpose()
             .map_err(|e| bad("time_zone", e.to_string()))?;
+        let history_retention_days = match self.history_retention_days {
+            None => d.history_retention_days,
+            Some(n @ 1..=36_500) => n,
+            Some(n) => {
+                return Err(bad(
+                    "history_retention_days",
+                    format!("{n} is not a number of days from 1 to 36500"),
+                ))
+            }
+        };
         Ok(NodeConfig {
             time_zone,
+            history_retention_days,
             cluster_name: self.cluster_name.unwrap_or(d.cluster_name),
             id: self.id.unwrap_or(d.id),
             listen: self.listen.unwrap_or(d.listen),
@@ -684,6 +701,28 @@ mod tests {
             .into_config(std::path::Path::new("."))
             .unwrap_err();
         assert_eq!(e.key, "vendors");
+    }
+
+    #[test]
+    fn history_retention_is_days_within_bounds_and_mistakes_name_the_key() {
+        let parse = |t: &str| FileConfig::parse(t).and_then(|f| f.into_config(std::path::Path::new(".")));
+        for (text, want) in [
+            ("", Ok(400)),
+            ("history_retention_days = 1", Ok(1)),
+            ("history_retention_days = 36500", Ok(36_500)),
+            ("history_retention_days = 0", Err("0 is not a number of days")),
+            ("history_retention_days = 36501", Err("36501 is not")),
+            ("history_retention_days = -3", Err("history_retention_days")),
+        ] {
+            match (parse(text), want) {
+                (Ok(c), Ok(days)) => assert_eq!(c.history_retention_days, days, "{text}"),
+                (Err(e), Err(msg)) => {
+                    assert!(e.to_string().contains(msg), "{text}: {e}");
+                    assert!(e.to_string().contains("history_retention_days"), "{text}: {e}");
+                }
+                (got, want) => panic!("{text}: {got:?}, wanted {want:?}"),
+            }
+        }
     }
 
     #[test]

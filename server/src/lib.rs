@@ -18,6 +18,7 @@ pub mod loadcheck;
 pub mod network;
 pub mod node;
 pub mod raft_runtime;
+pub mod reports;
 pub mod sdnotify;
 pub mod security;
 pub mod shared;

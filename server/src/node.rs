@@ -108,6 +108,7 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
         )
     };
     let (log, mut sm) = store::open(&cfg.data_dir)?;
+    sm.set_retention_ms(u64::from(cfg.history_retention_days) * 86_400_000);
     if cfg.archive_log {
         sm.archive_to(&cfg.data_dir.join("archive.jsonl"))?;
     }

@@ -54,7 +54,7 @@ pub async fn change(
             users: r.users,
         }
     };
-    match shared.propose(op).await?.reply {
+    match shared.propose_by(op, Some(admin.clone())).await?.reply {
         Reply::Done { affected } => {
             Ok(Response::new(pb::AssignUsersResponse { changed: affected }))
         }

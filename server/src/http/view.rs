@@ -39,6 +39,8 @@ pub struct View {
     /// denials per reason (see `store/audit.rs`).
     pub seat_events: Vec<(&'static str, u64)>,
     pub denials: Vec<(String, u64)>,
+    /// Under-licensing alerts this node applied since it started (usage history).
+    pub short_alerts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,8 @@ pub struct Feature {
     pub lingering: u64,
     pub overdraft_limit: u64,
     pub queued: u64,
+    /// Use beyond the licensed count: seats in use, or named users assigned, over it.
+    pub short: u64,
     /// `active`, `expiring`, `grace`, `demo`, `expired` or `not_started`.
     pub term: &'static str,
     /// Whole days until the term's next change (end, grace's end, start); `None` when
@@ -125,6 +129,7 @@ impl View {
                     0 => None,
                     t => Some(t.saturating_sub(l.now_ms()) / 86_400_000),
                 },
+                short: f.in_use.max(f.assigned).saturating_sub(f.issued),
                 name: f.name,
                 issued: f.issued,
                 in_use: f.in_use,
@@ -134,6 +139,7 @@ impl View {
             .collect();
         let (sessions, leases) = (l.sessions().len() as u64, l.leases().len() as u64);
         let (seat_events, denials) = sm.audit_counts();
+        let short_alerts = sm.short_alerts;
         View {
             node: shared.id,
             cluster: shared.cfg.cluster_name.clone(),
@@ -159,6 +165,7 @@ impl View {
             log_write_ms: shared.log.write_ms(),
             seat_events,
             denials,
+            short_alerts,
         }
     }
 
@@ -353,6 +360,11 @@ impl View {
             &per(|f| f.in_use.saturating_sub(f.issued).to_string()),
         );
         gauge(
+            "tally_feature_short",
+            "Use beyond the licensed count, per feature: seats in use (or named users assigned) over it. Above 0 is under-licensing: the site owes a true-up.",
+            &per(|f| f.short.to_string()),
+        );
+        gauge(
             "tally_feature_queued",
             "Checkouts waiting in the queue, per feature.",
             &per(|f| f.queued.to_string()),
@@ -466,6 +478,11 @@ impl View {
         for (event, n) in &self.seat_events {
             let _ = writeln!(o, "tally_seat_events_total{{event=\"{event}\"}} {n}");
         }
+        let _ = writeln!(
+            o,
+            "# HELP tally_short_alerts_total Under-licensing alerts this node applied since it started: use went beyond a feature's licensed count.\n# TYPE tally_short_alerts_total counter\ntally_short_alerts_total {}",
+            self.short_alerts
+        );
         let _ = writeln!(
             o,
             "# HELP tally_checkouts_denied_total Checkouts denied since this node started, by reason.\n# TYPE tally_checkouts_denied_total counter"
@@ -656,6 +673,7 @@ mod tests {
                 lingering: 1,
                 overdraft_limit: 1,
                 queued: 5,
+                short: 1,
                 term: "grace",
                 days_left: Some(3),
             }],
@@ -735,6 +753,7 @@ mod tests {
         );
         assert!(m.contains("tally_feature_seats_in_use{feature=\"we\\\"ird\\\\\"} 3\n"));
         assert!(m.contains("tally_feature_overdraft_in_use{feature=\"we\\\"ird\\\\\"} 1\n"));
+        assert!(m.contains("tally_feature_short{feature=\"we\\\"ird\\\\\"} 1\n"));
         assert!(m.contains("tally_raft_is_leader 0\n"));
         assert!(
             m.contains("tally_feature_term_state{feature=\"we\\\"ird\\\\\",state=\"grace\"} 1\n"),

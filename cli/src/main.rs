@@ -10,9 +10,9 @@ mod license;
 mod listing;
 mod lmstat;
 mod pki;
+mod report;
 mod sessions;
 mod stale;
-mod report;
 mod users;
 mod verdict;
 

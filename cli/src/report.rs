@@ -89,8 +89,7 @@ pub fn parse_time(s: &str, now_ms: u64) -> anyhow::Result<u64> {
     }
     let (date, time) = s.split_once('T').unwrap_or((s, ""));
     let mut parts = date.splitn(3, '-').map(str::parse::<u32>);
-    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(Ok(y)), Some(Ok(m)), Some(Ok(d))) = (parts.next(), parts.next(), parts.next()) else {
         bail!("\"{s}\" is not a time: give 2026-12-01, 2026-12-01T09:30:00Z, ms since the epoch, or a time ago like 30d");
     };
     let day = i32::try_from(y)
@@ -214,12 +213,14 @@ fn columns<'a>(kind: &str, v: &'a Value) -> (&'static [&'static str], Vec<&'a Va
             ],
             rows(v),
         ),
-        "overuse" => (&["start_ms", "end_ms", "counted", "over"], rows(&v["intervals"])),
+        "overuse" => (
+            &["start_ms", "end_ms", "counted", "over"],
+            rows(&v["intervals"]),
+        ),
         "trueup" => (&["feature", "month", "peak", "licensed", "short"], rows(v)),
         _ => (
             &[
-                "index", "at_ms", "kind", "feature", "user", "host", "count", "id", "detail",
-                "by",
+                "index", "at_ms", "kind", "feature", "user", "host", "count", "id", "detail", "by",
             ],
             rows(v),
         ),
@@ -277,7 +278,10 @@ fn human(kind: &str, v: &Value, cols: &[&str], rows: &[&Value]) {
                     .collect()
             })
             .collect();
-        table(&["QUARTER", "OVERUSE DAYS", "ALLOWANCE", "BILLABLE"], &quarters);
+        table(
+            &["QUARTER", "OVERUSE DAYS", "ALLOWANCE", "BILLABLE"],
+            &quarters,
+        );
     }
     if rows.is_empty() {
         println!("nothing in this window");

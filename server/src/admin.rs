@@ -507,7 +507,10 @@ impl admin_server::Admin for Admin {
         let admin = admin_name(&req);
         let source = req.into_inner().source;
         tracing::info!(%admin, %source, "admin unloads a license file");
-        let out = self.shared.propose_by(Op::UnloadLicense { source }, Some(admin.clone())).await?;
+        let out = self
+            .shared
+            .propose_by(Op::UnloadLicense { source }, Some(admin.clone()))
+            .await?;
         match out.reply {
             Reply::Done { .. } => Ok(Response::new(pb::UnloadLicenseResponse {
                 revoked_leases: revoked(&out.events),
@@ -579,7 +582,10 @@ impl admin_server::Admin for Admin {
         let admin = admin_name(&req);
         let reason = req.into_inner().reason;
         let to_ms = self.shared.now_ms();
-        let out = self.shared.propose_by(Op::RepairClock { to_ms }, Some(admin.clone())).await?;
+        let out = self
+            .shared
+            .propose_by(Op::RepairClock { to_ms }, Some(admin.clone()))
+            .await?;
         let (from_ms, to_ms) = out
             .events
             .iter()

@@ -705,12 +705,16 @@ mod tests {
 
     #[test]
     fn history_retention_is_days_within_bounds_and_mistakes_name_the_key() {
-        let parse = |t: &str| FileConfig::parse(t).and_then(|f| f.into_config(std::path::Path::new(".")));
+        let parse =
+            |t: &str| FileConfig::parse(t).and_then(|f| f.into_config(std::path::Path::new(".")));
         for (text, want) in [
             ("", Ok(400)),
             ("history_retention_days = 1", Ok(1)),
             ("history_retention_days = 36500", Ok(36_500)),
-            ("history_retention_days = 0", Err("0 is not a number of days")),
+            (
+                "history_retention_days = 0",
+                Err("0 is not a number of days"),
+            ),
             ("history_retention_days = 36501", Err("36501 is not")),
             ("history_retention_days = -3", Err("history_retention_days")),
         ] {
@@ -718,7 +722,10 @@ mod tests {
                 (Ok(c), Ok(days)) => assert_eq!(c.history_retention_days, days, "{text}"),
                 (Err(e), Err(msg)) => {
                     assert!(e.to_string().contains(msg), "{text}: {e}");
-                    assert!(e.to_string().contains("history_retention_days"), "{text}: {e}");
+                    assert!(
+                        e.to_string().contains("history_retention_days"),
+                        "{text}: {e}"
+                    );
                 }
                 (got, want) => panic!("{text}: {got:?}, wanted {want:?}"),
             }

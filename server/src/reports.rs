@@ -188,7 +188,11 @@ pub fn flat(r: &Record, zone: Zone) -> Value {
             *lease,
             format!(
                 "{}{}",
-                if *fresh { "new seat" } else { "shared or lingering seat" },
+                if *fresh {
+                    "new seat"
+                } else {
+                    "shared or lingering seat"
+                },
                 if *overdraft > 0 {
                     format!(", {overdraft} overdraft")
                 } else {
@@ -220,11 +224,9 @@ pub fn flat(r: &Record, zone: Zone) -> Value {
             issued,
             overdraft_limit,
         } => (*issued, 0, format!("overdraft {overdraft_limit}")),
-        What::Short { in_use, licensed } => (
-            *in_use,
-            0,
-            format!("{in_use} in use, {licensed} licensed"),
-        ),
+        What::Short { in_use, licensed } => {
+            (*in_use, 0, format!("{in_use} in use, {licensed} licensed"))
+        }
         What::FairUseOpened { until_ms } => (0, 0, format!("until {until_ms}")),
         What::FairUseClosed => (0, 0, String::new()),
         What::TermChanged { state } => (0, 0, crate::convert::term_name(state).to_owned()),

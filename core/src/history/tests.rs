@@ -206,9 +206,29 @@ fn a_recorder_started_from_a_snapshot_records_what_the_first_one_does() {
     assert_eq!(replayed[2].user, "bob");
 }
 
-/// What the server hands the reports: the records, the seats counted now (from the
-/// ledger) and the licensed steps (the `Licensed` records, which it keeps apart).
-fn source_parts(t: &Hist) -> (Vec<(String, Span)>, Vec<Step>, BTreeMap<String, u64>) {
+/// What the server hands the reports beside the records: the seats counted now and the
+/// named users (from the ledger) and the licensed steps (the `Licensed` records, which
+/// it keeps apart).
+struct Parts {
+    open: Vec<(String, Span)>,
+    steps: Vec<Step>,
+    assigned: BTreeMap<String, u64>,
+    now_ms: u64,
+}
+
+impl Parts {
+    fn source<'a>(&'a self, t: &'a Hist) -> Source<'a> {
+        Source {
+            records: &t.records,
+            open: &self.open,
+            licensed: &self.steps,
+            assigned_now: &self.assigned,
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+fn source_parts(t: &Hist) -> Parts {
     let open =
         t.h.l
             .seats()
@@ -242,15 +262,19 @@ fn source_parts(t: &Hist) -> (Vec<(String, Span)>, Vec<Step>, BTreeMap<String, u
             .named_features()
             .map(|f| (f.to_owned(), t.h.l.assigned_count(f)))
             .collect();
-    (open, steps, assigned)
+    Parts {
+        open,
+        steps,
+        assigned,
+        now_ms: t.h.now,
+    }
 }
 
 #[test]
 fn the_licensed_count_is_recorded_when_a_license_loads() {
     let t = Hist::new(vec![overdrawn("cad", 3, 2, 0)]);
-    let (_, steps, _) = source_parts(&t);
     assert_eq!(
-        steps,
+        source_parts(&t).steps,
         [Step {
             feature: "cad".into(),
             at_ms: T0,
@@ -291,15 +315,9 @@ fn two_seats_for_six_seconds_are_metered_and_a_one_second_checkout_is_not() {
     t.checkin(b, lease(&gb));
     t.tick_to(start + 10_000);
     t.op(Op::Tick);
-    let (open, steps, assigned) = source_parts(&t);
-    assert!(open.is_empty(), "every seat went back (no linger)");
-    let src = Source {
-        records: &t.records,
-        open: &open,
-        licensed: &steps,
-        assigned_now: &assigned,
-        now_ms: t.h.now,
-    };
+    let parts = source_parts(&t);
+    assert!(parts.open.is_empty(), "every seat went back (no linger)");
+    let src = parts.source(&t);
     let terms = MeterTerms::from_line(&l);
     let rep = report::overuse(&src, "cad", terms, Zone::default(), start, start + 10_000);
     assert_eq!(rep.licensed, 1);
@@ -344,14 +362,8 @@ fn denials_and_waits_are_counted_in_their_interval_and_listed() {
     t.checkout(a, "cad", 1);
     t.tick_to(start + 61_000);
     assert!(matches!(t.checkout(b, "cad", 1), Reply::Denied(_)));
-    let (open, steps, assigned) = source_parts(&t);
-    let src = Source {
-        records: &t.records,
-        open: &open,
-        licensed: &steps,
-        assigned_now: &assigned,
-        now_ms: t.h.now,
-    };
+    let parts = source_parts(&t);
+    let src = parts.source(&t);
     let rows = report::usage(&src, &["cad".into()], start, start + 120_000, 60_000).unwrap();
     let got: Vec<(u64, u64)> = rows.iter().map(|r| (r.peak, r.denials)).collect();
     assert_eq!(got, [(1, 0), (1, 1)], "the open seat counts up to now");
@@ -364,14 +376,8 @@ fn denials_and_waits_are_counted_in_their_interval_and_listed() {
 #[test]
 fn a_usage_report_refuses_windows_it_cannot_give() {
     let t = Hist::new(vec![overdrawn("cad", 1, 0, 0)]);
-    let (open, steps, assigned) = source_parts(&t);
-    let src = Source {
-        records: &t.records,
-        open: &open,
-        licensed: &steps,
-        assigned_now: &assigned,
-        now_ms: t.h.now,
-    };
+    let parts = source_parts(&t);
+    let src = parts.source(&t);
     let f = ["cad".to_owned()];
     use report::ReportError as E;
     assert!(matches!(
@@ -412,14 +418,8 @@ fn a_named_user_true_up_counts_assignments_not_checkouts() {
     t.h.now += 1_000;
     t.op(Op::Tick);
     assert!(t.kinds().contains(&"short"), "three assigned to two seats");
-    let (open, steps, assigned) = source_parts(&t);
-    let src = Source {
-        records: &t.records,
-        open: &open,
-        licensed: &steps,
-        assigned_now: &assigned,
-        now_ms: t.h.now,
-    };
+    let parts = source_parts(&t);
+    let src = parts.source(&t);
     let tu = report::trueup(&src, &["sim".into()], Zone::default(), T0, t.h.now);
     assert_eq!(tu.len(), 1);
     assert_eq!((tu[0].peak, tu[0].licensed, tu[0].short), (3, 2, 1));

@@ -87,7 +87,9 @@ fn envelope(ledger: Vec<u8>, section: &super::history::Section) -> Result<Vec<u8
 
 /// The ledger's bytes and the history a received snapshot carries. A bare ledger
 /// snapshot (as persisted locally) carries no history.
-fn open_envelope(data: Vec<u8>) -> Result<(Vec<u8>, Option<super::history::Section>), StorageError> {
+fn open_envelope(
+    data: Vec<u8>,
+) -> Result<(Vec<u8>, Option<super::history::Section>), StorageError> {
     let Some(rest) = data.strip_prefix(ENVELOPE.as_slice()) else {
         return Ok((data, None));
     };
@@ -393,6 +395,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             s.membership = meta.last_membership.clone();
             meta.last_log_id.map_or(0, |l| l.index)
         };
+        tracing::info!(
+            "installed a snapshot at log index {index}: the ledger and the usage history up to it"
+        );
         if let Some(archive) = &self.archive {
             archive
                 .append(&[super::archive::Record::Installed { index }])

@@ -34,6 +34,25 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Print the demo license, unsigned (sign it with `tallyctl license sign`).
     DemoLicense,
+    /// Benchmark the usage history: generate a site's use through the real ledger into a
+    /// history store, then time the span's `report usage` (figures as JSON).
+    BenchHistory {
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 100)]
+        features: u32,
+        #[arg(long, default_value_t = 2000)]
+        users: u32,
+        /// Checkouts per user per day.
+        #[arg(long, default_value_t = 3)]
+        per_day: u32,
+        /// Seats of each feature (its overdraft is a fifth of that).
+        #[arg(long, default_value_t = 30)]
+        seats: u32,
+        /// Where the store goes (default: a temporary directory, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -375,6 +394,35 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(a) => run_node(*a).await,
+        Cmd::BenchHistory {
+            days,
+            features,
+            users,
+            per_day,
+            seats,
+            dir,
+        } => {
+            let site = tally_server::bench_history::Site {
+                days,
+                features,
+                users,
+                per_day,
+                seats,
+            };
+            let tmp =
+                std::env::temp_dir().join(format!("tally-bench-history-{}", std::process::id()));
+            let (dir, remove) = match dir {
+                Some(d) => (d, false),
+                None => (tmp, true),
+            };
+            std::fs::create_dir_all(&dir)?;
+            let figures = tally_server::bench_history::run(site, &dir);
+            if remove {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            println!("{}", serde_json::to_string_pretty(&figures?)?);
+            Ok(())
+        }
         Cmd::DemoLicense => {
             print!("{}", tally_server::dev::DEMO_LICENSE);
             Ok(())

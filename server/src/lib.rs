@@ -17,6 +17,7 @@ pub mod licensing;
 pub mod loadcheck;
 pub mod network;
 pub mod node;
+pub mod probe;
 pub mod raft_runtime;
 pub mod sdnotify;
 pub mod security;

@@ -18,6 +18,7 @@ pub mod licensing;
 pub mod loadcheck;
 pub mod network;
 pub mod node;
+pub mod probe;
 pub mod raft_runtime;
 pub mod reports;
 pub mod sdnotify;

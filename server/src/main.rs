@@ -53,6 +53,22 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// GET a node's /readyz (or any URL of its HTTP port) and exit 0 on 200, 1 otherwise,
+    /// printing what it answered: a container health check for images without curl.
+    Healthcheck(HealthArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct HealthArgs {
+    /// The URL to GET: http(s)://HOST:PORT[/PATH] (default path /readyz).
+    #[arg(default_value = "https://127.0.0.1:27080/readyz")]
+    url: String,
+    /// The site CA's certificate (PEM), to verify an https:// node.
+    #[arg(long, env = "TALLY_CA")]
+    ca: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +108,12 @@ struct RunArgs {
     /// takes it from a variable gives once the cluster is formed).
     #[arg(long)]
     init: Option<String>,
+    /// Dial these peers here instead of at their advertised addresses, e.g.
+    /// 1=node1:27000,2=node2:27000 (as the config's [dial]): for nodes whose clients
+    /// reach them through published or NATed ports that the nodes themselves cannot
+    /// reach (Docker Compose).
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    dial: Option<String>,
     /// This node's TLS certificate (role peer), PEM. With --tls-key and --tls-ca.
     #[arg(long, requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
@@ -152,6 +174,19 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     }
     if let (Some(cert), Some(key), Some(ca)) = (a.tls_cert, a.tls_key, a.tls_ca) {
         cfg.tls = Some(tally_server::config::TlsFiles { cert, key, ca });
+    }
+    for m in a
+        .dial
+        .iter()
+        .flat_map(|d| d.split(','))
+        .filter(|m| !m.trim().is_empty())
+    {
+        let (id, addr) = m.split_once('=').context("--dial takes ID=HOST:PORT,...")?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("bad node id {id:?} in --dial"))?;
+        cfg.dial.insert(id, addr.trim().to_owned());
     }
     cfg.require_client_cert |= a.require_client_cert;
     cfg.insecure_plaintext |= a.insecure_plaintext;
@@ -426,6 +461,27 @@ async fn main() -> anyhow::Result<()> {
         Cmd::DemoLicense => {
             print!("{}", tally_server::dev::DEMO_LICENSE);
             Ok(())
+        }
+        Cmd::Healthcheck(h) => healthcheck(h).await,
+    }
+}
+
+/// `tallyd healthcheck`: exit 0 on a 200, 1 on anything else (what Docker's
+/// HEALTHCHECK reads; 2 means something else to it), the answer on stdout either way.
+async fn healthcheck(h: HealthArgs) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::try_from_secs_f64(h.timeout)
+        .unwrap_or(std::time::Duration::from_secs(2));
+    match tally_server::probe::get(&h.url, h.ca.as_deref(), timeout).await {
+        Ok(a) => {
+            println!("{} {}", a.status, a.body);
+            if a.status != 200 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("unhealthy: {e}");
+            std::process::exit(1);
         }
     }
 }

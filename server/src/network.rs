@@ -176,7 +176,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let client = self.raft_client(target, node);
         Peer {
             target,
-            who: format!("node {target} at {}", node.addr),
+            // Errors name the address actually dialled when `dial` overrides the
+            // advertised one (Compose: advertised 127.0.0.1:27002, dialled node3:27000).
+            who: match self.dial.get(&target) {
+                Some(d) if *d != node.addr => {
+                    format!("node {target} at {} (dialled at {d})", node.addr)
+                }
+                _ => format!("node {target} at {}", node.addr),
+            },
             client,
             cluster: self.cluster.clone(),
             me: self.me.clone(),

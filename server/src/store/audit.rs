@@ -19,13 +19,13 @@
 //! lines again; lease and place numbers (each the log index that made it) tell a replay
 //! from a new event.
 //!
-//! Events name sessions and leases by id, and a released lease is gone from the ledger
-//! by the time its event is read, so [`Audit`] keeps who holds what, built from the
-//! ledger on start and kept up from the events: pure, so it is tested on made-up events.
+//! The lines are rendered from the usage history's records (`tally_core::history`),
+//! whose [`Recorder`] keeps who holds what: one table of holders per node, shared by the
+//! audit log and the history, so the two never disagree about who did something. Pure,
+//! so it is tested on made-up events.
 
-use std::collections::HashMap;
-
-use tally_core::ledger::{Event, LeaseId, Ledger, ReleaseCause, RevokeReason, SessionId};
+use tally_core::history::{Record, Recorder, What};
+use tally_core::ledger::{Event, Ledger, ReleaseCause, RevokeReason, TimeMs};
 use tally_core::license::Zone;
 
 /// The kinds of line, as `/metrics` counts them (`tally_seat_events_total{event}`), in
@@ -47,13 +47,11 @@ enum Kind {
     Dequeued,
 }
 
-/// Who each live session, lease and queue place belongs to, and how many lines of each
-/// kind (and denials of each reason) this node wrote since it started.
+/// The recorder of who holds what, and how many lines of each kind (and denials of each
+/// reason) this node wrote since it started.
 #[derive(Debug, Default)]
 pub struct Audit {
-    sessions: HashMap<SessionId, String>,
-    leases: HashMap<LeaseId, SessionId>,
-    places: HashMap<u64, SessionId>,
+    recorder: Recorder,
     counts: [u64; KINDS.len()],
     denials: std::collections::BTreeMap<&'static str, u64>,
     /// The cluster's time zone for license dates, for the dates denials name.
@@ -64,12 +62,7 @@ impl Audit {
     /// Everything live in `ledger`.
     pub fn of(ledger: &Ledger) -> Audit {
         Audit {
-            sessions: ledger
-                .sessions()
-                .map(|(id, s)| (id, format!("{}@{}", s.holder.user, s.holder.host)))
-                .collect(),
-            leases: ledger.leases().map(|(id, l)| (id, l.session)).collect(),
-            places: ledger.waiters().map(|(p, w)| (p, w.session)).collect(),
+            recorder: Recorder::of(ledger),
             zone: ledger.time_zone(),
             ..Audit::default()
         }
@@ -88,161 +81,88 @@ impl Audit {
             .collect()
     }
 
-    fn who(&self, session: SessionId) -> &str {
-        self.sessions.get(&session).map_or("?@?", String::as_str)
+    /// The history records of one entry's events (see `Recorder::record`), completed by
+    /// the ledger after it (`Recorder::after`), and the audit lines they give, in order.
+    pub fn entry(
+        &mut self,
+        ledger: &Ledger,
+        (index, at_ms, by): (u64, TimeMs, Option<&str>),
+        events: &[Event],
+    ) -> (Vec<Record>, Vec<String>) {
+        let mut records = self.recorder.record(index, at_ms, by, events);
+        let lines = self.lines_of(&records);
+        self.recorder.after(ledger, &mut records);
+        (records, lines)
     }
 
-    fn holder_of(&self, lease: LeaseId) -> &str {
-        self.leases.get(&lease).map_or("?@?", |s| self.who(*s))
-    }
-
-    /// The lines for one entry's events, in order; keeps up with who holds what.
-    pub fn lines(&mut self, events: &[Event]) -> Vec<String> {
+    /// The lines for one entry's records, counting them.
+    fn lines_of(&mut self, records: &[Record]) -> Vec<String> {
         let mut out = Vec::new();
-        for e in events {
-            match e {
-                Event::SessionOpened {
-                    session,
-                    user,
-                    host,
-                } => {
-                    self.sessions.insert(*session, format!("{user}@{host}"));
-                }
-                Event::Granted {
-                    feature,
-                    session,
-                    grant,
-                } => {
-                    self.leases.insert(grant.lease, *session);
-                    let n = grant.count;
-                    out.push((
-                        Kind::Out,
+        for r in records {
+            let (f, who) = (&r.feature, format!("{}@{}", r.user, r.host));
+            let line = match &r.what {
+                What::Granted { lease, count, .. } => Some((
+                    Kind::Out,
+                    format!(
+                        "OUT: \"{f}\" {who} (lease {lease}, {count} license{})",
+                        if *count == 1 { "" } else { "s" }
+                    ),
+                )),
+                What::Released { lease, cause } => Some(match cause {
+                    ReleaseCause::Checkin => (Kind::In, format!("IN: \"{f}\" {who} (lease {lease})")),
+                    ReleaseCause::SessionClosed => (
+                        Kind::In,
+                        format!("IN: \"{f}\" {who} (lease {lease}, session closed)"),
+                    ),
+                    ReleaseCause::SessionExpired => (
+                        Kind::Expired,
                         format!(
-                            "OUT: \"{feature}\" {} (lease {}, {n} license{})",
-                            self.who(*session),
-                            grant.lease,
-                            if n == 1 { "" } else { "s" }
+                            "EXPIRED: \"{f}\" {who} (lease {lease}, no heartbeat within the session's TTL)"
                         ),
-                    ));
-                }
-                Event::Released {
-                    feature,
-                    lease,
-                    cause,
-                    ..
-                } => {
-                    let who = self.holder_of(*lease).to_owned();
-                    out.push(match cause {
-                        ReleaseCause::Checkin => {
-                            (Kind::In, format!("IN: \"{feature}\" {who} (lease {lease})"))
-                        }
-                        ReleaseCause::SessionClosed => (
-                            Kind::In,
-                            format!("IN: \"{feature}\" {who} (lease {lease}, session closed)"),
-                        ),
-                        ReleaseCause::SessionExpired => (
-                            Kind::Expired,
-                            format!(
-                                "EXPIRED: \"{feature}\" {who} (lease {lease}, no heartbeat within the session's TTL)"
-                            ),
-                        ),
-                    });
-                    self.leases.remove(lease);
-                }
-                Event::Removed { feature, lease } => {
-                    out.push((
-                        Kind::Removed,
-                        format!(
-                            "REMOVED by admin: \"{feature}\" {} (lease {lease})",
-                            self.holder_of(*lease)
-                        ),
-                    ));
-                    self.leases.remove(lease);
-                }
-                Event::Revoked {
-                    feature,
-                    lease,
-                    session,
-                    reason,
-                    ..
-                } => {
-                    out.push((
-                        Kind::Revoked,
-                        format!(
-                            "REVOKED: \"{feature}\" {} (lease {lease}, {})",
-                            self.who(*session),
-                            revoked_why(reason)
-                        ),
-                    ));
-                    self.leases.remove(lease);
-                }
-                Event::Denied {
-                    feature,
-                    session,
-                    reason,
-                } => {
+                    ),
+                }),
+                What::Removed { lease } => Some((
+                    Kind::Removed,
+                    format!("REMOVED by admin: \"{f}\" {who} (lease {lease})"),
+                )),
+                What::Revoked { lease, reason } => Some((
+                    Kind::Revoked,
+                    format!("REVOKED: \"{f}\" {who} (lease {lease}, {})", revoked_why(reason)),
+                )),
+                What::Denied { reason } => {
                     *self.denials.entry(reason_name(reason)).or_default() += 1;
-                    out.push((
+                    Some((
                         Kind::Denied,
                         format!(
-                            "DENIED: \"{feature}\" {} ({})",
-                            self.who(*session),
-                            crate::convert::deny_message(reason, feature, self.zone)
+                            "DENIED: \"{f}\" {who} ({})",
+                            crate::convert::deny_message(reason, f, self.zone)
                         ),
-                    ));
+                    ))
                 }
-                Event::Queued {
-                    feature,
-                    session,
-                    place,
-                } => {
-                    self.places.insert(*place, *session);
-                    out.push((
-                        Kind::Queued,
-                        format!(
-                            "QUEUED: \"{feature}\" {} (place {place})",
-                            self.who(*session)
-                        ),
-                    ));
-                }
-                Event::Dequeued {
-                    feature,
-                    place,
-                    reason,
-                } => {
-                    let who = self
-                        .places
-                        .remove(place)
-                        .map_or("?@?".to_owned(), |s| self.who(s).to_owned());
-                    out.push((
-                        Kind::Dequeued,
-                        format!(
-                            "DEQUEUED: \"{feature}\" {who} (place {place}, {})",
-                            crate::convert::deny_message(reason, feature, self.zone)
-                        ),
-                    ));
-                }
-                Event::TimeZoneSet { zone, .. } => {
+                What::Queued { place } => Some((
+                    Kind::Queued,
+                    format!("QUEUED: \"{f}\" {who} (place {place})"),
+                )),
+                What::Dequeued { place, reason } => Some((
+                    Kind::Dequeued,
+                    format!(
+                        "DEQUEUED: \"{f}\" {who} (place {place}, {})",
+                        crate::convert::deny_message(reason, f, self.zone)
+                    ),
+                )),
+                What::TimeZoneSet { zone } => {
                     // Only names the ledger accepted get here; this build knows them.
                     self.zone = Zone::parse(zone).unwrap_or_default();
+                    None
                 }
-                Event::SessionExpired { session } | Event::SessionClosed { session } => {
-                    self.sessions.remove(session);
-                    self.places.retain(|_, s| s != session);
-                }
-                _ => {}
+                _ => None,
+            };
+            if let Some((kind, line)) = line {
+                self.counts[kind as usize] += 1;
+                out.push(line);
             }
         }
-        for (kind, _) in &out {
-            self.counts[*kind as usize] += 1;
-        }
-        // A grant from the queue ends its wait without a Dequeued event.
-        for e in events {
-            if let Event::Granted { session, .. } = e {
-                self.places.retain(|_, s| s != session);
-            }
-        }
-        out.into_iter().map(|(_, line)| line).collect()
+        out
     }
 }
 
@@ -269,6 +189,13 @@ fn revoked_why(r: &RevokeReason) -> String {
 mod tests {
     use super::Audit;
     use tally_core::ledger::{DenyReason, Event, Grant, ReleaseCause, RevokeReason};
+
+    /// The lines of one entry's events, from its records (as `Audit::entry` makes them,
+    /// without a ledger to complete them with).
+    fn lines(a: &mut Audit, events: &[Event]) -> Vec<String> {
+        let records = a.recorder.record(1, 0, None, events);
+        a.lines_of(&records)
+    }
 
     fn grant(lease: u64, count: u32) -> Grant {
         Grant {
@@ -313,7 +240,7 @@ mod tests {
             ),
         ];
         for (events, want) in steps {
-            assert_eq!(a.lines(&events), want, "{events:?}");
+            assert_eq!(lines(&mut a, &events), want, "{events:?}");
         }
     }
 
@@ -429,14 +356,11 @@ mod tests {
             ),
         ];
         for (events, want) in steps {
-            assert_eq!(a.lines(&events), want, "{events:?}");
+            assert_eq!(lines(&mut a, &events), want, "{events:?}");
         }
         // Counted per kind: 4 OUT, 1 IN, 1 EXPIRED, 1 REMOVED, 1 REVOKED, 1 DENIED, 1 QUEUED,
         // 1 DEQUEUED; the denial by its reason.
         assert_eq!(a.counts(), [4, 1, 1, 1, 1, 1, 1, 1]);
         assert_eq!(a.denials(), vec![("unknown_feature".to_owned(), 1)]);
-        // Nothing of ann's is kept once her session ended.
-        assert!(!a.sessions.contains_key(&1));
-        assert!(a.leases.is_empty());
     }
 }

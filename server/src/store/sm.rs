@@ -13,7 +13,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tally_core::history::{Recorder, What};
+use tally_core::history::What;
 use tally_core::ledger::{Entry as LedgerEntry, Ledger, Outcome, Reply};
 
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -30,10 +30,9 @@ pub struct Applied {
     pub membership: StoredMembership,
     /// The last entry applied as it happened (see `shared::TermClock`).
     pub live_entry: Option<crate::shared::LiveEntry>,
-    /// Who holds what, for the audit log's lines (see `audit.rs`).
+    /// Who holds what, for the usage history's records and the audit log's lines (see
+    /// `audit.rs`).
     audit: super::audit::Audit,
-    /// Who holds what, for the usage history's records (see `tally_core::history`).
-    recorder: Recorder,
     /// Under-licensing alerts this node applied since it started (for `/metrics`).
     pub short_alerts: u64,
 }
@@ -125,7 +124,6 @@ impl StateMachine {
         if let Some((meta, data)) = read_snapshot(&db)? {
             applied.ledger = Ledger::restore(&data).map_err(io)?;
             applied.audit = super::audit::Audit::of(&applied.ledger);
-            applied.recorder = Recorder::of(&applied.ledger);
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
@@ -299,14 +297,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             op: cmd.op,
                         };
                         let outcome = s.ledger.apply(&e);
-                        for line in s.audit.lines(&outcome.events) {
+                        let s = &mut *s;
+                        let (records, lines) = s.audit.entry(
+                            &s.ledger,
+                            (index, e.at_ms, cmd.by.as_deref()),
+                            &outcome.events,
+                        );
+                        for line in lines {
                             tracing::info!(target: "tally::audit", "{line}");
                         }
-                        let s = &mut *s;
-                        let mut records =
-                            s.recorder
-                                .record(index, e.at_ms, cmd.by.as_deref(), &outcome.events);
-                        s.recorder.after(&s.ledger, &mut records);
                         for r in &records {
                             if let What::Short { in_use, licensed } = r.what {
                                 s.short_alerts += 1;
@@ -389,7 +388,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let index = {
             let mut s = self.write();
             s.audit = super::audit::Audit::of(&ledger);
-            s.recorder = Recorder::of(&ledger);
             s.ledger = ledger;
             s.last_applied = meta.last_log_id;
             s.membership = meta.last_membership.clone();

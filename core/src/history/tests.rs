@@ -206,9 +206,12 @@ fn a_recorder_started_from_a_snapshot_records_what_the_first_one_does() {
     assert_eq!(replayed[2].user, "bob");
 }
 
+/// The open spans, licensed steps and seats counted now, as [`source_parts`] gives them.
+type Parts = (Vec<(String, Span)>, Vec<Step>, BTreeMap<String, u64>);
+
 /// What the server hands the reports: the records, the seats counted now (from the
 /// ledger) and the licensed steps (the `Licensed` records, which it keeps apart).
-fn source_parts(t: &Hist) -> (Vec<(String, Span)>, Vec<Step>, BTreeMap<String, u64>) {
+fn source_parts(t: &Hist) -> Parts {
     let open =
         t.h.l
             .seats()

@@ -184,6 +184,9 @@ pub(crate) struct Pool {
     pub cap: Option<u64>,
     /// Seats charged (held or lingering), by the version they were checked out at.
     pub demand: BTreeMap<Version, u64>,
+    /// The options file's `MAX_OVERDRAFT` for the pool: at most this many seats beyond
+    /// the licensed count, whatever the lines allow (see `policy.rs`).
+    pub overdraft_cap: Option<u64>,
 }
 
 /// How long before a term's end a pool is "expiring": the renewal is usually issued four
@@ -277,6 +280,10 @@ impl Pool {
                         licensed += u64::from(*seats);
                         with_overdraft += u64::from(*seats);
                     }
+                }
+                // The site may use less overdraft than the vendor allows, never more.
+                if let Some(od) = self.overdraft_cap {
+                    with_overdraft = with_overdraft.min(licensed.saturating_add(od));
                 }
                 // An edition's cap bounds everything, overdraft included.
                 if let Some(cap) = self.cap {

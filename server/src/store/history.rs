@@ -39,7 +39,9 @@ const PRUNE_BATCH: usize = 10_000;
 pub enum HistoryError {
     #[error("history store: {0}")]
     Store(String),
-    #[error("history store: a record does not decode ({0}); was this data written by another release?")]
+    #[error(
+        "history store: a record does not decode ({0}); was this data written by another release?"
+    )]
     Decode(String),
     #[error("the history writer has stopped")]
     Stopped,
@@ -110,7 +112,9 @@ impl Writer {
     /// from a blocking thread.
     pub fn flush(&self) -> Result<(), HistoryError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send(Msg::Flush(tx)).map_err(|_| HistoryError::Stopped)?;
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| HistoryError::Stopped)?;
         rx.recv().map_err(|_| HistoryError::Stopped)?
     }
 
@@ -181,7 +185,8 @@ fn run(db: &Database, rx: &mpsc::Receiver<Msg>) {
             match msg {
                 Msg::Write(r) => records.extend(r),
                 Msg::Prune { before_ms } => {
-                    let r = write(db, std::mem::take(&mut records)).and_then(|()| prune(db, before_ms));
+                    let r =
+                        write(db, std::mem::take(&mut records)).and_then(|()| prune(db, before_ms));
                     log_failure(r);
                 }
                 Msg::Flush(reply) => {
@@ -189,8 +194,8 @@ fn run(db: &Database, rx: &mpsc::Receiver<Msg>) {
                     replies.push((reply, r));
                 }
                 Msg::Replace(section, reply) => {
-                    let r = write(db, std::mem::take(&mut records))
-                        .and_then(|()| replace(db, section));
+                    let r =
+                        write(db, std::mem::take(&mut records)).and_then(|()| replace(db, section));
                     replies.push((reply, r));
                 }
             }

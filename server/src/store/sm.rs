@@ -87,7 +87,9 @@ fn envelope(ledger: Vec<u8>, section: &super::history::Section) -> Result<Vec<u8
 
 /// The ledger's bytes and the history a received snapshot carries. A bare ledger
 /// snapshot (as persisted locally) carries no history.
-fn open_envelope(data: Vec<u8>) -> Result<(Vec<u8>, Option<super::history::Section>), StorageError> {
+fn open_envelope(
+    data: Vec<u8>,
+) -> Result<(Vec<u8>, Option<super::history::Section>), StorageError> {
     let Some(rest) = data.strip_prefix(ENVELOPE.as_slice()) else {
         return Ok((data, None));
     };

@@ -137,10 +137,12 @@ fn checkin(index: u64, at: u64, session: u64, lease: u64, linger: Option<u64>) -
             seat: lease,
             until,
         },
+        // The checker does not read when a seat was charged (the usage history does).
         None => Event::Reclaimed {
             feature: "gamma".into(),
             seat: lease,
             count: 1,
+            charged_ms: 0,
         },
     });
     step(
@@ -164,6 +166,7 @@ fn reclaim(index: u64, at: u64, seat: u64) -> Step {
             feature: "gamma".into(),
             seat,
             count: 1,
+            charged_ms: 0,
         }],
     )
 }
@@ -380,6 +383,7 @@ fn the_checker_catches_forged_bad_histories() {
                             feature: "gamma".into(),
                             seat: 3,
                             count: 1,
+                            charged_ms: 1_000,
                         },
                     ],
                 )

@@ -479,3 +479,31 @@ fn two_ledgers_applying_the_same_log_agree() {
     }
     assert!(replay.same_state(&h.l));
 }
+
+#[test]
+fn a_lowered_overdraft_never_revokes_seats_held_in_it_later() {
+    let mut l = line("cad", "1.0", 2);
+    l.overdraft = 3;
+    let mut h = H::new(vec![l.clone()]);
+    let ann = h.open(1, "ann", "ws1");
+    let g = h.grant(ann, "cad", 4);
+    loaded(&mut h, "MAX_OVERDRAFT cad 0\n");
+    // A later license load re-checks every pool against what it grants: the options
+    // file's cap is not part of that test, so the seats held in overdraft stay.
+    let r = h.op(Op::LoadLicense {
+        source: "more.lic".into(),
+        license: crate::license::LicenseFile {
+            vendors: vec!["acme".into()],
+            lines: vec![super::tests::incr("cam", "1.0", 1)],
+        },
+    });
+    assert!(matches!(r.reply, Reply::LicenseLoaded { .. }), "{r:?}");
+    assert!(h.l.lease(g.lease).is_some());
+    assert!(h.l.revocations(ann).is_empty());
+    assert_eq!(h.in_use("cad"), 4);
+    // New seats are refused until use is back under the capped count.
+    assert!(matches!(
+        denied(&h.checkout(ann, "cad", 1)),
+        DenyReason::NoSeats { available: 2, .. }
+    ));
+}

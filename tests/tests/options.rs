@@ -110,10 +110,11 @@ fn lease_ids(endpoints: &str) -> Vec<u64> {
 
 const POLICY: &str = "\
 # the site's policy
-GROUP eng ann bob
+GROUP design ann ed
 EXCLUDE alpha USER eve
-RESERVE 1 alpha USER ann
+RESERVE 1 alpha GROUP design
 MAX 1 beta USER cy
+INCLUDE gamma USER ann
 ";
 
 const REPLACED: &str = "\
@@ -180,7 +181,7 @@ async fn an_options_file_is_enforced_by_every_node_and_survives_a_leader_kill() 
     std::fs::write(&good, POLICY).unwrap();
     let o = tallyctl(ep, &["options", "load", good.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("4 directive(s) loaded"), "{}", text(&o));
+    assert!(text(&o).contains("5 directive(s) loaded"), "{}", text(&o));
     // A bad load afterwards leaves it as it is.
     let o = tallyctl(ep, &["options", "load", over.to_str().unwrap()]);
     assert!(!o.status.success());
@@ -189,10 +190,11 @@ async fn an_options_file_is_enforced_by_every_node_and_survives_a_leader_kill() 
         shown.lines().collect::<Vec<_>>(),
         [
             "",
-            "GROUP eng ann bob",
+            "GROUP design ann ed",
             "EXCLUDE alpha USER eve",
-            "RESERVE 1 alpha USER ann",
-            "MAX 1 beta USER cy"
+            "RESERVE 1 alpha GROUP design",
+            "MAX 1 beta USER cy",
+            "INCLUDE gamma USER ann"
         ]
     );
 
@@ -203,14 +205,14 @@ async fn an_options_file_is_enforced_by_every_node_and_survives_a_leader_kill() 
         "eve",
         "EXCLUDED_BY_POLICY (options line 3: EXCLUDE alpha USER eve)",
     );
-    // RESERVE: dan takes the second seat; the third is ann's, so cy is refused; ann
-    // gets it.
+    // RESERVE for a group: dan takes the second seat; the third is kept for the design
+    // group, so cy is refused and ann, of the group, gets it.
     let (_dan, _) = hold(ep, "alpha", "dan");
     denied_with(
         ep,
         "alpha",
         "cy",
-        "RESERVED_FOR_OTHERS (options line 4: RESERVE 1 alpha USER ann)",
+        "RESERVED_FOR_OTHERS (options line 4: RESERVE 1 alpha GROUP design)",
     );
     let (_ann, _) = hold(ep, "alpha", "ann");
     // MAX: cy may hold one seat of beta, not two.
@@ -221,6 +223,15 @@ async fn an_options_file_is_enforced_by_every_node_and_survives_a_leader_kill() 
         "cy",
         "MAX_REACHED_BY_POLICY (options line 5: MAX 1 beta USER cy)",
     );
+    // INCLUDE: gamma is ann's alone.
+    denied_with(
+        ep,
+        "gamma",
+        "eve",
+        "EXCLUDED_BY_POLICY (options line 6: INCLUDE gamma USER ann)",
+    );
+    let (code, err) = checkout(ep, "gamma", "ann");
+    assert_eq!(code, Some(0), "{err}");
     // `features` shows the lines per feature.
     let features = tallyctl_json(ep, &["features"]);
     let alpha = features
@@ -233,7 +244,7 @@ async fn an_options_file_is_enforced_by_every_node_and_survives_a_leader_kill() 
         alpha["policy"],
         serde_json::json!([
             "line 3: EXCLUDE alpha USER eve",
-            "line 4: RESERVE 1 alpha USER ann"
+            "line 4: RESERVE 1 alpha GROUP design"
         ])
     );
 

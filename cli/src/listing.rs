@@ -145,6 +145,7 @@ fn print_features(
                     "assigned": (f.model == "named_user").then_some(f.assigned),
                     "window_ends": (f.window_ends_ms > 0).then_some(f.window_ends_ms),
                     "holders": f.holders.iter().map(lease_json).collect::<Vec<_>>(),
+                    "policy": f.policy,
                 })
             })
             .collect();
@@ -215,6 +216,10 @@ fn print_features(
         println!("  {}", about.join(", "));
         if let Some(line) = term_line(f) {
             println!("  {line}");
+        }
+        // The options file's reservations, caps and lists for the feature, by line.
+        for p in &f.policy {
+            println!("  options {p}");
         }
         for h in &f.holders {
             let display = if h.display.is_empty() {

@@ -9,6 +9,7 @@ mod checkout;
 mod license;
 mod listing;
 mod lmstat;
+mod options;
 mod pki;
 mod report;
 mod sessions;
@@ -139,6 +140,10 @@ enum Cmd {
     /// License files: load into the cluster, list, and the vendor's kit.
     #[command(subcommand)]
     License(license::Cmd),
+    /// The site's options file (FlexNet-style RESERVE, MAX, INCLUDE, EXCLUDE, ...): load
+    /// it into the cluster, show the one in force, check one offline.
+    #[command(subcommand)]
+    Options(options::Cmd),
     /// Cluster membership: add a node (as a learner, caught up), then make it vote.
     #[command(subcommand)]
     Node(admin::NodeCmd),
@@ -267,6 +272,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<tally_core::Error>().is_some()
         || e.downcast_ref::<license::InvalidOnCluster>().is_some()
+        || e.downcast_ref::<options::Invalid>().is_some()
     {
         return 5;
     }
@@ -291,7 +297,8 @@ fn hint(e: &anyhow::Error) -> &'static str {
 /// The cluster flags, global so that they go anywhere on the line.
 const CLUSTER_FLAGS: [&str; 6] = ["endpoints", "timeout", "ca", "cert", "key", "config"];
 /// Commands that never dial a cluster: their help leaves the cluster flags out.
-const OFFLINE: [[&str; 2]; 5] = [
+const OFFLINE: [[&str; 2]; 6] = [
+    ["options", "check"],
     ["license", "keygen"],
     ["license", "sign"],
     ["license", "verify"],
@@ -397,6 +404,7 @@ fn main() -> ExitCode {
             Cmd::Users(c) => users::run(&ctx, c).await,
             Cmd::Report(c) => report::run(&ctx, c).await,
             Cmd::License(c) => license::run(&ctx, c).await,
+            Cmd::Options(c) => options::run(&ctx, c).await,
             Cmd::Node(c) => admin::node(&ctx, c).await,
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,
             Cmd::Bench(c) => bench::run(&ctx, c).await,

@@ -219,6 +219,11 @@ impl admin_server::Admin for Admin {
                     },
                     assigned: f.assigned,
                     window_ends_ms: f.window_ends_ms.unwrap_or(0),
+                    policy: l
+                        .options()
+                        .about(&f.name)
+                        .map(ToString::to_string)
+                        .collect(),
                     name: f.name,
                     holders,
                 }
@@ -866,6 +871,125 @@ impl admin_server::Admin for Admin {
             .map_err(|e| Status::internal(e.to_string()))?
             .map(Response::new)
     }
+
+    /// Replaces the options file. Parsed here first, every mistake reported with its
+    /// line and column, so bad input costs no log entry; reservations are checked here
+    /// too (against the counts this node knows) and again by the ledger, which decides.
+    async fn load_options(
+        &self,
+        req: Request<pb::LoadOptionsRequest>,
+    ) -> Result<Response<pb::LoadOptionsResponse>, Status> {
+        let admin = admin_name(&req);
+        let r = req.into_inner();
+        let source = if r.source.is_empty() {
+            "options file".to_owned()
+        } else {
+            r.source.chars().take(256).collect()
+        };
+        let (options, errors) = tally_core::options::parse_all(&r.text);
+        if !errors.is_empty() {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(Status::invalid_argument(format!(
+                "{source}: {} mistake(s), nothing loaded:\n{}",
+                errors.len(),
+                lines.join("\n")
+            )));
+        }
+        {
+            let sm = self.shared.sm.read();
+            let seats = sm
+                .ledger
+                .licensed()
+                .iter()
+                .filter_map(|(f, (issued, _))| u32::try_from(*issued).ok().map(|n| (f.clone(), n)))
+                .collect();
+            options.check_reservations(&seats).map_err(|e| {
+                Status::failed_precondition(format!("{source}: {e}; nothing loaded"))
+            })?;
+        }
+        let directives = u32::try_from(options.lines().len()).unwrap_or(u32::MAX);
+        let not_enforced = not_enforced(&options);
+        let op = if options.lines().is_empty() {
+            Op::ClearOptions
+        } else {
+            Op::LoadOptions { options }
+        };
+        let out = self.shared.propose_by(op, Some(admin.clone())).await?;
+        match out.reply {
+            Reply::OptionsLoaded { lines } => {
+                tracing::warn!(%admin, %source, directives = lines, "options file loaded: the new policy holds from now on; held seats are kept");
+                Ok(Response::new(pb::LoadOptionsResponse {
+                    directives,
+                    not_enforced,
+                }))
+            }
+            Reply::OptionsRefused {
+                feature,
+                reserved,
+                seats,
+                lines,
+            } => {
+                let e = tally_core::options::OptionsError::Overbooked {
+                    feature,
+                    reserved,
+                    seats,
+                    lines,
+                };
+                Err(Status::failed_precondition(format!(
+                    "{source}: {e}; nothing loaded"
+                )))
+            }
+            other => Err(crate::convert::unexpected(&other)),
+        }
+    }
+
+    async fn get_options(
+        &self,
+        _: Request<pb::GetOptionsRequest>,
+    ) -> Result<Response<pb::GetOptionsResponse>, Status> {
+        self.shared.linearizable().await?;
+        let sm = self.shared.sm.read();
+        let options = sm.ledger.options();
+        Ok(Response::new(pb::GetOptionsResponse {
+            text: options.to_string(),
+            directives: u32::try_from(options.lines().len()).unwrap_or(u32::MAX),
+            not_enforced: not_enforced(options),
+        }))
+    }
+}
+
+/// The lines of an options file that are kept but have no effect yet, each with why:
+/// what `options load` and `options show` warn about.
+fn not_enforced(options: &tally_core::options::Options) -> Vec<String> {
+    use tally_core::options::{Directive as D, Target};
+    let about_project = |who: &Target| matches!(who, Target::Project(_));
+    options
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            let why = match &l.directive {
+                D::Timeout { .. } | D::TimeoutAll { .. } => {
+                    "idle timeouts are kept but not enforced yet (clients do not report idle time)"
+                }
+                D::MaxBorrowHours { .. }
+                | D::BorrowLowwater { .. }
+                | D::IncludeBorrow { .. }
+                | D::ExcludeBorrow { .. } => "borrowing is not built yet",
+                D::Include { who, .. }
+                | D::IncludeAll { who }
+                | D::Exclude { who, .. }
+                | D::ExcludeAll { who }
+                | D::Reserve { who, .. }
+                | D::Max { who, .. }
+                    if about_project(who) =>
+                {
+                    "clients send no project tag yet, so PROJECT matches nobody"
+                }
+                _ => return None,
+            };
+            Some(format!("{l}: {why}"))
+        })
+        .collect()
 }
 
 /// The administrator's certificate name, as the Guard proved it, for the server's log of

@@ -6,6 +6,7 @@ use tally_core::ledger::{
     TermState,
 };
 use tally_core::license::{Date, DupGroup, Zone};
+use tally_core::options::DenialCode;
 use tally_proto::v1 as pb;
 use tonic::Status;
 
@@ -192,6 +193,17 @@ pub fn deny_message(reason: &DenyReason, feature: &str, zone: Zone) -> String {
             "\"{feature}\" is a component of the suite \"{suite}\", whose seat every checkout of a component takes too: {}",
             deny_message(reason, suite, zone)
         ),
+        // `RESERVED_FOR_OTHERS (options line 4: RESERVE 2 cad USER ann): 2 of the 2
+        // free seat(s) of cad are reserved for others`: the admin's file, by line.
+        DenyReason::Policy {
+            code,
+            line,
+            directive,
+            detail,
+        } => format!(
+            "{} (options line {line}: {directive}): {detail}",
+            code.as_str()
+        ),
     }
 }
 
@@ -217,6 +229,14 @@ pub fn denial_code(reason: &DenyReason) -> pb::DenialReason {
         DenyReason::NamedUserBlocked { .. } => D::NamedUserBlocked,
         DenyReason::NotNamedUser => D::NotNamedUser,
         DenyReason::WrongClient => D::WrongClient,
+        DenyReason::Policy { code, .. } => match code {
+            DenialCode::ExcludedByPolicy => D::ExcludedByPolicy,
+            DenialCode::MaxReachedByPolicy => D::MaxReachedByPolicy,
+            DenialCode::ReservedForOthers => D::ReservedForOthers,
+            // Only a borrow is refused for BORROW_LOWWATER, and borrowing is not built
+            // yet; its work appends a code of its own.
+            DenialCode::BorrowLowwater => D::Unspecified,
+        },
     }
 }
 

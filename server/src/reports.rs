@@ -217,6 +217,7 @@ pub fn flat(r: &Record, zone: Zone) -> Value {
         What::Dequeued { place, reason } => (0, *place, denial(reason, &r.feature, zone)),
         What::LicenseLoaded { source, lines } => (u64::from(*lines), 0, source.clone()),
         What::LicenseUnloaded { source } => (0, 0, source.clone()),
+        What::OptionsLoaded { directives } => (u64::from(*directives), 0, String::new()),
         What::Assigned { users, assigned } | What::Unassigned { users, assigned } => {
             (*assigned, 0, users.join(" "))
         }

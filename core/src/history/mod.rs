@@ -95,6 +95,10 @@ pub enum What {
     LicenseUnloaded {
         source: String,
     },
+    /// A site options file took effect (0 directives: the policy was cleared).
+    OptionsLoaded {
+        directives: u32,
+    },
     /// Named users were assigned; `assigned`: the feature's assignments after.
     Assigned {
         users: Vec<String>,
@@ -150,6 +154,7 @@ impl What {
             What::Dequeued { .. } => "dequeued",
             What::LicenseLoaded { .. } => "license_loaded",
             What::LicenseUnloaded { .. } => "license_unloaded",
+            What::OptionsLoaded { .. } => "options_loaded",
             What::Assigned { .. } => "assigned",
             What::Unassigned { .. } => "unassigned",
             What::Licensed { .. } => "licensed",

@@ -198,6 +198,12 @@ impl Recorder {
                     };
                     push("", nobody(), what);
                 }
+                Event::OptionsLoaded { directives } => {
+                    let what = What::OptionsLoaded {
+                        directives: *directives,
+                    };
+                    push("", nobody(), what);
+                }
                 Event::UsersAssigned { feature, users } => {
                     let what = What::Assigned {
                         users: users.clone(),

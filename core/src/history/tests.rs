@@ -424,3 +424,21 @@ fn a_named_user_true_up_counts_assignments_not_checkouts() {
     assert_eq!(tu.len(), 1);
     assert_eq!((tu[0].peak, tu[0].licensed, tu[0].short), (3, 2, 1));
 }
+
+#[test]
+fn an_options_file_taking_effect_is_recorded_and_a_policy_denial_names_its_line() {
+    let mut t = Hist::new(vec![overdrawn("cad", 2, 0, 0)]);
+    let options = crate::options::parse("# site policy\nEXCLUDE cad USER bob\n").unwrap();
+    t.op(Op::LoadOptions { options });
+    let s = t.open(2, "bob");
+    assert!(matches!(t.checkout(s, "cad", 1), Reply::Denied(_)));
+    let tail: Vec<&Record> = t.records.iter().rev().take(2).collect();
+    assert_eq!(tail[1].what, What::OptionsLoaded { directives: 1 });
+    match &tail[0].what {
+        What::Denied {
+            reason: crate::ledger::DenyReason::Policy { line, .. },
+        } => assert_eq!(*line, 2),
+        w => panic!("{w:?}"),
+    }
+    assert_eq!(tail[0].user, "bob");
+}

@@ -224,6 +224,13 @@ pub(crate) fn pools_from(st: &State) -> (BTreeMap<String, Vec<Pool>>, Duplicates
         pool.linger_ms = pool.linger_ms.max(u64::from(line.linger_secs) * 1000);
         pool.lines.push(PoolLine::from_line(line, zone));
     }
+    for (name, of_feature) in &mut pools {
+        for pool in of_feature {
+            let versions = pool.lines.iter().map(|l| l.version.clone());
+            pool.overdraft_cap =
+                super::policy::overdraft_cap(&st.options, name, pool.dup_group, versions);
+        }
+    }
     (pools, duplicates, eff)
 }
 

@@ -13,6 +13,7 @@ mod clock;
 mod index;
 mod loads;
 mod named;
+mod policy;
 mod pool;
 mod queue;
 mod revoke;
@@ -26,6 +27,8 @@ mod zone;
 mod flexnet_tests;
 #[cfg(test)]
 mod named_tests;
+#[cfg(test)]
+mod options_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
@@ -227,6 +230,10 @@ struct State {
     /// self-describing encodings (postcard needs that shim, not this).
     #[serde(default)]
     time_zone: Option<String>,
+    /// The site's options file in force (see `policy.rs`); empty while none is loaded.
+    /// Appended last (snapshot format 6).
+    #[serde(default)]
+    options: crate::options::Options,
 }
 
 impl State {
@@ -287,6 +294,8 @@ impl Ledger {
                     | Op::UnloadLicense { .. }
                     | Op::SetTimeZone { .. }
                     | Op::RepairClock { .. }
+                    | Op::LoadOptions { .. }
+                    | Op::ClearOptions
             );
         self.advance_clock(entry.at_ms, &mut events);
         let reply = match self.client_request(&entry.op) {
@@ -444,6 +453,8 @@ impl Ledger {
                 zone,
                 only_if_unset,
             } => self.set_time_zone(zone, *only_if_unset, ev),
+            Op::LoadOptions { options } => self.load_options(options, ev),
+            Op::ClearOptions => self.load_options(&crate::options::Options::empty(), ev),
         }
     }
 

@@ -184,6 +184,9 @@ pub(crate) struct Pool {
     pub cap: Option<u64>,
     /// Seats charged (held or lingering), by the version they were checked out at.
     pub demand: BTreeMap<Version, u64>,
+    /// The options file's `MAX_OVERDRAFT` for the pool: at most this many seats beyond
+    /// the licensed count, whatever the lines allow (see `policy.rs`).
+    pub overdraft_cap: Option<u64>,
 }
 
 /// How long before a term's end a pool is "expiring": the renewal is usually issued four
@@ -235,7 +238,10 @@ impl Pool {
 
     /// Seats the counting lines grant at `now`, licensed and with overdraft. Lines past
     /// their grace fall back to the largest demo count among them when nothing else counts.
-    fn capacity(&self, now: TimeMs) -> Capacity {
+    /// With `site`, the options file's `MAX_OVERDRAFT` lowers the overdraft: for new
+    /// grants and listings, never for the tests that revoke held seats (a policy change
+    /// takes no seat back, not even at a later license load or term boundary).
+    fn capacity(&self, now: TimeMs, site: bool) -> Capacity {
         let live: Vec<&PoolLine> = self
             .lines
             .iter()
@@ -277,6 +283,10 @@ impl Pool {
                         licensed += u64::from(*seats);
                         with_overdraft += u64::from(*seats);
                     }
+                }
+                // The site may use less overdraft than the vendor allows, never more.
+                if let Some(od) = self.overdraft_cap.filter(|_| site) {
+                    with_overdraft = with_overdraft.min(licensed.saturating_add(od));
                 }
                 // An edition's cap bounds everything, overdraft included.
                 if let Some(cap) = self.cap {
@@ -348,7 +358,7 @@ impl Pool {
             let start_ms = eligible.iter().map(|l| l.start_ms).min().unwrap_or(0);
             return Err(DenyReason::NotYetStarted { start_ms });
         }
-        let cap = self.capacity(now);
+        let cap = self.capacity(now, true);
         let first = cap
             .thresholds
             .iter()
@@ -386,7 +396,7 @@ impl Pool {
     /// Hall's condition at every threshold, and no seat charged at a version above every
     /// line (possible after a reload removed the line that granted it).
     pub fn fits(&self, now: TimeMs) -> bool {
-        let cap = self.capacity(now);
+        let cap = self.capacity(now, false);
         let top = cap.thresholds.last().map(|t| &t.0);
         if self.demand.keys().any(|v| top.is_none_or(|t| v > t)) {
             return false;
@@ -397,7 +407,7 @@ impl Pool {
     /// Whether a seat charged at `version` counts against a threshold that is over at
     /// `now`, or needs a version no line has: taking such a seat away helps the pool fit.
     pub fn over_for(&self, now: TimeMs, version: &Version) -> bool {
-        let cap = self.capacity(now);
+        let cap = self.capacity(now, false);
         let Some(top) = cap.thresholds.last().map(|t| &t.0) else {
             return true;
         };
@@ -480,7 +490,7 @@ impl Pool {
     /// Seats that the counting lines grant now (licensed, overdraft limit), at the lowest
     /// version. For status displays.
     pub fn issued(&self, now: TimeMs) -> (u64, u64) {
-        let cap = self.capacity(now);
+        let cap = self.capacity(now, true);
         cap.thresholds.first().map_or((0, 0), |t| (t.1, t.2 - t.1))
     }
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DenyReason, Event, Ledger, Reply, RequestId, SessionId, TimeMs};
 use crate::license::{DupGroup, Version};
+use crate::options::DenialCode;
 
 /// Most ended waits answered per entry, so one entry never does unbounded work.
 const TIMEOUTS_PER_ENTRY: usize = 1_000;
@@ -248,7 +249,23 @@ impl Ledger {
         let mut short = false;
         for pool in pools {
             match pool.admit(now, &w.version, w.count) {
-                Ok(_) => return true,
+                Ok(_) => match self.policy_consent(
+                    w.session,
+                    &w.feature,
+                    &w.version,
+                    pool.dup_group,
+                    w.count,
+                ) {
+                    Ok(()) => return true,
+                    // Excluded (a new options file, say): answered with the denial.
+                    Err(DenyReason::Policy {
+                        code: DenialCode::ExcludedByPolicy,
+                        ..
+                    }) => return true,
+                    // A MAX or others' reservations: waits on, as for seats, until its
+                    // own or others' seats come back.
+                    Err(_) => short = true,
+                },
                 // More than this pool grants at all now: another pool may still.
                 Err(DenyReason::NoSeats {
                     requested,
@@ -289,9 +306,12 @@ impl Ledger {
         let pools = self.ix.pools_of(feature);
         places.iter().any(|place| {
             self.st.queue.get(place).is_some_and(|w| {
-                pools
-                    .iter()
-                    .any(|p| p.admit(now, &w.version, w.count).is_ok())
+                pools.iter().any(|p| {
+                    p.admit(now, &w.version, w.count).is_ok()
+                        && self
+                            .policy_consent(w.session, feature, &w.version, p.dup_group, w.count)
+                            .is_ok()
+                })
             })
         })
     }

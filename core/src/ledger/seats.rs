@@ -170,6 +170,19 @@ impl Ledger {
                 break;
             }
         }
+        // The site's policy, before anything is charged: for the pool the grant would
+        // come from (the reused seat's, else the first that has seats, else the first
+        // usable one, so a full pool still refuses an excluded user as excluded and
+        // never queues them). Reusing a seat takes no seat, which MAX and RESERVE are
+        // about.
+        let policy_group = reuse
+            .map(|r| r.1)
+            .or_else(|| answers.iter().find(|(_, a)| a.is_ok()).map(|(g, _)| *g))
+            .or_else(|| answers.iter().find(|(_, a)| grantable(a)).map(|(g, _)| *g));
+        if let Some(group) = policy_group {
+            let seats = if reuse.is_some() { 0 } else { count };
+            self.policy_consent(session, feature, version, group, seats)?;
+        }
         let pools = self.ix.pools_of(feature);
         let fresh = match reuse {
             Some(_) => None,

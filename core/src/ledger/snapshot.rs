@@ -13,10 +13,13 @@ const MAGIC: &[u8; 8] = b"TALLYLG\0";
 /// their suite seat, license lines their `UPGRADE`, `SUPERSEDE`, `SUITE_DUP_GROUP` and
 /// `PACKAGE` fields and metering terms (`METER_INTERVAL`, `METER_MIN`, `OVERUSE_DAYS`).
 /// 5: seats keep when they were charged (the usage history's spans).
+/// 6: the site's options file (`State::options`, appended last), and the replies and
+/// denials it brings (`Reply::OptionsLoaded`/`OptionsRefused`, `DenyReason::Policy`,
+/// appended to their enums) in the kept answers.
 /// Fields joined inside nested records, not only at the end, so a
 /// format-3 state cannot be read as a format-4 one: an older snapshot is refused by
 /// number (the data directory must be made anew; no site runs a released format yet).
-const FORMAT: u8 = 5;
+const FORMAT: u8 = 6;
 
 impl Ledger {
     /// The whole ledger as bytes. Equal ledgers give equal bytes.

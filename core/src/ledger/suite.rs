@@ -159,9 +159,14 @@ impl Ledger {
             return;
         }
         let linger_ms = if linger {
-            self.ix
+            let vendor = self
+                .ix
                 .pool(&seat.feature, seat.group)
-                .map_or(0, |p: &Pool| p.linger_ms)
+                .map_or(0, |p: &Pool| p.linger_ms);
+            // An options file's LINGER may lengthen the vendor's, never shorten it.
+            let site =
+                Ledger::site_linger_ms(&self.st.options, &seat.feature, &seat.version, seat.group);
+            vendor.max(site)
         } else {
             0
         };

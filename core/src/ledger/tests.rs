@@ -1016,7 +1016,7 @@ fn snapshot_restore_is_exact_and_garbage_is_refused() {
     future[8] = 99;
     assert_eq!(
         Ledger::restore(&future).unwrap_err().to_string(),
-        "ledger snapshot: format 99 is not supported (this build reads format 5): make the data directory anew"
+        "ledger snapshot: format 99 is not supported (this build reads format 6): make the data directory anew"
     );
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::license::{ClusterId, LicenseFile, Version};
+use crate::options::{DenialCode, Options};
 
 /// Milliseconds since the Unix epoch, as stamped by the leader that proposed an entry.
 pub type TimeMs = u64;
@@ -161,6 +162,16 @@ pub enum Op {
     /// a default that reaches the log after an administrator's choice never undoes it.
     /// Appended: postcard encodes variants by position.
     SetTimeZone { zone: String, only_if_unset: bool },
+    /// An administrator's options file (see [`crate::options`]), replacing the one in
+    /// force as a whole. It travels parsed, not as text: the entry then means the same to
+    /// every node whatever parser its release has (a rolling upgrade that fixed a parser
+    /// corner must not make nodes disagree on a policy already in the log), and the
+    /// server has parsed it once anyway to tell the admin where a mistake is. A file
+    /// whose RESERVE lines overbook a pool is refused and changes nothing
+    /// ([`Reply::OptionsRefused`]). Appended: postcard encodes variants by position.
+    LoadOptions { options: Options },
+    /// Back to no options file: everyone may use everything. Appended.
+    ClearOptions,
 }
 
 /// Why a checkout or a session-scoped request was refused.
@@ -240,6 +251,15 @@ pub enum DenyReason {
     SuiteDenied {
         suite: String,
         reason: Box<DenyReason>,
+    },
+    /// The site's options file refuses it: `code` says how, `line` and `directive` (its
+    /// canonical text) which line of the file, `detail` the particulars. Appended: the
+    /// enum is in stored replies.
+    Policy {
+        code: DenialCode,
+        line: u32,
+        directive: String,
+        detail: String,
     },
 }
 
@@ -345,6 +365,19 @@ pub enum Reply {
     /// nothing was changed. Appended: the enum is in stored replies.
     UnknownTimeZone {
         zone: String,
+    },
+    /// `LoadOptions` took effect; `lines`: its directives. Appended.
+    OptionsLoaded {
+        lines: u32,
+    },
+    /// `LoadOptions` was refused, nothing changed: the RESERVE lines of `feature` (from
+    /// the first that does not fit, `lines`) reserve `reserved` seats of a pool of
+    /// `seats`. Appended.
+    OptionsRefused {
+        feature: String,
+        reserved: u64,
+        seats: u32,
+        lines: Vec<u32>,
     },
 }
 
@@ -499,6 +532,11 @@ pub enum Event {
         feature: String,
         issued: u64,
         overdraft_limit: u64,
+    },
+    /// A site options file took effect (`directives`: 0 when the policy was cleared).
+    /// Appended.
+    OptionsLoaded {
+        directives: u32,
     },
 }
 

@@ -116,17 +116,38 @@ impl Source<'_> {
 
     /// Features the records, open seats or licensed counts name, in order.
     pub fn features(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
+        let all: std::collections::BTreeSet<&str> = self
             .records
             .iter()
-            .map(|r| r.feature.clone())
-            .chain(self.open.iter().map(|(f, _)| f.clone()))
-            .chain(self.licensed.iter().map(|s| s.feature.clone()))
+            .map(|r| r.feature.as_str())
+            .chain(self.open.iter().map(|(f, _)| f.as_str()))
+            .chain(self.licensed.iter().map(|s| s.feature.as_str()))
             .filter(|f| !f.is_empty())
             .collect();
-        all.sort();
-        all.dedup();
-        all
+        all.into_iter().map(str::to_owned).collect()
+    }
+
+    /// [`Source::spans`] of every feature, in one pass over the records.
+    pub fn spans_by_feature(&self, from_ms: u64) -> BTreeMap<&str, Vec<Span>> {
+        let mut out: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+        for r in self.records {
+            if let What::Reclaimed {
+                count, charged_ms, ..
+            } = r.what
+            {
+                if r.at_ms >= from_ms {
+                    out.entry(r.feature.as_str()).or_default().push(Span {
+                        start_ms: charged_ms,
+                        end_ms: Some(r.at_ms),
+                        count,
+                    });
+                }
+            }
+        }
+        for (f, s) in self.open {
+            out.entry(f.as_str()).or_default().push(*s);
+        }
+        out
     }
 }
 
@@ -190,8 +211,45 @@ pub fn usage(
             max: MAX_USAGE_ROWS,
         });
     }
+    // One pass over the records for every feature (a month is a million records, and
+    // a report of every feature must not read them once per feature).
+    let (lo, hi) = (first * interval_ms, end.saturating_mul(interval_ms));
+    let mut of: BTreeMap<&str, Seen> = features
+        .iter()
+        .map(|f| (f.as_str(), Seen::default()))
+        .collect();
+    for r in src.records {
+        let Some(seen) = of.get_mut(r.feature.as_str()) else {
+            continue;
+        };
+        match r.what {
+            What::Reclaimed {
+                count, charged_ms, ..
+            } if r.at_ms >= lo => seen.spans.push(Span {
+                start_ms: charged_ms,
+                end_ms: Some(r.at_ms),
+                count,
+            }),
+            What::Denied { .. } if (lo..hi).contains(&r.at_ms) => seen.denied.push(r.at_ms),
+            What::Queued { .. } if (lo..hi).contains(&r.at_ms) => seen.queued.push(r.at_ms),
+            _ => {}
+        }
+    }
+    for (f, span) in src.open {
+        if let Some(seen) = of.get_mut(f.as_str()) {
+            seen.spans.push(*span);
+        }
+    }
+    for s in src.licensed {
+        if let Some(seen) = of.get_mut(s.feature.as_str()) {
+            seen.steps.push((s.at_ms, s.issued));
+        }
+    }
     let mut out = Vec::new();
     for feature in features {
+        let Some(seen) = of.remove(feature.as_str()) else {
+            continue;
+        };
         let base = out.len();
         for k in first..end {
             let start_ms = k * interval_ms;
@@ -207,17 +265,13 @@ pub fn usage(
             });
         }
         let row = |t: u64| base + usize::try_from(t / interval_ms - first).unwrap_or(usize::MAX);
-        let (lo, hi) = (first * interval_ms, end.saturating_mul(interval_ms));
-        let steps = src.licensed_steps(feature);
-        let lic = |t: u64| {
-            steps
-                .iter()
-                .take_while(|s| s.0 <= t)
-                .last()
-                .map_or(0, |s| s.1)
+        let steps = &seen.steps;
+        let lic = |t: u64| match steps.partition_point(|s| s.0 <= t) {
+            0 => 0,
+            i => steps[i - 1].1,
         };
-        let mut events = Vec::new();
-        for s in src.spans(feature, lo) {
+        let mut events = Vec::with_capacity(seen.spans.len() * 2);
+        for s in &seen.spans {
             // A span holds at least the millisecond it starts in (see usage::trueup).
             let end = s.end_ms.unwrap_or(src.now_ms).max(s.start_ms + 1);
             if end <= lo || s.start_ms >= hi {
@@ -228,35 +282,34 @@ pub fn usage(
                 events.push((end, -i64::from(s.count)));
             }
         }
-        let changes: Vec<u64> = steps.iter().map(|s| s.0).collect();
-        usage::sweep::runs(
-            events,
-            changes.into_iter(),
-            lo,
-            hi,
-            lic,
-            |a, b, level, _| {
-                for r in &mut out[row(a)..=row(b - 1)] {
-                    r.peak = r.peak.max(level);
-                }
-            },
-        );
+        let changes = steps.iter().map(|s| s.0);
+        usage::sweep::runs(events, changes, lo, hi, lic, |a, b, level, _| {
+            for r in &mut out[row(a)..=row(b - 1)] {
+                r.peak = r.peak.max(level);
+            }
+        });
         for r in &mut out[base..] {
             r.licensed = lic(r.start_ms);
             r.overdraft_used = r.peak.saturating_sub(r.licensed);
         }
-        for rec in src.records {
-            if rec.feature != *feature || rec.at_ms < lo || rec.at_ms >= hi {
-                continue;
-            }
-            match rec.what {
-                What::Denied { .. } => out[row(rec.at_ms)].denials += 1,
-                What::Queued { .. } => out[row(rec.at_ms)].queued += 1,
-                _ => {}
-            }
+        for t in seen.denied {
+            out[row(t)].denials += 1;
+        }
+        for t in seen.queued {
+            out[row(t)].queued += 1;
         }
     }
     Ok(out)
+}
+
+/// What one pass over the records found of one feature, for [`usage`].
+#[derive(Default)]
+struct Seen {
+    spans: Vec<Span>,
+    /// Licensed-count changes, in log order (so sorted by time).
+    steps: Vec<(u64, u64)>,
+    denied: Vec<u64>,
+    queued: Vec<u64>,
 }
 
 fn calendar(zone: Zone) -> impl Fn(u64) -> Date {
@@ -305,11 +358,12 @@ pub fn trueup(
     to_ms: u64,
 ) -> Vec<TrueUpRow> {
     let mut out = Vec::new();
+    let mut seats = src.spans_by_feature(from_ms);
     for feature in features {
         let spans = if src.assigned_now.contains_key(feature) {
             src.assignment_spans(feature, from_ms)
         } else {
-            src.spans(feature, from_ms)
+            seats.remove(feature.as_str()).unwrap_or_default()
         };
         let steps = src.licensed_steps(feature);
         let months = usage::trueup(&spans, &steps, &calendar(zone), from_ms, to_ms, src.now_ms);

@@ -87,3 +87,37 @@ fn bench_cycle_and_heartbeat_print_one_json_line() {
     assert_eq!(hb["sessions"], 20, "{hb}");
     assert!(hb["refused"].is_u64(), "{hb}");
 }
+
+/// `tallyd bench-history`, a day of a small site (the month of BENCHMARKS.md is a
+/// documented command, not a test): it runs, and its figures add up.
+#[test]
+fn bench_history_generates_a_day_and_reports_every_hour_of_every_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tally_tests::bin("tallyd"))
+        .args([
+            "bench-history",
+            "--days",
+            "1",
+            "--features",
+            "3",
+            "--users",
+            "20",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A load, 20 opens, then 60 checkouts and their checkins (some denied: 3 features
+    // of 30 seats never run short for 20 users, so none are).
+    assert_eq!(v["entries"], 1 + 20 + 120, "{v}");
+    // Each checkout: a grant, a checkin, a reclaim; the load: a load and three counts.
+    assert_eq!(v["records"], 60 * 3 + 1 + 3, "{v}");
+    assert_eq!(v["report_rows"], 3 * 24, "{v}");
+    assert!(v["disk_bytes"].as_u64().unwrap() > 0, "{v}");
+}

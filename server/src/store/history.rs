@@ -66,11 +66,32 @@ enum Msg {
     Replace(Section, mpsc::SyncSender<Result<(), HistoryError>>),
 }
 
-/// The handle the state machine holds: sends records to the writer thread.
+/// The handle the state machine holds: sends records to the writer thread. Clones share
+/// one thread; when the last is dropped the thread is told to stop and joined, so the
+/// database is closed when the node's stores are (a node restarted in the same process
+/// must be able to open its file again at once).
 #[derive(Debug, Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Msg>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` only while dropping: closing the channel is what stops the thread.
+    tx: Option<mpsc::Sender<Msg>>,
     db: Arc<Database>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            // The thread writes what is queued and ends; it panics only on a bug, and
+            // then there is nothing left to do about it here.
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Msg {
@@ -80,8 +101,7 @@ impl std::fmt::Debug for Msg {
 }
 
 impl Writer {
-    /// Creates the tables and starts the writer thread. The thread ends when every
-    /// handle is dropped.
+    /// Creates the tables and starts the writer thread.
     pub fn start(db: Arc<Database>) -> Result<Writer, HistoryError> {
         let txn = db.begin_write().map_err(store)?;
         txn.open_table(RECORDS).map_err(store)?;
@@ -89,32 +109,43 @@ impl Writer {
         txn.commit().map_err(store)?;
         let (tx, rx) = mpsc::channel();
         let thread_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tally-history".into())
             .spawn(move || run(&thread_db, &rx))
             .map_err(store)?;
-        Ok(Writer { tx, db })
+        Ok(Writer {
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                db,
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), HistoryError> {
+        match &self.inner.tx {
+            Some(tx) => tx.send(msg).map_err(|_| HistoryError::Stopped),
+            None => Err(HistoryError::Stopped),
+        }
     }
 
     /// Queues one apply's records. Never blocks.
     pub fn write(&self, records: Vec<Record>) {
-        if !records.is_empty() && self.tx.send(Msg::Write(records)).is_err() {
+        if !records.is_empty() && self.send(Msg::Write(records)).is_err() {
             tracing::error!("the history writer has stopped; records of applied entries are lost until a restart");
         }
     }
 
     /// Queues the removal of records older than `before_ms`.
     pub fn prune(&self, before_ms: u64) {
-        let _ = self.tx.send(Msg::Prune { before_ms });
+        let _ = self.send(Msg::Prune { before_ms });
     }
 
     /// Waits until every record queued before this call is written. Blocking: call it
     /// from a blocking thread.
     pub fn flush(&self) -> Result<(), HistoryError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Flush(tx))
-            .map_err(|_| HistoryError::Stopped)?;
+        self.send(Msg::Flush(tx))?;
         rx.recv().map_err(|_| HistoryError::Stopped)?
     }
 
@@ -122,16 +153,14 @@ impl Writer {
     /// this call are written, so none of them lands after it). Blocking.
     pub fn replace(&self, section: Section) -> Result<(), HistoryError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Replace(section, tx))
-            .map_err(|_| HistoryError::Stopped)?;
+        self.send(Msg::Replace(section, tx))?;
         rx.recv().map_err(|_| HistoryError::Stopped)?
     }
 
     /// Records from `from_ms` on, in log order, at most `limit` of them (the caller
     /// says so if the limit is reached). Blocking.
     pub fn read(&self, from_ms: u64, limit: usize) -> Result<Vec<Record>, HistoryError> {
-        let txn = self.db.begin_read().map_err(store)?;
+        let txn = self.inner.db.begin_read().map_err(store)?;
         let t = txn.open_table(RECORDS).map_err(store)?;
         let mut out = Vec::new();
         for row in t.range((from_ms, 0, 0)..).map_err(store)? {
@@ -146,7 +175,7 @@ impl Writer {
 
     /// Every change of a licensed count, in log order. Blocking.
     pub fn steps(&self) -> Result<Vec<Step>, HistoryError> {
-        let txn = self.db.begin_read().map_err(store)?;
+        let txn = self.inner.db.begin_read().map_err(store)?;
         let t = txn.open_table(STEPS).map_err(store)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(store)? {

@@ -13,8 +13,9 @@ pub mod nemesis;
 pub mod proxy;
 pub mod workload;
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The directory holding `tallyd` and `tallyctl` of this test's profile.
@@ -330,4 +331,71 @@ impl ThreeNodes {
         args.extend(arg);
         three_nodes_script_env(&args, &self.env)
     }
+}
+
+/// A `tallyctl checkout --hold` running in the background; killed by pid when dropped.
+#[derive(Debug)]
+pub struct Holder(pub Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Holder {
+    /// Whether the holding `tallyctl` still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM: `tallyctl` checks in and closes its session, then exits; panics unless it
+    /// exits cleanly.
+    pub fn release(mut self) {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let exit = self.0.wait();
+        assert!(exit.as_ref().is_ok_and(|s| s.success()), "{exit:?}");
+    }
+}
+
+/// Holds `feature` as `user` on `host` for `secs` seconds in a background `tallyctl
+/// --json checkout`, against `target`; returns the holder and the grant it printed.
+pub fn hold(
+    target: impl Target,
+    feature: &str,
+    (user, host): (&str, &str),
+    secs: u32,
+) -> (Holder, serde_json::Value) {
+    let mut cmd = Command::new(bin("tallyctl"));
+    for v in [
+        "TALLY_ENDPOINTS",
+        "TALLY_CA",
+        "TALLY_CERT",
+        "TALLY_KEY",
+        "TALLY_CONFIG",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HOME", "/nonexistent");
+    target.apply(&mut cmd);
+    let mut child = cmd
+        .args([
+            "--json", "checkout", feature, "--user", user, "--host", host,
+        ])
+        .args(["--hold", &secs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running tallyctl");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let holder = Holder(child);
+    let grant = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{feature} for {user}@{host} printed {line:?}: {e}"));
+    (holder, grant)
 }

@@ -6,43 +6,14 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use tally_core::license::Date;
-use tally_tests::{bin, feature, tallyctl, tallyctl_json, ThreeNodes};
-
-/// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tally_tests::{feature, tallyctl, tallyctl_json, Holder, ThreeNodes};
 
 fn hold(cluster: &ThreeNodes, feature: &str, user: &str, host: &str) -> (Holder, Value) {
-    let mut child = Command::new(bin("tallyctl"))
-        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
-        .env("HOME", "/nonexistent")
-        .args([
-            "--json", "checkout", feature, "--user", user, "--host", host,
-        ])
-        .args(["--hold", "300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let holder = Holder(child);
-    let grant = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("{feature} {user}@{host} printed {line:?}: {e}"));
-    (holder, grant)
+    tally_tests::hold(cluster, feature, (user, host), 300)
 }
 
 /// A checkout that is expected to be denied: its exit code and stderr.

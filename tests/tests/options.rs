@@ -8,56 +8,19 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tally_client::proto::v1::admin_client::AdminClient;
 use tally_client::proto::v1::{LedgerDigestRequest, LoadOptionsRequest};
 use tally_tests::harness::Harness;
-use tally_tests::{bin, tallyctl, tallyctl_json};
-
-/// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Holder {
-    fn running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-}
+use tally_tests::{tallyctl, tallyctl_json, Holder};
 
 /// Holds one seat of `feature` as `user`; returns the holder and its lease id.
 fn hold(endpoints: &str, feature: &str, user: &str) -> (Holder, u64) {
-    let mut child = Command::new(bin("tallyctl"))
-        .env("HOME", "/nonexistent")
-        .args(["--endpoints", endpoints, "--json", "checkout", feature])
-        .args([
-            "--user",
-            user,
-            "--host",
-            &format!("ws-{user}"),
-            "--hold",
-            "300",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grant: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("{feature} for {user} printed {line:?}: {e}"));
-    (Holder(child), grant["lease_id"].as_u64().unwrap())
+    let host = format!("ws-{user}");
+    let (holder, grant) = tally_tests::hold(endpoints, feature, (user, &host), 300);
+    (holder, grant["lease_id"].as_u64().unwrap())
 }
 
 /// A checkout that checks in at once: its exit code and what it said on stderr.

@@ -9,54 +9,14 @@
     reason = "tests: a failed unwrap is a failed test"
 )]
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tally_tests::{bin, feature, free_ports, tallyctl, ThreeNodes};
+use tally_tests::{feature, free_ports, tallyctl, Holder, ThreeNodes};
 
-/// A `tallyctl checkout --hold` in the background; killed by pid when dropped.
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Holder {
-    /// SIGTERM: tallyctl checks in and closes its session, then exits.
-    fn release(mut self) {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(self.0.wait().unwrap().success());
-    }
-}
-
-fn hold(cluster: &ThreeNodes, user: &str, secs: &str) -> Holder {
-    let mut child = Command::new(bin("tallyctl"))
-        .env("TALLY_CONFIG", cluster.dir.join("tally.env"))
-        .env("HOME", "/nonexistent")
-        .args([
-            "--json", "checkout", "meter", "--user", user, "--host", "ws",
-        ])
-        .args(["--hold", secs])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("\"lease_id\""), "{user}: {line:?}");
-    Holder(child)
+fn hold(cluster: &ThreeNodes, user: &str) -> Holder {
+    tally_tests::hold(cluster, "meter", (user, "ws"), 300).0
 }
 
 fn now_ms() -> u64 {
@@ -176,8 +136,8 @@ fn overuse_is_metered_alerted_and_reported_alike_by_every_node() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let from = now_ms().to_string();
-    let ann = hold(&cluster, "ann", "300");
-    let bob = hold(&cluster, "bob", "300");
+    let ann = hold(&cluster, "ann");
+    let bob = hold(&cluster, "bob");
     // The alert: at once, on every node (a follower within a heartbeat or two).
     for port in http..http + 3 {
         let deadline = Instant::now() + Duration::from_secs(3);

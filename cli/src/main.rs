@@ -12,6 +12,7 @@ mod lmstat;
 mod pki;
 mod report;
 mod sessions;
+mod snapshot;
 mod stale;
 mod users;
 mod verdict;
@@ -151,6 +152,10 @@ enum Cmd {
     /// A site CA and certificates for nodes, administrators and client hosts (offline).
     #[command(subcommand)]
     Pki(pki::Cmd),
+    /// Backups: save one from the cluster (admin), inspect a file. `tallyd restore` seeds
+    /// a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::Cmd),
 }
 
 /// What the whole tool needs to talk to a cluster.
@@ -291,12 +296,13 @@ fn hint(e: &anyhow::Error) -> &'static str {
 /// The cluster flags, global so that they go anywhere on the line.
 const CLUSTER_FLAGS: [&str; 6] = ["endpoints", "timeout", "ca", "cert", "key", "config"];
 /// Commands that never dial a cluster: their help leaves the cluster flags out.
-const OFFLINE: [[&str; 2]; 5] = [
+const OFFLINE: [[&str; 2]; 6] = [
     ["license", "keygen"],
     ["license", "sign"],
     ["license", "verify"],
     ["pki", "init"],
     ["pki", "issue"],
+    ["snapshot", "inspect"],
 ];
 
 /// The command line, with the cluster flags left out of offline commands' help. Each
@@ -401,6 +407,7 @@ fn main() -> ExitCode {
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,
             Cmd::Bench(c) => bench::run(&ctx, c).await,
             Cmd::Pki(c) => pki::run(c),
+            Cmd::Snapshot(c) => snapshot::run(&ctx, c).await,
         }
     });
     match result {

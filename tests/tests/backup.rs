@@ -170,17 +170,18 @@ impl Drop for Node {
     }
 }
 
-fn run_node(cluster: &ThreeNodes, name: &str, port: u16, data: &Path, init: &str) -> Node {
+fn run_node(cluster: &ThreeNodes, name: &str, id: u64, port: u16, data: &Path, init: &str) -> Node {
     let pki = cluster.dir.join("pki");
+    let (cert, key) = (format!("node{id}.crt"), format!("node{id}.key"));
     let log = std::fs::File::create(data.with_extension("log")).unwrap();
     let child = Command::new(bin("tallyd"))
-        .args(["run", "--cluster-name", name, "--id", "1"])
+        .args(["run", "--cluster-name", name, "--id", &id.to_string()])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--http", ""])
         .args(["--data", s(data), "--init", init])
         .arg("--vendor-key")
         .arg(format!("demo={}", s(&cluster.dir.join("vendor.pub"))))
-        .args(["--tls-cert", s(&pki.join("node1.crt"))])
-        .args(["--tls-key", s(&pki.join("node1.key"))])
+        .args(["--tls-cert", s(&pki.join(cert))])
+        .args(["--tls-key", s(&pki.join(key))])
         .args(["--tls-ca", s(&pki.join("ca.crt"))])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -312,7 +313,7 @@ fn a_backup_restores_into_a_new_cluster_and_damaged_files_are_refused() {
     let restore_ms = started.elapsed().as_millis();
     let said = ok(&o, "restore");
     assert!(said.contains(&format!("log index {index}")), "{said}");
-    let _node = run_node(&cluster, &name, port, &data, &init);
+    let node = run_node(&cluster, &name, 1, port, &data, &init);
     let one = format!("127.0.0.1:{port}");
     leader(&cluster, &one, Some(1));
     let up_ms = started.elapsed().as_millis();
@@ -341,6 +342,57 @@ fn a_backup_restores_into_a_new_cluster_and_damaged_files_are_refused() {
         .max()
         .unwrap();
     assert!(newest >= leases.iter().filter_map(|l| l[5].as_u64()).max().unwrap());
+    drop(node);
+
+    // The same backup seeds a new three-node cluster: node 1 restored, nodes 2 and 3
+    // started empty (no --init); they vote for node 1 and receive the snapshot from it,
+    // usage history included (a report is made by the node asked).
+    let base = free_ports(3);
+    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let init3 = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
+    let d3 = dir.path().join("three");
+    let o = tallyd(&[
+        "restore",
+        "--from",
+        s(&file),
+        "--data",
+        s(&d3.join("n1")),
+        "--init",
+        &init3,
+        "--id",
+        "1",
+    ]);
+    ok(&o, "restore into a three-node membership");
+    let _nodes: Vec<Node> = (1..=3u64)
+        .map(|id| {
+            let init = if id == 1 { init3.as_str() } else { "" };
+            run_node(
+                &cluster,
+                &name,
+                id,
+                base + id as u16 - 1,
+                &d3.join(format!("n{id}")),
+                init,
+            )
+        })
+        .collect();
+    let three = addrs.join(",");
+    leader(&cluster, &three, Some(1));
+    let (l3, f3, lic3) = state(&cluster, &three);
+    assert_eq!(
+        (l3, f3, lic3),
+        (leases, features, licenses),
+        "the three-node restore"
+    );
+    for a in &addrs[1..] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while history(&cluster, a, index) != hist {
+            assert!(Instant::now() < deadline, "{a} never got the history");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let st = tallyctl_json(&cluster, &["--endpoints", &three, "status"]);
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3]), "{st}");
 }
 
 #[test]

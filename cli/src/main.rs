@@ -13,6 +13,7 @@ mod options;
 mod pki;
 mod report;
 mod sessions;
+mod snapshot;
 mod stale;
 mod users;
 mod verdict;
@@ -156,6 +157,10 @@ enum Cmd {
     /// A site CA and certificates for nodes, administrators and client hosts (offline).
     #[command(subcommand)]
     Pki(pki::Cmd),
+    /// Backups: save one from the cluster (admin), inspect a file. `tallyd restore` seeds
+    /// a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::Cmd),
 }
 
 /// What the whole tool needs to talk to a cluster.
@@ -297,13 +302,14 @@ fn hint(e: &anyhow::Error) -> &'static str {
 /// The cluster flags, global so that they go anywhere on the line.
 const CLUSTER_FLAGS: [&str; 6] = ["endpoints", "timeout", "ca", "cert", "key", "config"];
 /// Commands that never dial a cluster: their help leaves the cluster flags out.
-const OFFLINE: [[&str; 2]; 6] = [
+const OFFLINE: [[&str; 2]; 7] = [
     ["options", "check"],
     ["license", "keygen"],
     ["license", "sign"],
     ["license", "verify"],
     ["pki", "init"],
     ["pki", "issue"],
+    ["snapshot", "inspect"],
 ];
 
 /// The command line, with the cluster flags left out of offline commands' help. Each
@@ -409,6 +415,7 @@ fn main() -> ExitCode {
             Cmd::Cluster(c) => admin::cluster(&ctx, c).await,
             Cmd::Bench(c) => bench::run(&ctx, c).await,
             Cmd::Pki(c) => pki::run(c),
+            Cmd::Snapshot(c) => snapshot::run(&ctx, c).await,
         }
     });
     match result {

@@ -19,6 +19,9 @@ use crate::types::TallyNode;
 /// Most log records in one export page.
 const EXPORT_PAGE: u64 = 10_000;
 
+/// The size of a backup's chunks: well under any client's 4 MiB message limit.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
 /// Largest license file accepted over the wire (the parser refuses more than 4 MiB).
 pub const MAX_ADMIN_MESSAGE: usize = 8 << 20;
 
@@ -857,6 +860,59 @@ impl admin_server::Admin for Admin {
             applied_index: sm.ledger.last_applied(),
             sha256: sha2::Sha256::digest(sm.ledger.snapshot()).to_vec(),
         }))
+    }
+
+    type SaveSnapshotStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::BackupChunk, Status>>>;
+
+    /// A backup (see `backup.rs`): after the leader's read index is applied here, so the
+    /// copy holds every entry any client was told of, the state at the index applied
+    /// then, as the bytes of a backup file in chunks.
+    async fn save_snapshot(
+        &self,
+        req: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let admin = admin_name(&req);
+        self.shared.linearizable().await?;
+        let started = std::time::Instant::now();
+        let (header, file) = crate::backup::take(&self.shared.sm, &self.shared.cfg.cluster_name)
+            .await
+            .map_err(|e| match e {
+                crate::backup::BackupError::Empty => Status::failed_precondition(e.to_string()),
+                e => Status::internal(format!("taking the backup: {e}")),
+            })?;
+        tracing::info!(
+            %admin,
+            index = header.index,
+            term = header.term,
+            bytes = file.len(),
+            leases = header.leases,
+            ms = started.elapsed().as_millis() as u64,
+            "admin saves a backup"
+        );
+        use sha2::Digest as _;
+        let sha256 = sha2::Sha256::digest(&file).to_vec();
+        let total = file.len() as u64;
+        let chunks = file
+            .chunks(SNAPSHOT_CHUNK)
+            .enumerate()
+            .map(|(i, data)| {
+                let first = i == 0;
+                Ok(pb::BackupChunk {
+                    data: data.to_vec(),
+                    total_bytes: if first { total } else { 0 },
+                    sha256: if first { sha256.clone() } else { Vec::new() },
+                    index: if first { header.index } else { 0 },
+                    term: if first { header.term } else { 0 },
+                    cluster_name: if first {
+                        header.cluster_name.clone()
+                    } else {
+                        String::new()
+                    },
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(tokio_stream::iter(chunks)))
     }
 
     /// A usage report (see `reports.rs`), made on a blocking thread.

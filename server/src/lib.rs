@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod backup;
 pub mod bench_history;
 pub mod clock;
 pub mod config;

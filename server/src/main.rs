@@ -53,9 +53,61 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Seed a NEW cluster's first node from a backup (`tallyctl snapshot save`): checks
+    /// the file, refuses a data directory that is not empty, and writes the backup's
+    /// ledger and usage history there as the node's snapshot, with the membership given
+    /// by --init. Then start the node with `tallyd run` on that directory; the other
+    /// members start empty and receive the snapshot. See deploy/README.md, "Backup and
+    /// disaster recovery".
+    Restore(RestoreArgs),
+    /// After a quorum is lost for good: make this (stopped) node the only member of its
+    /// cluster, with everything its log holds, so it starts and leads alone; then add new
+    /// nodes with `tallyctl node add`. Without --i-understand-this-forgets-the-other-nodes
+    /// it only says what it would do. The lost nodes must never return with their data.
+    Recover(RecoverArgs),
     /// GET a node's /readyz (or any URL of its HTTP port) and exit 0 on 200, 1 otherwise,
     /// printing what it answered: a container health check for images without curl.
     Healthcheck(HealthArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    from: PathBuf,
+    /// The new node's data directory: absent or empty.
+    #[arg(long)]
+    data: PathBuf,
+    /// The new cluster's members, ID=HOST:PORT,... as `tallyd run --init` takes them
+    /// (e.g. 1=h1:27000 for one node, or all three).
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    init: String,
+    /// This node's id among them (default: the only one --init names).
+    #[arg(long)]
+    id: Option<u64>,
+    /// The new cluster's name (default: the backup's). Every node's cluster_name must
+    /// match it.
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Only check the backup and say what it holds; write nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RecoverArgs {
+    /// The surviving node's data directory (the node stopped).
+    #[arg(long)]
+    data: PathBuf,
+    /// The node's id (its `--id`).
+    #[arg(long)]
+    id: u64,
+    /// The address it serves on, if not the one the old membership records.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Do it: without this flag, recover only reports what it found and would do.
+    #[arg(long = "i-understand-this-forgets-the-other-nodes")]
+    confirmed: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,21 +259,7 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let node = tally_server::node::start(cfg, listener).await?;
     if let Some(init) = a.init.filter(|i| !i.trim().is_empty()) {
-        let mut members = std::collections::BTreeMap::new();
-        for m in init.split(',') {
-            let (id, addr) = m.split_once('=').context("--init takes ID=HOST:PORT,...")?;
-            let id: u64 = id
-                .trim()
-                .parse()
-                .with_context(|| format!("bad node id {id:?} in --init"))?;
-            members.insert(
-                id,
-                tally_server::types::TallyNode {
-                    addr: addr.trim().to_owned(),
-                    http: String::new(),
-                },
-            );
-        }
+        let members = members(&init)?;
         if let Err(e) = tally_server::node::initialize(&node.shared, members).await {
             // A node restarted with --init still on its command line is already part of
             // the cluster: that is fine, and says so.
@@ -285,6 +323,136 @@ async fn run_node(a: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The members `--init` names: ID=HOST:PORT,...
+fn members(
+    init: &str,
+) -> anyhow::Result<std::collections::BTreeMap<u64, tally_server::types::TallyNode>> {
+    use anyhow::Context as _;
+    let mut members = std::collections::BTreeMap::new();
+    for m in init.split(',').filter(|m| !m.trim().is_empty()) {
+        let (id, addr) = m.split_once('=').context("--init takes ID=HOST:PORT,...")?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("bad node id {id:?} in --init"))?;
+        members.insert(
+            id,
+            tally_server::types::TallyNode {
+                addr: addr.trim().to_owned(),
+                http: String::new(),
+            },
+        );
+    }
+    Ok(members)
+}
+
+/// `tallyd restore`.
+async fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let started = std::time::Instant::now();
+    let backup = tally_server::backup::read(&a.from)
+        .with_context(|| format!("{} is not a usable backup", a.from.display()))?;
+    let h = &backup.header;
+    println!(
+        "backup {}: cluster \"{}\"{}, log index {} term {}, {} session(s), {} lease(s), {} history record(s), written by tallyd {}",
+        a.from.display(),
+        h.cluster_name,
+        if h.cluster_id.is_empty() { String::new() } else { format!(" (id {})", h.cluster_id) },
+        h.index,
+        h.term,
+        h.sessions,
+        h.leases,
+        h.history_records,
+        h.tallyd_version
+    );
+    if a.check {
+        println!("the backup checks out (--check: nothing written)");
+        return Ok(());
+    }
+    let members = members(&a.init)?;
+    anyhow::ensure!(!members.is_empty(), "--init names no member");
+    let id = match (a.id, members.len()) {
+        (Some(id), _) => id,
+        (None, 1) => *members.keys().next().context("one member")?,
+        (None, _) => {
+            anyhow::bail!("--init names several members: say which this node is with --id")
+        }
+    };
+    let seeded =
+        tally_server::backup::restore(backup, &a.data, id, members, a.cluster_name.as_deref())
+            .await
+            .with_context(|| format!("restoring into {}", a.data.display()))?;
+    println!(
+        "restored into {} in {} ms: node {} of cluster \"{}\" with members {}",
+        a.data.display(),
+        started.elapsed().as_millis(),
+        seeded.id,
+        seeded.cluster_name,
+        seeded
+            .members
+            .iter()
+            .map(|(i, addr)| format!("{i}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!(
+        "next: tallyd run --data {} --id {} --cluster-name {} ... (the other members start empty, without --init, and receive the snapshot)",
+        a.data.display(),
+        seeded.id,
+        seeded.cluster_name
+    );
+    println!(
+        "held seats: their sessions' TTLs restart when the node starts (the ledger sees an outage); clients that heartbeat the new cluster within their TTL keep them, the others' seats return after TTL + linger"
+    );
+    Ok(())
+}
+
+/// `tallyd recover`.
+async fn recover(a: RecoverArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let r = tally_server::backup::recover(&a.data, a.id, a.advertise, a.confirmed)
+        .await
+        .with_context(|| format!("recovering {}", a.data.display()))?;
+    println!(
+        "node {} of cluster \"{}\" holds log entries up to index {} (term {}; known committed up to at least {}): snapshot at {} + {} log entries",
+        r.id, r.cluster_name, r.index, r.term, r.committed_at_least, r.snapshot_index, r.log_entries_applied
+    );
+    println!(
+        "state: {} session(s), {} lease(s), {} history record(s); old members: {}",
+        r.sessions,
+        r.leases,
+        r.history_records,
+        r.old_members
+            .iter()
+            .map(|m| format!(
+                "{}={}{}",
+                m.id,
+                m.addr,
+                if m.voter { "" } else { " (learner)" }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !r.applied {
+        println!(
+            "dry run, nothing changed. To make node {} at {} the only member of the cluster with this state, run again with --i-understand-this-forgets-the-other-nodes. Before that: make sure the other nodes are gone for good (if several survive, recover the one with the highest index above), and never start them again on their old data.",
+            r.id, r.addr
+        );
+        return Ok(());
+    }
+    println!(
+        "recovered: node {} at {} is now the only member; the old database is at {}, a backup of the recovered state at {}",
+        r.id,
+        r.addr,
+        r.old_database.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        r.backup.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    println!(
+        "next: start it as before (tallyd run, without --init); it leads alone. Add nodes with empty data directories with `tallyctl node add ID HOST:PORT` and `tallyctl node voters ...`"
+    );
+    Ok(())
+}
+
 /// systemd's notification socket, when `tallyd` runs under a `Type=notify` unit. A bad
 /// `NOTIFY_SOCKET` is logged, not fatal: the node serves either way, and a unit that
 /// waits for READY=1 says so itself when it times out.
@@ -343,9 +511,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn logging(json: bool) {
+fn logging(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour only on a terminal: a log file or journal full of escape codes cannot be
     // grepped the way sites grep a license server's log.
     use std::io::IsTerminal as _;
@@ -363,7 +531,13 @@ fn logging(json: bool) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging(cli.log_json);
+    // The offline commands replay entries through the state machine, which logs an
+    // audit line per entry: what they print themselves is what matters there.
+    let default = match cli.cmd {
+        Cmd::Restore(_) | Cmd::Recover(_) => "warn,openraft=error",
+        _ => "info,openraft=error",
+    };
+    logging(cli.log_json, default);
     match cli.cmd {
         Cmd::Dev {
             base_port,
@@ -463,6 +637,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Healthcheck(h) => healthcheck(h).await,
+        Cmd::Restore(a) => restore(a).await,
+        Cmd::Recover(a) => recover(a).await,
     }
 }
 

@@ -189,7 +189,18 @@ impl Writer {
     pub fn section(&self, upto: u64) -> Result<Section, HistoryError> {
         let mut records = self.read(0, usize::MAX)?;
         records.retain(|r| r.index <= upto);
-        let steps = self.steps()?;
+        // Count changes of entries after `upto` are not the snapshot's either (a backup
+        // is taken while entries keep coming). Steps installed from a snapshot are keyed
+        // with index 0 (see `replace`): they are all before it.
+        let txn = self.inner.db.begin_read().map_err(store)?;
+        let t = txn.open_table(STEPS).map_err(store)?;
+        let mut steps = Vec::new();
+        for row in t.iter().map_err(store)? {
+            let (k, v) = row.map_err(store)?;
+            if k.value().1 <= upto {
+                steps.push(decode(v.value())?);
+            }
+        }
         Ok(Section { records, steps })
     }
 }

@@ -84,6 +84,11 @@ impl LogStore {
         Ok(None)
     }
 
+    /// The cluster name this data directory is bound to, if it was ever started.
+    pub fn cluster_name(&self) -> Result<Option<String>, StorageError> {
+        self.get_meta(CLUSTER)
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,

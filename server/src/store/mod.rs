@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use log::LogStore;
-pub use sm::{Applied, StateMachine};
+pub use sm::{check_snapshot, Applied, Copy, StateMachine};
 
 use crate::types::StorageError;
 
@@ -25,6 +25,9 @@ use crate::types::StorageError;
 /// the OS page cache, which the kernel can reclaim.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// The node's database file in its data directory.
+pub const DB_FILE: &str = "tally.redb";
+
 /// Opens (or creates) the node's database under `dir` and both stores on it.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
     let io = |e: &dyn std::error::Error| -> StorageError {
@@ -33,7 +36,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
     let db = redb::Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .create(dir.join("tally.redb"))
+        .create(dir.join(DB_FILE))
         .map_err(|e| io(&e))?;
     let db = Arc::new(db);
     Ok((LogStore::new(db.clone())?, StateMachine::open(db)?))

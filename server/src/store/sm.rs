@@ -104,6 +104,29 @@ fn open_envelope(
     }
 }
 
+/// A consistent copy of the state at one applied index, with the usage history up to
+/// it: what a backup holds (see `backup.rs`).
+#[derive(Debug)]
+pub struct Copy {
+    pub last_log_id: Option<LogId>,
+    pub membership: StoredMembership,
+    /// The snapshot as a node installs it: the ledger and the history (the envelope).
+    pub snapshot: Vec<u8>,
+    /// For the backup's header.
+    pub cluster_id: String,
+    pub ledger_time_ms: u64,
+    pub sessions: u64,
+    pub leases: u64,
+    pub history_records: u64,
+}
+
+/// Checks that a snapshot as a node installs it (an envelope, or a bare ledger) opens and
+/// its ledger restores, writing nothing; returns the ledger.
+pub fn check_snapshot(data: &[u8]) -> Result<Ledger, StorageError> {
+    let (ledger, _) = open_envelope(data.to_vec())?;
+    Ledger::restore(&ledger).map_err(io)
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredMeta {
     meta: SnapshotMeta,
@@ -183,6 +206,46 @@ impl StateMachine {
             Ok(g) => g,
             Err(e) => panic!("state machine lock poisoned: {e}"),
         }
+    }
+
+    /// A copy of the ledger at the index applied now, its membership, and the usage
+    /// history up to that index, in the envelope a snapshot travels in. The ledger is
+    /// read under the read lock (one applied index); the history is flushed after, so
+    /// every record of an entry up to that index is on disk, and those after it are left
+    /// out. Blocking work runs on a blocking thread.
+    pub async fn copy(&self) -> Result<Copy, StorageError> {
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Copy, StorageError> {
+            let (ledger, last_log_id, membership, info) = {
+                let s = sm.read();
+                let l = &s.ledger;
+                let info = (
+                    l.cluster_id().map(|c| c.to_string()).unwrap_or_default(),
+                    l.now_ms(),
+                    l.sessions().len() as u64,
+                    l.leases().len() as u64,
+                );
+                (l.snapshot(), s.last_applied, s.membership.clone(), info)
+            };
+            sm.history.flush().map_err(io)?;
+            let section = sm
+                .history
+                .section(last_log_id.map_or(0, |l| l.index))
+                .map_err(io)?;
+            let history_records = section.records.len() as u64;
+            Ok(Copy {
+                last_log_id,
+                membership,
+                snapshot: envelope(ledger, &section)?,
+                cluster_id: info.0,
+                ledger_time_ms: info.1,
+                sessions: info.2,
+                leases: info.3,
+                history_records,
+            })
+        })
+        .await
+        .map_err(io)?
     }
 
     async fn persist(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {

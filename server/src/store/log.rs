@@ -23,6 +23,17 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
 const CLUSTER: &str = "cluster_name";
+/// The META key of [`DATA_FORMAT`].
+const FORMAT: &str = "data_format";
+
+/// The format of everything in a node's database: the tables, the log entries' encoding
+/// (serde_json of openraft's entry around `types::Command`), the snapshot and history
+/// tables (the snapshot's ledger bytes carry their own number too). Written when a
+/// database is made; a node refuses, with a sentence, a database of another number
+/// rather than misread it. Raise it with any change an older or newer `tallyd` would
+/// misread, and say in deploy/README.md ("Upgrades") what the upgrade does about it.
+/// A database from before the number existed has the same layout as 1 and is read as 1.
+pub const DATA_FORMAT: u32 = 1;
 
 /// The log store. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -55,7 +66,31 @@ impl LogStore {
         txn.set_durability(Durability::Immediate)
             .map_err(io_write)?;
         txn.open_table(LOG).map_err(io_write)?;
-        txn.open_table(META).map_err(io_write)?;
+        {
+            let mut meta = txn.open_table(META).map_err(io_write)?;
+            let found = match meta.get(FORMAT).map_err(io_read)? {
+                Some(v) => Some(
+                    serde_json::from_slice::<u32>(v.value()).map_err(|e| {
+                        io_read(std::io::Error::other(format!(
+                            "this database's format number does not read ({e}): not a Tally data directory, or a damaged one"
+                        )))
+                    })?,
+                ),
+                None => None,
+            };
+            match found {
+                Some(DATA_FORMAT) => {}
+                Some(other) => {
+                    return Err(io_read(std::io::Error::other(format!(
+                        "this data directory is in format {other}, and this tallyd reads format {DATA_FORMAT}: run the tallyd release that wrote it, or restore a backup (tallyctl snapshot save) into a new directory (deploy/README.md, \"Upgrades\")"
+                    ))))
+                }
+                None => {
+                    let bytes = serde_json::to_vec(&DATA_FORMAT).map_err(io_write)?;
+                    meta.insert(FORMAT, bytes.as_slice()).map_err(io_write)?;
+                }
+            }
+        }
         txn.commit().map_err(io_write)?;
         Ok(Self {
             db,
@@ -275,5 +310,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(dir: &std::path::Path) -> Arc<Database> {
+        Arc::new(Database::create(dir.join("t.redb")).unwrap())
+    }
+
+    #[test]
+    fn a_database_is_stamped_with_its_format_and_another_format_is_refused_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        // New: stamped with this build's format, and opened again without complaint.
+        {
+            let d = db(dir.path());
+            LogStore::new(d.clone()).unwrap();
+            let s = LogStore::new(d).unwrap();
+            assert_eq!(s.get_meta::<u32>(FORMAT).unwrap(), Some(DATA_FORMAT));
+        }
+        // A database of a format this build does not read is refused, naming both.
+        {
+            let d = db(dir.path());
+            let txn = d.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT, b"99".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+            let e = LogStore::new(d).map(drop).unwrap_err().to_string();
+            assert!(
+                e.contains("format 99") && e.contains(&format!("reads format {DATA_FORMAT}")),
+                "{e}"
+            );
+        }
     }
 }

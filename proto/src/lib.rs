@@ -19,6 +19,10 @@ pub mod v1 {
     tonic::include_proto!("tally.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every service here, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tally_descriptor.bin"));
+
 /// Metadata key carrying the leader's client address on a not-leader answer.
 pub const LEADER_ADDR_METADATA: &str = "x-tally-leader-addr";
 

@@ -225,6 +225,16 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
     // Unguarded, like /readyz: a load balancer or kubelet asks without a certificate,
     // and the answer names nobody.
     let health = crate::health::HealthService::server(shared.clone(), readiness.clone());
+    // Unguarded too: it tells what services and messages exist, which the open .proto
+    // files say already, never anything of the ledger; every call it describes is still
+    // guarded. So grpcurl can list and call the services without the .proto files.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tally_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let mut rx = shutdown.subscribe();
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -259,6 +269,8 @@ pub async fn start(mut cfg: NodeConfig, listener: TcpListener) -> anyhow::Result
             .add_service(licensing)
             .add_service(admin)
             .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.recv().await;
             })

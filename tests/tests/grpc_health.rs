@@ -60,6 +60,59 @@ async fn until(c: &mut HealthClient<Channel>, want: ServingStatus, within: Durat
     }
 }
 
+/// gRPC server reflection (what grpcurl asks first), without a client certificate:
+/// the services are listed, and the file declaring the Admin service is served.
+async fn reflection_lists_the_services(cluster: &ThreeNodes, endpoint: &str) {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let ca = std::fs::read_to_string(cluster.dir.join("pki/ca.crt")).unwrap();
+    let channel = Endpoint::from_shared(format!("https://{endpoint}"))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ServerReflectionClient::new(channel);
+    let ask = |m: MessageRequest| {
+        tonic::codegen::tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(m),
+        }])
+    };
+    let mut answers = c
+        .server_reflection_info(ask(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("{listed:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "tally.v1.Licensing",
+        "tally.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    let mut answers = c
+        .server_reflection_info(ask(MessageRequest::FileContainingSymbol(
+            "tally.v1.Admin".into(),
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let file = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(f)) = file.message_response else {
+        panic!("{file:?}");
+    };
+    assert!(!f.file_descriptor_proto.is_empty());
+}
+
 fn kill(sig: &str, pid: &str) {
     let st = Command::new("kill").args([sig, pid]).status().unwrap();
     assert!(st.success(), "kill {sig} {pid}");
@@ -88,6 +141,7 @@ async fn health_follows_readiness_and_a_watch_does_not_hold_up_a_stop() {
         assert_eq!(e.code(), tonic::Code::NotFound, "{ep}: {e:?}");
         clients.push(c);
     }
+    reflection_lists_the_services(&cluster, &endpoints[0]).await;
 
     // Node 1 alone: a Watch sees SERVING at once, then NOT_SERVING when both of its
     // peers are killed (a follower loses its leader; a leader loses its quorum).

@@ -127,10 +127,10 @@ impl Target for &ThreeNodes {
     }
 }
 
-/// Runs `tallyctl` with `args` against `target`.
-pub fn tallyctl(target: impl Target, args: &[&str]) -> Output {
+/// A `tallyctl` command pointed at `target`, with nothing from the caller's environment
+/// or home directory leaking into the test.
+fn tallyctl_command(target: impl Target) -> Command {
     let mut cmd = Command::new(bin("tallyctl"));
-    // Nothing from the caller's environment or home directory leaks into a test.
     for v in [
         "TALLY_ENDPOINTS",
         "TALLY_CA",
@@ -142,7 +142,15 @@ pub fn tallyctl(target: impl Target, args: &[&str]) -> Output {
     }
     cmd.env("HOME", "/nonexistent");
     target.apply(&mut cmd);
-    cmd.args(args).output().expect("running tallyctl")
+    cmd
+}
+
+/// Runs `tallyctl` with `args` against `target`.
+pub fn tallyctl(target: impl Target, args: &[&str]) -> Output {
+    tallyctl_command(target)
+        .args(args)
+        .output()
+        .expect("running tallyctl")
 }
 
 /// `tallyctl --json ARGS`, parsed; panics with tallyctl's stderr if it failed.
@@ -369,19 +377,7 @@ pub fn hold(
     (user, host): (&str, &str),
     secs: u32,
 ) -> (Holder, serde_json::Value) {
-    let mut cmd = Command::new(bin("tallyctl"));
-    for v in [
-        "TALLY_ENDPOINTS",
-        "TALLY_CA",
-        "TALLY_CERT",
-        "TALLY_KEY",
-        "TALLY_CONFIG",
-    ] {
-        cmd.env_remove(v);
-    }
-    cmd.env("HOME", "/nonexistent");
-    target.apply(&mut cmd);
-    let mut child = cmd
+    let mut child = tallyctl_command(target)
         .args([
             "--json", "checkout", feature, "--user", user, "--host", host,
         ])

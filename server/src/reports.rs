@@ -33,9 +33,12 @@ struct Now {
     terms: BTreeMap<String, MeterTerms>,
 }
 
-fn now_of(ledger: &Ledger, applied_index: u64) -> Now {
+/// `feature`: the one feature asked about, if one: only its seats are copied, since this
+/// runs under the state machine's read lock and a ledger may count a million seats.
+fn now_of(ledger: &Ledger, applied_index: u64, feature: Option<&str>) -> Now {
     let open = ledger
         .seats()
+        .filter(|(_, s)| feature.is_none_or(|f| s.feature == f))
         .map(|(_, s)| {
             let span = Span {
                 start_ms: s.charged_ms,
@@ -68,7 +71,8 @@ fn now_of(ledger: &Ledger, applied_index: u64) -> Now {
 pub fn make(sm: &StateMachine, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
     let now = {
         let s = sm.read();
-        now_of(&s.ledger, s.last_applied.map_or(0, |l| l.index))
+        let feature = (!req.feature.is_empty()).then_some(req.feature.as_str());
+        now_of(&s.ledger, s.last_applied.map_or(0, |l| l.index), feature)
     };
     let history = sm.history();
     // Records of entries applied before this call may still be queued for the writer.
